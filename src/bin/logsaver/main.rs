@@ -1,0 +1,2 @@
+//! The `logsaver` command line.
+fn main() {}

@@ -1,0 +1,408 @@
+//! The write path: batches, the active-segment writer, and group commit.
+//!
+//! Callers encode their records into a [`Batch`] on their own thread (postcard and CRC work run
+//! in parallel). [`Committer::commit`] queues the batch; the first caller to find no leader
+//! becomes the leader, writes every queued batch as one frame, makes it durable as the
+//! durability mode asks (one fdatasync for the whole group in `Sync`), applies the index ops in
+//! log order and wakes the others. A failed write or fsync poisons the store.
+
+use std::collections::HashMap;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crc32fast::Hasher;
+use parking_lot::{Condvar, Mutex, MutexGuard, RwLock};
+
+use crate::error::{Error, Result};
+use crate::format::{FRAME_HEADER_LEN, FrameHeader, SEGMENT_HEADER_LEN, align_up, begin_record, finish_record, salted_hasher};
+use crate::index::{Index, IndexOp};
+use crate::records::Record;
+use crate::segment::{Loc, Segment, SegmentSet};
+
+/// What a call promises about its data when it returns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// The call returns after an fdatasync covers its record: it survives a power cut.
+    /// Concurrent callers share one fdatasync (group commit).
+    #[default]
+    Sync,
+    /// The call returns after its record is handed to the operating system: it survives a crash
+    /// of the process, not of the machine.
+    Flush,
+    /// The record is buffered in memory until `flush()`, `close()` or the buffer fills; a crash
+    /// of the process loses what was buffered.
+    None,
+}
+
+/// The largest frame payload: frame lengths and segment offsets are 32-bit.
+pub const MAX_FRAME_PAYLOAD: u64 = (u32::MAX as u64) - (1 << 20);
+
+/// Records encoded by one caller, committed atomically.
+pub struct Batch {
+    bytes: Vec<u8>,
+    crc: Hasher,
+    records: Vec<(IndexOp<'static>, usize, u32)>,
+}
+
+impl Default for Batch {
+    fn default() -> Self {
+        Batch { bytes: Vec::new(), crc: Hasher::new(), records: Vec::new() }
+    }
+}
+
+impl Batch {
+    /// An empty batch.
+    pub fn new() -> Self {
+        Batch::default()
+    }
+
+    /// Encode `record` into the batch; `op` is what committing it does to the index.
+    pub fn push<R: Record>(&mut self, record: &R, op: IndexOp<'static>) -> Result<()> {
+        let at = begin_record(&mut self.bytes);
+        let bytes = std::mem::take(&mut self.bytes);
+        self.bytes = postcard::to_extend(record, bytes).map_err(|e| Error::invalid(format!("cannot encode record: {e}")))?;
+        let body_len = finish_record(&mut self.bytes, at, R::KIND);
+        if self.bytes.len() as u64 > MAX_FRAME_PAYLOAD {
+            return Err(Error::TooLarge {
+                what: "one call's records".into(),
+                size: self.bytes.len() as u64,
+                limit: MAX_FRAME_PAYLOAD,
+            });
+        }
+        self.crc.update(&self.bytes[at..]);
+        self.records.push((op, at, body_len as u32));
+        Ok(())
+    }
+
+    /// Whether the batch holds no records.
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    fn len(&self) -> u64 {
+        self.bytes.len() as u64
+    }
+}
+
+/// Counters of the write path.
+#[derive(Debug, Default)]
+pub struct CommitStats {
+    /// Calls committed.
+    pub commits: AtomicU64,
+    /// Frames written (one per group, more when a group spans segments).
+    pub frames: AtomicU64,
+    /// fdatasync calls on segment files.
+    pub fsyncs: AtomicU64,
+    /// Bytes written to segment files (frames and padding).
+    pub bytes_written: AtomicU64,
+    /// Segments created.
+    pub segments_created: AtomicU64,
+}
+
+/// How the writer lays out and syncs segments.
+#[derive(Clone, Debug)]
+pub struct WriterOptions {
+    /// What callers are promised.
+    pub durability: Durability,
+    /// Capacity of a new segment.
+    pub segment_size: u64,
+    /// Zero-fill new segments.
+    pub preallocate: bool,
+    /// Durability `None`: bytes buffered before they are written to the file.
+    pub buffer_bytes: usize,
+}
+
+/// The active segment and its offsets. Only the commit leader (and `flush`) touch it.
+pub struct Writer {
+    dir: PathBuf,
+    segments: Arc<SegmentSet>,
+    active: Arc<Segment>,
+    capacity: u64,
+    /// End of the frames written (buffered ones included).
+    write_offset: u64,
+    /// End of the data known durable.
+    synced_offset: u64,
+    options: WriterOptions,
+    stats: Arc<CommitStats>,
+}
+
+impl Writer {
+    /// Continue writing `active` at `write_offset` (everything before it is durable).
+    pub fn resume(
+        dir: PathBuf,
+        segments: Arc<SegmentSet>,
+        active: Arc<Segment>,
+        capacity: u64,
+        write_offset: u64,
+        options: WriterOptions,
+        stats: Arc<CommitStats>,
+    ) -> Self {
+        Writer { dir, segments, active, capacity, write_offset, synced_offset: write_offset, options, stats }
+    }
+
+    /// Start a fresh store's first segment, `seq`.
+    pub fn create(dir: PathBuf, segments: Arc<SegmentSet>, seq: u32, options: WriterOptions, stats: Arc<CommitStats>) -> Result<Self> {
+        let active = Arc::new(Segment::create(&dir, seq, options.segment_size, options.preallocate)?);
+        stats.segments_created.fetch_add(1, Ordering::Relaxed);
+        segments.insert(active.clone());
+        let offset = SEGMENT_HEADER_LEN as u64;
+        Ok(Writer::resume(dir, segments, active, options.segment_size, offset, options, stats))
+    }
+
+    /// Write `batches` as frames (several if they cross a segment boundary); returns, per batch,
+    /// the segment and the offset of its first byte.
+    fn append(&mut self, batches: &[&Batch]) -> Result<Vec<(u32, u64)>> {
+        let mut placed = Vec::with_capacity(batches.len());
+        let mut start = 0;
+        while start < batches.len() {
+            let room = self.capacity.saturating_sub(self.write_offset + FRAME_HEADER_LEN as u64);
+            let mut end = start;
+            let mut payload = 0u64;
+            while end < batches.len() && payload + batches[end].len() <= room.min(MAX_FRAME_PAYLOAD) {
+                payload += batches[end].len();
+                end += 1;
+            }
+            if end == start {
+                // Not even the next batch fits: seal and start a segment big enough for it.
+                self.rotate(FRAME_HEADER_LEN as u64 + batches[start].len())?;
+                continue;
+            }
+            let frame_offset = self.write_offset;
+            self.write_frame(&batches[start..end], payload)?;
+            let mut at = frame_offset + FRAME_HEADER_LEN as u64;
+            for batch in &batches[start..end] {
+                placed.push((self.active.seq, at));
+                at += batch.len();
+            }
+            start = end;
+        }
+        Ok(placed)
+    }
+
+    fn write_frame(&mut self, batches: &[&Batch], payload_len: u64) -> Result<()> {
+        let seq = u64::from(self.active.seq);
+        let mut crc = salted_hasher(seq);
+        for batch in batches {
+            crc.combine(&batch.crc);
+        }
+        let header = FrameHeader {
+            payload_len: payload_len as u32,
+            record_count: batches.iter().map(|b| b.records.len() as u32).sum(),
+            synced_upto: self.synced_offset,
+            payload_crc: crc.finalize(),
+        };
+        let span = header.span();
+        let padding = (span - FRAME_HEADER_LEN as u64 - payload_len) as usize;
+        let header_bytes = header.encode(seq);
+        let pieces = std::iter::once(&header_bytes[..])
+            .chain(batches.iter().map(|b| &b.bytes[..]))
+            .chain(std::iter::once(&[0u8; 8][..padding]));
+
+        let tail_lock = self.active.tail().ok_or_else(|| Error::invalid("active segment is sealed"))?;
+        if self.options.durability == Durability::None {
+            let mut tail = tail_lock.lock();
+            if tail.bytes.is_empty() {
+                tail.start = self.write_offset;
+            }
+            pieces.for_each(|piece| tail.bytes.extend_from_slice(piece));
+            let full = tail.bytes.len() >= self.options.buffer_bytes;
+            drop(tail);
+            self.write_offset += span;
+            if full {
+                self.flush_tail()?;
+            }
+        } else {
+            let file = self.active.active_file().ok_or_else(|| Error::invalid("active segment is sealed"))?;
+            let path = &self.active.path;
+            if span <= 256 * 1024 {
+                // Small frames: one write call.
+                let mut frame = Vec::with_capacity(span as usize);
+                pieces.for_each(|piece| frame.extend_from_slice(piece));
+                file.write_all_at(&frame, self.write_offset).map_err(|e| Error::io("write", path, e))?;
+            } else {
+                let mut at = self.write_offset;
+                for piece in pieces {
+                    file.write_all_at(piece, at).map_err(|e| Error::io("write", path, e))?;
+                    at += piece.len() as u64;
+                }
+            }
+            self.write_offset += span;
+        }
+        self.stats.frames.fetch_add(1, Ordering::Relaxed);
+        self.stats.bytes_written.fetch_add(span, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Durability `None`: write the buffered tail to the file.
+    fn flush_tail(&mut self) -> Result<()> {
+        let Some(tail_lock) = self.active.tail() else { return Ok(()) };
+        let file = self.active.active_file().ok_or_else(|| Error::invalid("active segment is sealed"))?;
+        let mut tail = tail_lock.lock();
+        if tail.bytes.is_empty() {
+            return Ok(());
+        }
+        // Readers copy from the tail under this lock, so they see the bytes either here or in
+        // the file, never neither.
+        file.write_all_at(&tail.bytes, tail.start).map_err(|e| Error::io("write", &self.active.path, e))?;
+        tail.bytes.clear();
+        Ok(())
+    }
+
+    /// Write anything buffered and fdatasync the active segment.
+    pub fn sync(&mut self) -> Result<()> {
+        self.flush_tail()?;
+        if self.synced_offset == self.write_offset {
+            return Ok(());
+        }
+        let file = self.active.active_file().ok_or_else(|| Error::invalid("active segment is sealed"))?;
+        file.sync_data().map_err(|e| Error::io("fdatasync", &self.active.path, e))?;
+        self.stats.fsyncs.fetch_add(1, Ordering::Relaxed);
+        self.synced_offset = self.write_offset;
+        Ok(())
+    }
+
+    /// Seal the active segment (sync, trim to its data, map it) and create the next one, at
+    /// least big enough for `needed` bytes after its header.
+    fn rotate(&mut self, needed: u64) -> Result<()> {
+        self.sync()?;
+        let file = self.active.active_file().ok_or_else(|| Error::invalid("active segment is sealed"))?;
+        let path = self.active.path.clone();
+        file.set_len(self.write_offset).map_err(|e| Error::io("trim sealed segment", &path, e))?;
+        file.sync_all().map_err(|e| Error::io("fsync sealed segment", &path, e))?;
+        self.stats.fsyncs.fetch_add(1, Ordering::Relaxed);
+        self.segments.insert(Arc::new(Segment::sealed(self.active.seq, path)?));
+
+        let seq = self.active.seq.checked_add(1).ok_or_else(|| Error::invalid("segment sequence numbers exhausted"))?;
+        let capacity = self.options.segment_size.max(align_up(SEGMENT_HEADER_LEN as u64 + needed));
+        self.active = Arc::new(Segment::create(&self.dir, seq, capacity, self.options.preallocate)?);
+        self.stats.segments_created.fetch_add(1, Ordering::Relaxed);
+        self.segments.insert(self.active.clone());
+        self.capacity = capacity;
+        self.write_offset = SEGMENT_HEADER_LEN as u64;
+        self.synced_offset = self.write_offset;
+        Ok(())
+    }
+}
+
+struct Queue {
+    next_ticket: u64,
+    waiting: Vec<(u64, Batch)>,
+    /// Finished tickets whose callers have not woken yet: `None` = committed.
+    finished: HashMap<u64, Option<String>>,
+    leader_active: bool,
+}
+
+/// Group commit over one [`Writer`].
+pub struct Committer {
+    queue: Mutex<Queue>,
+    wake: Condvar,
+    writer: Mutex<Writer>,
+    poison: Mutex<Option<String>>,
+    stats: Arc<CommitStats>,
+}
+
+impl Committer {
+    /// Commit through `writer`.
+    pub fn new(writer: Writer, stats: Arc<CommitStats>) -> Self {
+        Committer {
+            queue: Mutex::new(Queue { next_ticket: 0, waiting: Vec::new(), finished: HashMap::new(), leader_active: false }),
+            wake: Condvar::new(),
+            writer: Mutex::new(writer),
+            poison: Mutex::new(None),
+            stats,
+        }
+    }
+
+    /// `Err(Poisoned)` once a write or fsync has failed.
+    pub fn check_poison(&self) -> Result<()> {
+        match &*self.poison.lock() {
+            Some(reason) => Err(Error::Poisoned(reason.clone())),
+            None => Ok(()),
+        }
+    }
+
+    fn set_poison(&self, error: &Error) {
+        let mut poison = self.poison.lock();
+        if poison.is_none() {
+            tracing::error!(%error, "write path failed; the store is poisoned until reopened");
+            *poison = Some(error.to_string());
+        }
+    }
+
+    /// Make `batch` durable as the durability mode promises and apply it to `index`. Returns once
+    /// both are done.
+    pub fn commit(&self, batch: Batch, index: &RwLock<Index>) -> Result<()> {
+        self.check_poison()?;
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let mut queue = self.queue.lock();
+        let ticket = queue.next_ticket;
+        queue.next_ticket += 1;
+        queue.waiting.push((ticket, batch));
+        loop {
+            if let Some(outcome) = queue.finished.remove(&ticket) {
+                return outcome.map_or(Ok(()), |reason| Err(Error::Poisoned(reason)));
+            }
+            if !queue.leader_active {
+                queue.leader_active = true;
+                let group = std::mem::take(&mut queue.waiting);
+                let outcome = MutexGuard::unlocked(&mut queue, || self.lead(&group, index));
+                queue.leader_active = false;
+                let failure = outcome.as_ref().err().map(ToString::to_string);
+                for (other, _) in &group {
+                    if *other != ticket {
+                        queue.finished.insert(*other, failure.clone());
+                    }
+                }
+                self.wake.notify_all();
+                return outcome;
+            }
+            self.wake.wait(&mut queue);
+        }
+    }
+
+    /// The leader's work for one group: write, sync, index.
+    fn lead(&self, group: &[(u64, Batch)], index: &RwLock<Index>) -> Result<()> {
+        let batches: Vec<&Batch> = group.iter().map(|(_, batch)| batch).collect();
+        let placed = {
+            let mut writer = self.writer.lock();
+            let written = writer.append(&batches).and_then(|placed| {
+                match writer.options.durability {
+                    Durability::Sync => writer.sync()?,
+                    Durability::Flush | Durability::None => {}
+                }
+                Ok(placed)
+            });
+            match written {
+                Ok(placed) => placed,
+                Err(error) => {
+                    self.set_poison(&error);
+                    return Err(error);
+                }
+            }
+        };
+        // The writer lock is released before the index lock is taken: readers hold the index
+        // lock while they may wait on a segment's buffered tail, never the other way round.
+        let mut index = index.write();
+        for (batch, (segment, base)) in batches.iter().zip(placed) {
+            for (op, at, len) in &batch.records {
+                index.apply(op, Loc { segment, offset: (base + *at as u64) as u32, len: *len });
+            }
+        }
+        self.stats.commits.fetch_add(group.len() as u64, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Write buffered bytes and fdatasync: everything committed so far survives a power cut.
+    pub fn flush(&self) -> Result<()> {
+        self.check_poison()?;
+        let result = self.writer.lock().sync();
+        if let Err(error) = &result {
+            self.set_poison(error);
+        }
+        result
+    }
+}

@@ -1,0 +1,49 @@
+//! # logsaver
+//!
+//! An embedded, log-structured checkpoint store for LangGraph-style agent runtimes.
+//!
+//! - [`CheckpointSaver`]: the standard saver trait (LangGraph's `BaseCheckpointSaver`).
+//! - [`LogStore`]: the durable engine: append-only segments of CRC-framed records, a
+//!   pending-writes area, a per-thread in-memory index, group commit and crash recovery.
+//! - [`MemorySaver`]: the in-memory reference implementation.
+//!
+//! ```
+//! use logsaver::{CheckpointSaver, Checkpoint, Config, LogStore, Options, Blob, ChannelVersion};
+//! # let dir = tempfile::tempdir().unwrap();
+//! let store = LogStore::open(dir.path(), Options::default())?;
+//! let mut checkpoint = Checkpoint::empty(store.next_checkpoint_id());
+//! checkpoint.channel_values.insert("messages".into(), Blob::new("json", b"[\"hi\"]".to_vec()));
+//! checkpoint.channel_versions.insert("messages".into(), ChannelVersion::Int(1));
+//! let new_versions = checkpoint.channel_versions.clone();
+//! let saved = store.put(&Config::thread("t1"), &checkpoint, &Default::default(), &new_versions)?;
+//! let latest = store.get_tuple(&Config::thread("t1"))?.expect("stored");
+//! assert_eq!(latest.config, saved);
+//! assert_eq!(latest.checkpoint.channel_values["messages"].bytes, b"[\"hi\"]");
+//! # Ok::<(), logsaver::Error>(())
+//! ```
+
+mod commit;
+mod error;
+pub mod format;
+mod id;
+mod index;
+mod memory;
+mod model;
+mod pending;
+pub mod records;
+pub mod recovery;
+mod saver;
+mod segment;
+mod store;
+
+pub use commit::Durability;
+pub use error::{Error, Result};
+pub use id::CheckpointIdGenerator;
+pub use memory::MemorySaver;
+pub use model::{
+    Blob, ChannelVersion, ChannelVersions, Checkpoint, CheckpointTuple, Config, ListQuery, Metadata, PendingWrite,
+    PruneStrategy,
+};
+pub use recovery::{Damage, RecoveryMode, RecoveryReport};
+pub use saver::{CheckpointSaver, metadata_matches, next_version, write_slot};
+pub use store::{LOCK_FILE, LogStore, Options, StoreStats};

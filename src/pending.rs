@@ -1,0 +1,79 @@
+//! The pending-writes area: `put_writes` records, kept apart from checkpoint records.
+//!
+//! Each `put_writes` call becomes one [`WritesRecord`], indexed per (thread, namespace,
+//! checkpoint id) independently of the checkpoint itself, so writes may arrive before their
+//! checkpoint's `put`. Concurrent calls of one step share a group commit and so sit next to
+//! each other in the log. Nothing is read on the write path: the insert-if-absent rule for
+//! regular writes and the overwrite rule for special ones are applied when the records are read
+//! back, replaying them in commit order ([`resolve_pending_writes`]). A checkpoint's writes are
+//! read in one pass over its records, one read per call rather than per write.
+
+use std::borrow::Cow;
+
+use crate::commit::Batch;
+use crate::error::{Error, Result};
+use crate::index::IndexOp;
+use crate::model::{Blob, Config, PendingWrite};
+use crate::records::{BlobRef, WriteEntry, WritesKey, WritesRecord, decode};
+use crate::saver::{WriteBatch, required_checkpoint_id, resolve_pending_writes, write_slot};
+use crate::segment::{Loc, SegmentSet};
+
+/// Encode one `put_writes` call. `max_value` bounds each value.
+pub fn encode_writes(
+    batch: &mut Batch,
+    config: &Config,
+    writes: &[(String, Blob)],
+    task_id: &str,
+    task_path: &str,
+    max_value: u64,
+) -> Result<()> {
+    let checkpoint_id = required_checkpoint_id(config)?;
+    let mut entries = Vec::with_capacity(writes.len());
+    for (position, (channel, value)) in writes.iter().enumerate() {
+        if value.bytes.len() as u64 > max_value {
+            return Err(Error::TooLarge {
+                what: format!("write to channel {channel:?} of thread {:?}", config.thread_id),
+                size: value.bytes.len() as u64,
+                limit: max_value,
+            });
+        }
+        entries.push(WriteEntry { idx: write_slot(channel, position), channel: Cow::Borrowed(channel), value: BlobRef::of(value) });
+    }
+    let record = WritesRecord {
+        key: WritesKey {
+            thread_id: Cow::Borrowed(&config.thread_id),
+            checkpoint_ns: Cow::Borrowed(&config.checkpoint_ns),
+            checkpoint_id: Cow::Borrowed(checkpoint_id),
+        },
+        task_id: Cow::Borrowed(task_id),
+        task_path: Cow::Borrowed(task_path),
+        writes: entries,
+    };
+    let op = IndexOp::Writes {
+        thread: Cow::Owned(config.thread_id.clone()),
+        ns: Cow::Owned(config.checkpoint_ns.clone()),
+        checkpoint_id: Cow::Owned(checkpoint_id.to_owned()),
+    };
+    batch.push(&record, op)
+}
+
+/// Read the writes records at `locs` (in commit order) and resolve them into pending writes.
+pub fn load_pending_writes(segments: &SegmentSet, locs: &[Loc]) -> Result<Vec<PendingWrite>> {
+    let mut batches = Vec::with_capacity(locs.len());
+    for &loc in locs {
+        let bytes = segments.read_record(loc)?;
+        let record: WritesRecord = decode(bytes.view().body).map_err(|reason| record_error(segments, loc, reason))?;
+        batches.push(WriteBatch {
+            task_id: record.task_id.into_owned(),
+            task_path: record.task_path.into_owned(),
+            writes: record.writes.into_iter().map(|w| (w.idx, w.channel.into_owned(), w.value.to_blob())).collect(),
+        });
+    }
+    Ok(resolve_pending_writes(batches))
+}
+
+/// A corruption error for a record that passed its CRC but does not decode.
+pub fn record_error(segments: &SegmentSet, loc: Loc, reason: String) -> Error {
+    let file = segments.get(loc.segment).map(|s| s.path.clone()).unwrap_or_default();
+    Error::corruption(file, u64::from(loc.offset), reason)
+}

@@ -1,0 +1,239 @@
+//! Record bodies: what each [`RecordKind`] carries, encoded with postcard.
+//!
+//! Fields that recovery and filters need come first in each record (the "head"), so they can be
+//! decoded with `postcard::take_from_bytes` without touching the rest. Strings and bytes borrow
+//! from the segment bytes when decoded from a mapped segment.
+
+use std::borrow::Cow;
+
+use serde::{Deserialize, Serialize};
+
+use crate::format::RecordKind;
+use crate::model::{Blob, ChannelVersion, ChannelVersions};
+
+/// A value inside a record: the borrowed form of [`Blob`].
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct BlobRef<'a> {
+    /// The serializer's type tag.
+    #[serde(borrow)]
+    pub type_tag: Cow<'a, str>,
+    /// The serialized bytes.
+    #[serde(borrow, with = "serde_bytes")]
+    pub bytes: Cow<'a, [u8]>,
+}
+
+impl<'a> BlobRef<'a> {
+    /// Borrow a blob for encoding.
+    pub fn of(blob: &'a Blob) -> Self {
+        BlobRef { type_tag: Cow::Borrowed(&blob.type_tag), bytes: Cow::Borrowed(&blob.bytes) }
+    }
+
+    /// Copy out an owned blob.
+    pub fn to_blob(&self) -> Blob {
+        Blob { type_tag: self.type_tag.clone().into_owned(), bytes: self.bytes.clone().into_owned() }
+    }
+}
+
+/// The head of a checkpoint record: identity, lineage and metadata.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct CheckpointHead<'a> {
+    /// Thread.
+    #[serde(borrow)]
+    pub thread_id: Cow<'a, str>,
+    /// Namespace.
+    #[serde(borrow)]
+    pub checkpoint_ns: Cow<'a, str>,
+    /// Checkpoint id.
+    #[serde(borrow)]
+    pub checkpoint_id: Cow<'a, str>,
+    /// Parent checkpoint id (the `checkpoint_id` of the `put` config).
+    #[serde(borrow)]
+    pub parent_id: Option<Cow<'a, str>>,
+    /// `metadata["run_id"]` when it is a string, for `delete_for_runs`.
+    #[serde(borrow)]
+    pub run_id: Option<Cow<'a, str>>,
+    /// The metadata as JSON text (postcard cannot carry self-describing values).
+    #[serde(borrow)]
+    pub metadata_json: Cow<'a, str>,
+}
+
+/// The rest of a checkpoint record. Channel values are separate [`BlobRecord`]s.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct CheckpointBody<'a> {
+    /// Checkpoint format version, as given.
+    pub v: i64,
+    /// Timestamp.
+    #[serde(borrow)]
+    pub ts: Cow<'a, str>,
+    /// Channel → version; the keys of the blobs this checkpoint reads.
+    pub channel_versions: Cow<'a, ChannelVersions>,
+    /// Node → channel → version seen.
+    pub versions_seen: Cow<'a, std::collections::BTreeMap<String, ChannelVersions>>,
+    /// Channels updated by the step.
+    pub updated_channels: Option<Cow<'a, [String]>>,
+}
+
+/// [`RecordKind::Checkpoint`].
+#[derive(Debug, Serialize, Deserialize)]
+pub struct CheckpointRecord<'a> {
+    /// Identity, lineage, metadata.
+    #[serde(borrow)]
+    pub head: CheckpointHead<'a>,
+    /// Versions and the rest.
+    #[serde(borrow)]
+    pub body: CheckpointBody<'a>,
+}
+
+/// The key of a blob record, decodable alone.
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+pub struct BlobKey<'a> {
+    /// Thread.
+    #[serde(borrow)]
+    pub thread_id: Cow<'a, str>,
+    /// Namespace.
+    #[serde(borrow)]
+    pub checkpoint_ns: Cow<'a, str>,
+    /// Channel.
+    #[serde(borrow)]
+    pub channel: Cow<'a, str>,
+    /// Version.
+    pub version: Cow<'a, ChannelVersion>,
+}
+
+/// [`RecordKind::Blob`]: one channel value. `value: None` is LangGraph's `empty` sentinel (a
+/// channel named in `new_versions` without a value).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct BlobRecord<'a> {
+    /// Which channel version this is.
+    #[serde(borrow)]
+    pub key: BlobKey<'a>,
+    /// The value.
+    #[serde(borrow)]
+    pub value: Option<BlobRef<'a>>,
+}
+
+/// The key of a writes record.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct WritesKey<'a> {
+    /// Thread.
+    #[serde(borrow)]
+    pub thread_id: Cow<'a, str>,
+    /// Namespace.
+    #[serde(borrow)]
+    pub checkpoint_ns: Cow<'a, str>,
+    /// The checkpoint the writes belong to (which may not be stored yet).
+    #[serde(borrow)]
+    pub checkpoint_id: Cow<'a, str>,
+}
+
+/// One write of a [`WritesRecord`].
+#[derive(Debug, Serialize, Deserialize)]
+pub struct WriteEntry<'a> {
+    /// Slot: position in the call's list or a special channel's fixed negative slot.
+    pub idx: i64,
+    /// Channel.
+    #[serde(borrow)]
+    pub channel: Cow<'a, str>,
+    /// Value.
+    #[serde(borrow)]
+    pub value: BlobRef<'a>,
+}
+
+/// [`RecordKind::Writes`]: one `put_writes` call, resolved against earlier calls on read.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct WritesRecord<'a> {
+    /// Which checkpoint.
+    #[serde(borrow)]
+    pub key: WritesKey<'a>,
+    /// Task id.
+    #[serde(borrow)]
+    pub task_id: Cow<'a, str>,
+    /// Task path.
+    #[serde(borrow)]
+    pub task_path: Cow<'a, str>,
+    /// The writes, in the call's order.
+    #[serde(borrow)]
+    pub writes: Vec<WriteEntry<'a>>,
+}
+
+/// [`RecordKind::DeleteThread`].
+#[derive(Debug, Serialize, Deserialize)]
+pub struct DeleteThreadRecord<'a> {
+    /// Thread removed with all its namespaces.
+    #[serde(borrow)]
+    pub thread_id: Cow<'a, str>,
+}
+
+/// [`RecordKind::DeleteCheckpoints`]: checkpoints removed with their writes.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct DeleteCheckpointsRecord<'a> {
+    /// Thread.
+    #[serde(borrow)]
+    pub thread_id: Cow<'a, str>,
+    /// Namespace.
+    #[serde(borrow)]
+    pub checkpoint_ns: Cow<'a, str>,
+    /// Ids removed.
+    #[serde(borrow)]
+    pub checkpoint_ids: Vec<Cow<'a, str>>,
+}
+
+/// A record body type and its kind.
+pub trait Record: Serialize {
+    /// The kind tag this body is stored under.
+    const KIND: RecordKind;
+}
+
+impl Record for CheckpointRecord<'_> {
+    const KIND: RecordKind = RecordKind::Checkpoint;
+}
+impl Record for BlobRecord<'_> {
+    const KIND: RecordKind = RecordKind::Blob;
+}
+impl Record for WritesRecord<'_> {
+    const KIND: RecordKind = RecordKind::Writes;
+}
+impl Record for DeleteThreadRecord<'_> {
+    const KIND: RecordKind = RecordKind::DeleteThread;
+}
+impl Record for DeleteCheckpointsRecord<'_> {
+    const KIND: RecordKind = RecordKind::DeleteCheckpoints;
+}
+
+/// Decode a whole record body; `Err` holds postcard's reason.
+pub fn decode<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, String> {
+    postcard::from_bytes(body).map_err(|e| format!("record body does not decode: {e}"))
+}
+
+/// Decode the leading part of a record body (a head or key struct), ignoring the rest.
+pub fn decode_prefix<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, String> {
+    postcard::take_from_bytes(body).map(|(value, _rest)| value).map_err(|e| format!("record head does not decode: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn heads_decode_alone_and_bytes_borrow() {
+        let blob = Blob::new("msgpack", vec![1, 2, 3]);
+        let version = ChannelVersion::Str("0001.5".into());
+        let record = BlobRecord {
+            key: BlobKey {
+                thread_id: "t".into(),
+                checkpoint_ns: "".into(),
+                channel: "messages".into(),
+                version: Cow::Borrowed(&version),
+            },
+            value: Some(BlobRef::of(&blob)),
+        };
+        let bytes = postcard::to_allocvec(&record).expect("encode");
+        let key: BlobKey = decode_prefix(&bytes).expect("key");
+        assert_eq!(key, record.key);
+        let back: BlobRecord = decode(&bytes).expect("record");
+        let value = back.value.expect("value");
+        assert!(matches!(value.bytes, Cow::Borrowed(_)), "bytes should borrow from the buffer");
+        assert_eq!(value.to_blob(), blob);
+        assert!(decode::<BlobRecord>(&bytes[..bytes.len() - 1]).is_err());
+    }
+}

@@ -1,0 +1,268 @@
+//! Recovery at open: scan the segments in order, check every frame, rebuild the index, and
+//! decide what a damaged frame means.
+//!
+//! The rules (see `docs/design.md`, "Recovery"):
+//! - A sealed segment was fully fdatasync'ed before its successor received any data, so any
+//!   damage in it is corruption.
+//! - In the last segment, damage at offset X followed by no valid frame, or only by frames whose
+//!   `synced_upto` ≤ X, lies in bytes that were never known durable: a torn tail. It is
+//!   truncated (zeroed) and reported. No caller was told those frames were durable.
+//! - Damage followed by a frame whose `synced_upto` > X hit bytes that had been made durable:
+//!   corruption, an error naming the file and offset.
+//! - [`RecoveryMode`] makes this stricter (a torn tail is an error) or more lenient (damaged
+//!   frames are skipped and reported).
+
+use std::fs::{self, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, Result};
+use crate::format::{FRAME_ALIGN, FRAME_HEADER_LEN, FrameHeader, FrameSlot, RecordKind, RecordView, SEGMENT_HEADER_LEN, SegmentHeader, parse_frame};
+use crate::index::{Index, IndexOp, blob_hash};
+use crate::records::{BlobKey, CheckpointHead, DeleteCheckpointsRecord, DeleteThreadRecord, WritesKey, decode, decode_prefix};
+use crate::segment::{Loc, SEGMENT_SUFFIX, Segment, SegmentSet, TEMP_SUFFIX, segment_path};
+
+/// How recovery treats damage.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum RecoveryMode {
+    /// Any damage is an error, a torn tail included.
+    AbsoluteConsistency,
+    /// A torn tail of the last segment is truncated and reported; other damage is an error.
+    #[default]
+    TolerateTornTail,
+    /// Damaged frames anywhere are skipped and reported; the store opens with what is valid.
+    SkipCorrupted,
+}
+
+/// A damaged region found at open.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Damage {
+    /// The segment file.
+    pub file: PathBuf,
+    /// Offset of the first damaged byte.
+    pub offset: u64,
+    /// Bytes discarded or skipped.
+    pub len: u64,
+    /// What check failed.
+    pub reason: String,
+}
+
+/// What recovery found and did.
+#[derive(Clone, Debug, Default)]
+pub struct RecoveryReport {
+    /// Segment files scanned.
+    pub segments: usize,
+    /// Valid frames replayed.
+    pub frames: u64,
+    /// Records replayed.
+    pub records: u64,
+    /// Bytes of valid frames.
+    pub bytes: u64,
+    /// The torn tail truncated from the last segment, if any.
+    pub torn_tail: Option<Damage>,
+    /// Damaged frames skipped ([`RecoveryMode::SkipCorrupted`] only).
+    pub skipped: Vec<Damage>,
+    /// Leftover temporary files removed.
+    pub removed_temp_files: Vec<PathBuf>,
+    /// Wall time of the scan.
+    pub elapsed: Duration,
+}
+
+/// The state recovery hands to the store.
+pub struct Recovered {
+    /// The rebuilt index.
+    pub index: Index,
+    /// Every segment, the last one open for writing.
+    pub segments: Arc<SegmentSet>,
+    /// The last segment, its capacity and the end of its valid data; `None` for a new store.
+    pub active: Option<(Arc<Segment>, u64, u64)>,
+    /// What was found.
+    pub report: RecoveryReport,
+}
+
+/// Scan `dir` and rebuild the index.
+pub fn recover(dir: &Path, mode: RecoveryMode) -> Result<Recovered> {
+    let started = Instant::now();
+    let mut report = RecoveryReport::default();
+    let seqs = list_segments(dir, &mut report)?;
+    let mut index = Index::default();
+    let segments = Arc::new(SegmentSet::default());
+    let mut active = None;
+    for (i, &seq) in seqs.iter().enumerate() {
+        if i > 0 && seq != seqs[i - 1] + 1 {
+            let missing = segment_path(dir, seqs[i - 1] + 1);
+            let damage = Damage { file: missing.clone(), offset: 0, len: 0, reason: "segment file is missing".into() };
+            if mode != RecoveryMode::SkipCorrupted {
+                return Err(Error::corruption(missing, 0, "segment file is missing: the sequence of segments has a gap"));
+            }
+            report.skipped.push(damage);
+        }
+        let is_last = i + 1 == seqs.len();
+        let segment = Segment::sealed(seq, segment_path(dir, seq))?;
+        let end = scan_segment(&segment, is_last, mode, &mut index, &mut report)?;
+        report.segments += 1;
+        if is_last {
+            let path = segment.path.clone();
+            drop(segment); // unmap before the file is modified
+            active = Some(reopen_active(seq, path, end, &mut report)?);
+        } else {
+            segments.insert(Arc::new(segment));
+        }
+    }
+    if let Some((segment, _, _)) = &active {
+        segments.insert(segment.clone());
+    }
+    report.elapsed = started.elapsed();
+    Ok(Recovered { index, segments, active, report })
+}
+
+/// Sequence numbers of the segment files in `dir`, sorted; removes leftover temporary files.
+fn list_segments(dir: &Path, report: &mut RecoveryReport) -> Result<Vec<u32>> {
+    let mut seqs = Vec::new();
+    let entries = fs::read_dir(dir).map_err(|e| Error::io("list directory", dir, e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io("list directory", dir, e))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.ends_with(TEMP_SUFFIX) {
+            // A segment whose creation did not finish: it never held data.
+            fs::remove_file(entry.path()).map_err(|e| Error::io("remove temporary segment", entry.path(), e))?;
+            report.removed_temp_files.push(entry.path());
+        } else if let Some(stem) = name.strip_suffix(SEGMENT_SUFFIX) {
+            let seq = stem
+                .parse::<u32>()
+                .ok()
+                .filter(|_| stem.len() == 10)
+                .ok_or_else(|| Error::corruption(entry.path(), 0, "segment file name is not a 10-digit sequence number"))?;
+            seqs.push(seq);
+        }
+    }
+    seqs.sort_unstable();
+    Ok(seqs)
+}
+
+/// Replay one segment into `index`; returns the end of its valid data.
+fn scan_segment(segment: &Segment, is_last: bool, mode: RecoveryMode, index: &mut Index, report: &mut RecoveryReport) -> Result<u64> {
+    let data = segment.mapped_bytes().ok_or_else(|| Error::corruption(&segment.path, 0, "segment is not mapped"))?;
+    let header = SegmentHeader::decode(data).map_err(|reason| Error::corruption(&segment.path, 0, reason))?;
+    if header.seq != u64::from(segment.seq) {
+        return Err(Error::corruption(&segment.path, 16, format!("header names segment {}, file name {}", header.seq, segment.seq)));
+    }
+    let seq = header.seq;
+    let len = data.len() as u64;
+    let mut offset = SEGMENT_HEADER_LEN as u64;
+    while offset < len {
+        let at = offset as usize;
+        let failure = match parse_frame(&data[at..], seq) {
+            Ok((frame, records)) => {
+                for (relative, record) in records {
+                    let loc = Loc { segment: segment.seq, offset: (offset as usize + relative) as u32, len: record.body.len() as u32 };
+                    let op = index_op(&record).map_err(|reason| Error::corruption(&segment.path, u64::from(loc.offset), reason))?;
+                    index.apply(&op, loc);
+                    report.records += 1;
+                }
+                report.frames += 1;
+                report.bytes += frame.span();
+                offset = (offset + frame.span()).min(len);
+                continue;
+            }
+            Err(reason) => reason,
+        };
+        let empty_slot = data.get(at..at + FRAME_HEADER_LEN).is_none_or(|slot| slot.iter().all(|&b| b == 0));
+        let next = next_valid_frame(data, offset + FRAME_ALIGN, seq);
+        let unsynced = match next {
+            None => true,
+            Some((_, frame)) => frame.synced_upto <= offset,
+        };
+        if empty_slot && next.is_none() {
+            return Ok(offset); // the clean end: nothing was ever written past here
+        }
+        if is_last && unsynced {
+            let dirty_end = dirty_end(data).max(offset);
+            let damage = Damage { file: segment.path.clone(), offset, len: dirty_end - offset, reason: failure };
+            if mode == RecoveryMode::AbsoluteConsistency {
+                return Err(Error::corruption(&segment.path, offset, format!("torn tail: {}", damage.reason)));
+            }
+            tracing::warn!(file = %segment.path.display(), offset, bytes = damage.len, reason = %damage.reason, "truncating torn tail");
+            report.torn_tail = Some(damage);
+            return Ok(offset);
+        }
+        let skip_to = next.map_or(len, |(at, _)| at);
+        let damage = Damage { file: segment.path.clone(), offset, len: skip_to - offset, reason: failure };
+        if mode != RecoveryMode::SkipCorrupted {
+            let place = if is_last { "synced data of the last segment" } else { "a sealed segment" };
+            return Err(Error::corruption(&segment.path, offset, format!("damaged frame in {place}: {}", damage.reason)));
+        }
+        tracing::warn!(file = %segment.path.display(), offset, bytes = damage.len, reason = %damage.reason, "skipping damaged frame");
+        report.skipped.push(damage);
+        offset = skip_to;
+    }
+    Ok(len)
+}
+
+/// The first offset at or after `from` (aligned) where a whole valid frame starts.
+fn next_valid_frame(data: &[u8], from: u64, seq: u64) -> Option<(u64, FrameHeader)> {
+    let mut at = from.div_ceil(FRAME_ALIGN) * FRAME_ALIGN;
+    while at as usize + FRAME_HEADER_LEN <= data.len() {
+        let slot = &data[at as usize..];
+        // Every frame starts with a non-zero length, so zero words are skipped cheaply.
+        if slot[..8] != [0u8; 8]
+            && let FrameSlot::Frame(_) = FrameHeader::decode(slot, seq)
+            && let Ok((frame, _)) = parse_frame(slot, seq)
+        {
+            return Some((at, frame));
+        }
+        at += FRAME_ALIGN;
+    }
+    None
+}
+
+/// The offset just past the last non-zero byte.
+fn dirty_end(data: &[u8]) -> u64 {
+    data.iter().rposition(|&b| b != 0).map_or(0, |i| i as u64 + 1)
+}
+
+/// Open the last segment for writing, zeroing anything after `end` (a torn tail) and syncing,
+/// so everything before `end` is durable and nothing stale follows it.
+fn reopen_active(seq: u32, path: PathBuf, end: u64, report: &mut RecoveryReport) -> Result<(Arc<Segment>, u64, u64)> {
+    let file = OpenOptions::new().read(true).write(true).open(&path).map_err(|e| Error::io("open segment", &path, e))?;
+    let capacity = file.metadata().map_err(|e| Error::io("stat segment", &path, e))?.len();
+    if let Some(torn) = &report.torn_tail {
+        let zeros = vec![0u8; (torn.len as usize).min(1 << 20)];
+        let mut at = torn.offset;
+        while at < torn.offset + torn.len {
+            let n = ((torn.offset + torn.len - at) as usize).min(zeros.len());
+            file.write_all_at(&zeros[..n], at).map_err(|e| Error::io("zero torn tail", &path, e))?;
+            at += n as u64;
+        }
+    }
+    file.sync_data().map_err(|e| Error::io("fdatasync", &path, e))?;
+    Ok((Arc::new(Segment::active(seq, path, file)), capacity, end))
+}
+
+/// The index op a replayed record stands for.
+pub fn index_op<'a>(record: &RecordView<'a>) -> Result<IndexOp<'a>, String> {
+    Ok(match record.kind {
+        RecordKind::Checkpoint => {
+            let head: CheckpointHead = decode_prefix(record.body)?;
+            IndexOp::Checkpoint { thread: head.thread_id, ns: head.checkpoint_ns, id: head.checkpoint_id, run_id: head.run_id }
+        }
+        RecordKind::Blob => {
+            let key: BlobKey = decode_prefix(record.body)?;
+            IndexOp::Blob { hash: blob_hash(&key.channel, &key.version), thread: key.thread_id, ns: key.checkpoint_ns }
+        }
+        RecordKind::Writes => {
+            let key: WritesKey = decode_prefix(record.body)?;
+            IndexOp::Writes { thread: key.thread_id, ns: key.checkpoint_ns, checkpoint_id: key.checkpoint_id }
+        }
+        RecordKind::DeleteThread => {
+            let record: DeleteThreadRecord = decode(record.body)?;
+            IndexOp::DeleteThread { thread: record.thread_id }
+        }
+        RecordKind::DeleteCheckpoints => {
+            let record: DeleteCheckpointsRecord = decode(record.body)?;
+            IndexOp::DeleteCheckpoints { thread: record.thread_id, ns: record.checkpoint_ns, ids: record.checkpoint_ids }
+        }
+    })
+}

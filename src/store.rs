@@ -1,0 +1,619 @@
+//! `LogStore`: the log-structured engine behind the [`CheckpointSaver`] trait.
+//!
+//! Writes encode records on the caller's thread and go through group commit
+//! ([`crate::commit`]); reads look locations up in the in-memory index ([`crate::index`]) and
+//! read records from mapped sealed segments or the active segment.
+
+use std::borrow::Cow;
+use std::collections::BinaryHeap;
+use std::fs::{self, File, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use parking_lot::RwLock;
+
+use crate::commit::{Batch, CommitStats, Committer, Durability, Writer, WriterOptions};
+use crate::error::{Error, Result};
+use crate::id::CheckpointIdGenerator;
+use crate::index::{CheckpointKey, CheckpointSlot, Index, IndexOp, NamespaceIndex, blob_hash};
+use crate::model::{
+    Blob, ChannelVersion, ChannelVersions, Checkpoint, CheckpointTuple, Config, ListQuery, Metadata, PruneStrategy,
+};
+use crate::pending::{encode_writes, load_pending_writes, record_error};
+use crate::records::{
+    BlobKey, BlobRecord, BlobRef, CheckpointBody, CheckpointHead, CheckpointRecord, DeleteCheckpointsRecord,
+    DeleteThreadRecord, WritesRecord, decode, decode_prefix,
+};
+use crate::recovery::{RecoveryMode, RecoveryReport, recover};
+use crate::saver::{CheckpointSaver, check_thread_id, metadata_matches, run_id_of};
+use crate::segment::{Loc, SegmentSet};
+
+/// Name of the lock file in a store directory.
+pub const LOCK_FILE: &str = "LOCK";
+
+/// How a [`LogStore`] is opened.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// What a write call promises when it returns. Default: [`Durability::Sync`].
+    pub durability: Durability,
+    /// Capacity of each new segment file. Default: 64 MiB.
+    pub segment_size: u64,
+    /// Zero-fill new segments, so fdatasync does not have to journal block allocation.
+    /// Default: true.
+    pub preallocate: bool,
+    /// How recovery treats damage. Default: [`RecoveryMode::TolerateTornTail`].
+    pub recovery: RecoveryMode,
+    /// Largest single value (channel value or write). Default: 1 GiB.
+    pub max_value_bytes: u64,
+    /// Durability `None`: bytes buffered in memory before they are written to the file.
+    /// Default: 1 MiB.
+    pub buffer_bytes: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            durability: Durability::Sync,
+            segment_size: 64 << 20,
+            preallocate: true,
+            recovery: RecoveryMode::TolerateTornTail,
+            max_value_bytes: 1 << 30,
+            buffer_bytes: 1 << 20,
+        }
+    }
+}
+
+impl Options {
+    /// Default options with another durability.
+    pub fn with_durability(durability: Durability) -> Self {
+        Options { durability, ..Options::default() }
+    }
+}
+
+/// A snapshot of the store's counters.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    /// Threads in the index.
+    pub threads: u64,
+    /// Checkpoints in the index.
+    pub checkpoints: u64,
+    /// Blob entries in the index.
+    pub blobs: u64,
+    /// `put_writes` records in the index.
+    pub write_records: u64,
+    /// Segment files.
+    pub segments: u64,
+    /// Write calls committed since open.
+    pub commits: u64,
+    /// Frames written since open.
+    pub frames: u64,
+    /// fdatasync calls on segment files since open.
+    pub fsyncs: u64,
+    /// Bytes written to segment files since open.
+    pub bytes_written: u64,
+}
+
+/// The embedded, log-structured checkpoint store. Share it across threads (`&LogStore` or
+/// `Arc<LogStore>`); every method takes `&self`.
+pub struct LogStore {
+    dir: PathBuf,
+    options: Options,
+    index: RwLock<Index>,
+    segments: Arc<SegmentSet>,
+    committer: Committer,
+    stats: Arc<CommitStats>,
+    ids: CheckpointIdGenerator,
+    report: RecoveryReport,
+    closed: AtomicBool,
+    /// Held (locked) for the store's lifetime; released when dropped.
+    _lock: File,
+}
+
+impl LogStore {
+    /// Open (or create) the store in `dir`. Fails at once with [`Error::Locked`] if another
+    /// `LogStore`, in this process or another, has it open.
+    pub fn open(dir: impl AsRef<Path>, options: Options) -> Result<LogStore> {
+        let dir = dir.as_ref().to_path_buf();
+        if options.segment_size < 4096 || options.segment_size > u64::from(u32::MAX) {
+            return Err(Error::invalid(format!("segment_size {} must be between 4 KiB and 4 GiB", options.segment_size)));
+        }
+        fs::create_dir_all(&dir).map_err(|e| Error::io("create directory", &dir, e))?;
+        let lock_path = dir.join(LOCK_FILE);
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| Error::io("open lock file", &lock_path, e))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => return Err(Error::Locked { path: dir }),
+            Err(fs::TryLockError::Error(e)) => return Err(Error::io("lock", &lock_path, e)),
+        }
+
+        let recovered = recover(&dir, options.recovery)?;
+        let stats = Arc::new(CommitStats::default());
+        let writer_options = WriterOptions {
+            durability: options.durability,
+            segment_size: options.segment_size,
+            preallocate: options.preallocate,
+            buffer_bytes: options.buffer_bytes,
+        };
+        let writer = match recovered.active {
+            Some((active, capacity, end)) => Writer::resume(
+                dir.clone(),
+                recovered.segments.clone(),
+                active,
+                capacity,
+                end,
+                writer_options,
+                stats.clone(),
+            ),
+            None => Writer::create(dir.clone(), recovered.segments.clone(), 1, writer_options, stats.clone())?,
+        };
+        let max_id = recovered.index.max_checkpoint_id.as_ref().map(|key| key.as_str().into_owned());
+        tracing::info!(
+            dir = %dir.display(),
+            segments = recovered.report.segments,
+            records = recovered.report.records,
+            elapsed_ms = recovered.report.elapsed.as_millis() as u64,
+            "opened store"
+        );
+        Ok(LogStore {
+            dir,
+            options,
+            index: RwLock::new(recovered.index),
+            segments: recovered.segments,
+            committer: Committer::new(writer, stats.clone()),
+            stats,
+            ids: CheckpointIdGenerator::new(max_id.as_deref()),
+            report: recovered.report,
+            closed: AtomicBool::new(false),
+            _lock: lock,
+        })
+    }
+
+    /// The store directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The options the store was opened with.
+    pub fn options(&self) -> &Options {
+        &self.options
+    }
+
+    /// What recovery found when the store was opened.
+    pub fn recovery_report(&self) -> &RecoveryReport {
+        &self.report
+    }
+
+    /// A new checkpoint id (uuid6), greater than every id made by this process and every id in
+    /// the store when it was opened.
+    pub fn next_checkpoint_id(&self) -> String {
+        self.ids.next_id()
+    }
+
+    /// Make everything committed so far durable (writes buffered bytes, fdatasync).
+    pub fn flush(&self) -> Result<()> {
+        self.check_open()?;
+        self.committer.flush()
+    }
+
+    /// Flush and close. Later calls fail with [`Error::Closed`]; closing twice is harmless.
+    pub fn close(&self) -> Result<()> {
+        if self.closed.swap(true, Ordering::SeqCst) {
+            return Ok(());
+        }
+        self.committer.flush()
+    }
+
+    /// Counters of the index and the write path.
+    pub fn stats(&self) -> StoreStats {
+        let counts = self.index.read().counts();
+        StoreStats {
+            threads: counts.threads,
+            checkpoints: counts.checkpoints,
+            blobs: counts.blobs,
+            write_records: counts.write_records,
+            segments: self.segments.all().len() as u64,
+            commits: self.stats.commits.load(Ordering::Relaxed),
+            frames: self.stats.frames.load(Ordering::Relaxed),
+            fsyncs: self.stats.fsyncs.load(Ordering::Relaxed),
+            bytes_written: self.stats.bytes_written.load(Ordering::Relaxed),
+        }
+    }
+
+    fn check_open(&self) -> Result<()> {
+        if self.closed.load(Ordering::SeqCst) {
+            return Err(Error::Closed);
+        }
+        self.committer.check_poison()
+    }
+
+    fn commit(&self, batch: Batch) -> Result<()> {
+        self.committer.commit(batch, &self.index)
+    }
+
+    fn check_value(&self, what: impl FnOnce() -> String, value: &Blob) -> Result<()> {
+        let size = value.bytes.len() as u64;
+        if size > self.options.max_value_bytes {
+            return Err(Error::TooLarge { what: what(), size, limit: self.options.max_value_bytes });
+        }
+        Ok(())
+    }
+
+    /// The blob record of (channel, version) in `ns`, if stored; the key is checked against the
+    /// record, so a hash collision is reported rather than answered with the wrong value.
+    fn find_blob(&self, thread: &str, ns_name: &str, ns: &NamespaceIndex, channel: &str, version: &ChannelVersion) -> Result<Option<Loc>> {
+        let Some(&loc) = ns.blobs.get(&blob_hash(channel, version)) else { return Ok(None) };
+        let bytes = self.segments.read_record(loc)?;
+        let key: BlobKey = decode_prefix(bytes.view().body).map_err(|reason| record_error(&self.segments, loc, reason))?;
+        if key.thread_id != thread || key.checkpoint_ns != ns_name || key.channel != channel || *key.version != *version {
+            return Err(record_error(
+                &self.segments,
+                loc,
+                format!("blob index entry for channel {channel:?} version {version} of thread {thread:?} points at another blob"),
+            ));
+        }
+        Ok(Some(loc))
+    }
+
+    /// Read a checkpoint record and decode it.
+    fn read_checkpoint(&self, loc: Loc) -> Result<(crate::segment::RecordBytes, Metadata)> {
+        let bytes = self.segments.read_record(loc)?;
+        let head: CheckpointHead = decode_prefix(bytes.view().body).map_err(|reason| record_error(&self.segments, loc, reason))?;
+        let metadata = serde_json::from_str(&head.metadata_json)
+            .map_err(|e| record_error(&self.segments, loc, format!("metadata is not a JSON object: {e}")))?;
+        Ok((bytes, metadata))
+    }
+
+    /// Assemble the tuple of one indexed checkpoint.
+    fn load_tuple(
+        &self,
+        thread: &str,
+        ns_name: &str,
+        ns: &NamespaceIndex,
+        key: &CheckpointKey,
+        slot: &CheckpointSlot,
+        loaded: Option<(crate::segment::RecordBytes, Metadata)>,
+    ) -> Result<CheckpointTuple> {
+        let (bytes, metadata) = match loaded {
+            Some(loaded) => loaded,
+            None => self.read_checkpoint(slot.loc)?,
+        };
+        let record: CheckpointRecord = decode(bytes.view().body).map_err(|reason| record_error(&self.segments, slot.loc, reason))?;
+        let id = key.as_str();
+        if record.head.checkpoint_id != id || record.head.thread_id != thread || record.head.checkpoint_ns != ns_name {
+            return Err(record_error(&self.segments, slot.loc, format!("index entry for checkpoint {id} of thread {thread:?} points at another record")));
+        }
+        let body = record.body;
+        let mut channel_values = std::collections::BTreeMap::new();
+        for (channel, version) in body.channel_versions.iter() {
+            let Some(loc) = self.find_blob(thread, ns_name, ns, channel, version)? else { continue };
+            let blob_bytes = self.segments.read_record(loc)?;
+            let blob: BlobRecord = decode(blob_bytes.view().body).map_err(|reason| record_error(&self.segments, loc, reason))?;
+            if let Some(value) = blob.value {
+                channel_values.insert(channel.clone(), value.to_blob());
+            }
+        }
+        let pending_writes = match ns.writes.get(key) {
+            Some(locs) => load_pending_writes(&self.segments, locs)?,
+            None => Vec::new(),
+        };
+        let config = Config { thread_id: thread.to_owned(), checkpoint_ns: ns_name.to_owned(), checkpoint_id: Some(id.to_string()) };
+        let parent_config = record.head.parent_id.map(|parent| config.clone().with_checkpoint(parent.into_owned()));
+        Ok(CheckpointTuple {
+            checkpoint: Checkpoint {
+                v: body.v,
+                id: id.into_owned(),
+                ts: body.ts.into_owned(),
+                channel_values,
+                channel_versions: body.channel_versions.into_owned(),
+                versions_seen: body.versions_seen.into_owned(),
+                updated_channels: body.updated_channels.map(Cow::into_owned),
+            },
+            config,
+            metadata,
+            parent_config,
+            pending_writes,
+        })
+    }
+
+    /// Re-encode every record of `source` under `target`, in the order the index holds them.
+    fn copy_records(&self, index: &Index, source: &str, target: &str, batch: &mut Batch) -> Result<()> {
+        let Some(thread) = index.thread(source) else { return Ok(()) };
+        let target_name: Cow<'static, str> = Cow::Owned(target.to_owned());
+        for (ns_name, ns) in &thread.namespaces {
+            let ns_owned: Cow<'static, str> = Cow::Owned(ns_name.to_string());
+            let mut blob_locs: Vec<Loc> = ns.blobs.values().copied().collect();
+            blob_locs.sort_unstable();
+            for loc in blob_locs {
+                let bytes = self.segments.read_record(loc)?;
+                let mut record: BlobRecord = decode(bytes.view().body).map_err(|reason| record_error(&self.segments, loc, reason))?;
+                record.key.thread_id = Cow::Borrowed(target);
+                let hash = blob_hash(&record.key.channel, &record.key.version);
+                batch.push(&record, IndexOp::Blob { thread: target_name.clone(), ns: ns_owned.clone(), hash })?;
+            }
+            for slot in ns.checkpoints.values() {
+                let bytes = self.segments.read_record(slot.loc)?;
+                let mut record: CheckpointRecord =
+                    decode(bytes.view().body).map_err(|reason| record_error(&self.segments, slot.loc, reason))?;
+                record.head.thread_id = Cow::Borrowed(target);
+                let op = IndexOp::Checkpoint {
+                    thread: target_name.clone(),
+                    ns: ns_owned.clone(),
+                    id: Cow::Owned(record.head.checkpoint_id.to_string()),
+                    run_id: record.head.run_id.as_ref().map(|run| Cow::Owned(run.to_string())),
+                };
+                batch.push(&record, op)?;
+            }
+            let mut write_locs: Vec<(&CheckpointKey, Loc)> =
+                ns.writes.iter().flat_map(|(key, locs)| locs.iter().map(move |&loc| (key, loc))).collect();
+            write_locs.sort_by_key(|&(_, loc)| loc);
+            for (key, loc) in write_locs {
+                let bytes = self.segments.read_record(loc)?;
+                let mut record: WritesRecord = decode(bytes.view().body).map_err(|reason| record_error(&self.segments, loc, reason))?;
+                record.key.thread_id = Cow::Borrowed(target);
+                let op = IndexOp::Writes {
+                    thread: target_name.clone(),
+                    ns: ns_owned.clone(),
+                    checkpoint_id: Cow::Owned(key.as_str().into_owned()),
+                };
+                batch.push(&record, op)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for LogStore {
+    fn drop(&mut self) {
+        if !self.closed.load(Ordering::SeqCst)
+            && let Err(error) = self.close()
+        {
+            tracing::warn!(%error, dir = %self.dir.display(), "flush at drop failed");
+        }
+    }
+}
+
+/// One (thread, namespace) source for `list`'s newest-first merge.
+struct ListSource<'a> {
+    thread: &'a str,
+    ns_name: &'a str,
+    ns: &'a NamespaceIndex,
+    entries: Box<dyn Iterator<Item = (&'a CheckpointKey, &'a CheckpointSlot)> + 'a>,
+}
+
+impl CheckpointSaver for LogStore {
+    fn get_tuple(&self, config: &Config) -> Result<Option<CheckpointTuple>> {
+        self.check_open()?;
+        check_thread_id(&config.thread_id)?;
+        let index = self.index.read();
+        let Some(ns) = index.namespace(&config.thread_id, &config.checkpoint_ns) else { return Ok(None) };
+        let found = match &config.checkpoint_id {
+            Some(id) => ns.checkpoints.get_key_value(&CheckpointKey::new(id)),
+            None => ns.checkpoints.last_key_value(),
+        };
+        let Some((key, slot)) = found else { return Ok(None) };
+        self.load_tuple(&config.thread_id, &config.checkpoint_ns, ns, key, slot, None).map(Some)
+    }
+
+    fn list(&self, query: &ListQuery) -> Result<Vec<CheckpointTuple>> {
+        self.check_open()?;
+        let limit = query.limit.unwrap_or(usize::MAX);
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let index = self.index.read();
+        let before = query.before.as_deref().map(CheckpointKey::new);
+        let exact = query.checkpoint_id.as_deref().map(CheckpointKey::new);
+        let mut sources = Vec::new();
+        let threads: Vec<(&str, &crate::index::ThreadIndex)> = match &query.thread_id {
+            Some(thread) => index.thread(thread).map(|t| (thread.as_str(), t)).into_iter().collect(),
+            None => index.threads().collect(),
+        };
+        for (thread, thread_index) in threads {
+            for (ns_name, ns) in &thread_index.namespaces {
+                if query.checkpoint_ns.as_deref().is_some_and(|wanted| wanted != ns_name.as_ref()) {
+                    continue;
+                }
+                let entries: Box<dyn Iterator<Item = _>> = match (&exact, &before) {
+                    (Some(exact), _) => Box::new(
+                        ns.checkpoints.get_key_value(exact).filter(|(key, _)| before.as_ref().is_none_or(|b| *key < b)).into_iter(),
+                    ),
+                    (None, Some(before)) => Box::new(ns.checkpoints.range(..before.clone()).rev()),
+                    (None, None) => Box::new(ns.checkpoints.iter().rev()),
+                };
+                sources.push(ListSource { thread, ns_name, ns, entries });
+            }
+        }
+        // Newest first across every source: a max-heap holding each source's next entry.
+        let mut heap = BinaryHeap::new();
+        let mut heads = Vec::with_capacity(sources.len());
+        for (i, source) in sources.iter_mut().enumerate() {
+            let head = source.entries.next();
+            if let Some((key, _)) = head {
+                heap.push((key, std::cmp::Reverse(i)));
+            }
+            heads.push(head);
+        }
+        let mut out = Vec::new();
+        while let Some((_, std::cmp::Reverse(i))) = heap.pop() {
+            let Some((key, slot)) = heads[i] else { continue };
+            heads[i] = sources[i].entries.next();
+            if let Some((next, _)) = heads[i] {
+                heap.push((next, std::cmp::Reverse(i)));
+            }
+            let source = &sources[i];
+            let loaded = self.read_checkpoint(slot.loc)?;
+            if !metadata_matches(&loaded.1, &query.filter) {
+                continue;
+            }
+            out.push(self.load_tuple(source.thread, source.ns_name, source.ns, key, slot, Some(loaded))?);
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    fn put(&self, config: &Config, checkpoint: &Checkpoint, metadata: &Metadata, new_versions: &ChannelVersions) -> Result<Config> {
+        self.check_open()?;
+        check_thread_id(&config.thread_id)?;
+        if checkpoint.id.is_empty() {
+            return Err(Error::invalid(format!("checkpoint for thread {:?} has an empty id", config.thread_id)));
+        }
+        let (thread, ns_name) = (&config.thread_id, &config.checkpoint_ns);
+        let mut batch = Batch::new();
+        {
+            let index = self.index.read();
+            let ns = index.namespace(thread, ns_name);
+            for (channel, version) in new_versions {
+                let value = checkpoint.channel_values.get(channel);
+                if let Some(value) = value {
+                    self.check_value(|| format!("channel {channel:?} of thread {thread:?}"), value)?;
+                }
+                // Stored once per (thread, namespace, channel, version): a repeat is skipped.
+                if let Some(ns) = ns
+                    && self.find_blob(thread, ns_name, ns, channel, version)?.is_some()
+                {
+                    continue;
+                }
+                let record = BlobRecord {
+                    key: BlobKey {
+                        thread_id: Cow::Borrowed(thread),
+                        checkpoint_ns: Cow::Borrowed(ns_name),
+                        channel: Cow::Borrowed(channel),
+                        version: Cow::Borrowed(version),
+                    },
+                    value: value.map(BlobRef::of),
+                };
+                let op = IndexOp::Blob {
+                    thread: Cow::Owned(thread.clone()),
+                    ns: Cow::Owned(ns_name.clone()),
+                    hash: blob_hash(channel, version),
+                };
+                batch.push(&record, op)?;
+            }
+        }
+        let metadata_json = serde_json::to_string(metadata).map_err(|e| Error::invalid(format!("metadata: {e}")))?;
+        let record = CheckpointRecord {
+            head: CheckpointHead {
+                thread_id: Cow::Borrowed(thread),
+                checkpoint_ns: Cow::Borrowed(ns_name),
+                checkpoint_id: Cow::Borrowed(&checkpoint.id),
+                parent_id: config.checkpoint_id.as_deref().map(Cow::Borrowed),
+                run_id: run_id_of(metadata).map(Cow::Borrowed),
+                metadata_json: Cow::Owned(metadata_json),
+            },
+            body: CheckpointBody {
+                v: checkpoint.v,
+                ts: Cow::Borrowed(&checkpoint.ts),
+                channel_versions: Cow::Borrowed(&checkpoint.channel_versions),
+                versions_seen: Cow::Borrowed(&checkpoint.versions_seen),
+                updated_channels: checkpoint.updated_channels.as_deref().map(Cow::Borrowed),
+            },
+        };
+        let op = IndexOp::Checkpoint {
+            thread: Cow::Owned(thread.clone()),
+            ns: Cow::Owned(ns_name.clone()),
+            id: Cow::Owned(checkpoint.id.clone()),
+            run_id: run_id_of(metadata).map(|run| Cow::Owned(run.to_owned())),
+        };
+        batch.push(&record, op)?;
+        self.commit(batch)?;
+        Ok(Config { thread_id: thread.clone(), checkpoint_ns: ns_name.clone(), checkpoint_id: Some(checkpoint.id.clone()) })
+    }
+
+    fn put_writes(&self, config: &Config, writes: &[(String, Blob)], task_id: &str, task_path: &str) -> Result<()> {
+        self.check_open()?;
+        let mut batch = Batch::new();
+        encode_writes(&mut batch, config, writes, task_id, task_path, self.options.max_value_bytes)?;
+        self.commit(batch)
+    }
+
+    fn delete_thread(&self, thread_id: &str) -> Result<()> {
+        self.prune(&[thread_id.to_owned()], PruneStrategy::Delete)
+    }
+
+    fn delete_for_runs(&self, run_ids: &[String]) -> Result<()> {
+        self.check_open()?;
+        let mut batch = Batch::new();
+        {
+            let index = self.index.read();
+            let runs: Vec<_> = run_ids.iter().filter_map(|run| index.runs.lookup(run)).collect();
+            if runs.is_empty() {
+                return Ok(());
+            }
+            for (thread, thread_index) in index.threads() {
+                for (ns_name, ns) in &thread_index.namespaces {
+                    let doomed: Vec<Cow<'static, str>> = ns
+                        .checkpoints
+                        .iter()
+                        .filter(|(_, slot)| slot.run.is_some_and(|run| runs.contains(&run)))
+                        .map(|(key, _)| Cow::Owned(key.as_str().into_owned()))
+                        .collect();
+                    push_delete_checkpoints(&mut batch, thread, ns_name, doomed)?;
+                }
+            }
+        }
+        self.commit(batch)
+    }
+
+    fn copy_thread(&self, source: &str, target: &str) -> Result<()> {
+        self.check_open()?;
+        check_thread_id(source)?;
+        check_thread_id(target)?;
+        let mut batch = Batch::new();
+        {
+            let index = self.index.read();
+            self.copy_records(&index, source, target, &mut batch)?;
+        }
+        self.commit(batch)
+    }
+
+    fn prune(&self, thread_ids: &[String], strategy: PruneStrategy) -> Result<()> {
+        self.check_open()?;
+        let mut batch = Batch::new();
+        {
+            let index = self.index.read();
+            for thread in thread_ids {
+                check_thread_id(thread)?;
+                let Some(thread_index) = index.thread(thread) else { continue };
+                match strategy {
+                    PruneStrategy::Delete => {
+                        let op = IndexOp::DeleteThread { thread: Cow::Owned(thread.clone()) };
+                        batch.push(&DeleteThreadRecord { thread_id: Cow::Borrowed(thread) }, op)?;
+                    }
+                    PruneStrategy::KeepLatest => {
+                        for (ns_name, ns) in &thread_index.namespaces {
+                            let latest = ns.checkpoints.last_key_value().map(|(key, _)| key);
+                            let mut doomed: Vec<&CheckpointKey> =
+                                ns.checkpoints.keys().chain(ns.writes.keys()).filter(|key| Some(*key) != latest).collect();
+                            doomed.sort_unstable();
+                            doomed.dedup();
+                            let doomed = doomed.into_iter().map(|key| Cow::Owned(key.as_str().into_owned())).collect();
+                            push_delete_checkpoints(&mut batch, thread, ns_name, doomed)?;
+                        }
+                    }
+                }
+            }
+        }
+        self.commit(batch)
+    }
+}
+
+fn push_delete_checkpoints(batch: &mut Batch, thread: &str, ns: &str, ids: Vec<Cow<'static, str>>) -> Result<()> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let record = DeleteCheckpointsRecord {
+        thread_id: Cow::Borrowed(thread),
+        checkpoint_ns: Cow::Borrowed(ns),
+        checkpoint_ids: ids.iter().map(|id| Cow::Borrowed(id.as_ref())).collect(),
+    };
+    let op = IndexOp::DeleteCheckpoints { thread: Cow::Owned(thread.to_owned()), ns: Cow::Owned(ns.to_owned()), ids: ids.clone() };
+    batch.push(&record, op)
+}
