@@ -1,0 +1,66 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+use logsaver::{Blob, ChannelVersion, Checkpoint, CheckpointIdGenerator, CheckpointSaver, Config, Metadata};
+
+/// A checkpoint with the given channel values (all at version `version`).
+pub fn checkpoint(id: &str, channels: &[(&str, &[u8])], version: i64) -> Checkpoint {
+    let mut checkpoint = Checkpoint::empty(id);
+    checkpoint.ts = "2026-11-21T00:00:00+00:00".into();
+    for (channel, bytes) in channels {
+        checkpoint.channel_values.insert((*channel).into(), Blob::new("msgpack", bytes.to_vec()));
+        checkpoint.channel_versions.insert((*channel).into(), ChannelVersion::Int(version));
+    }
+    checkpoint
+}
+
+/// Metadata from a JSON literal.
+pub fn meta(value: serde_json::Value) -> Metadata {
+    value.as_object().cloned().unwrap_or_default()
+}
+
+/// A deterministic workload: `threads` threads, `steps` checkpoints each with writes, run
+/// against `saver`. Returns the ids used.
+pub fn workload(saver: &dyn CheckpointSaver, ids: &CheckpointIdGenerator, prefix: &str, threads: usize, steps: usize) {
+    for t in 0..threads {
+        let thread = format!("{prefix}-{t}");
+        let mut parent: Option<String> = None;
+        for step in 0..steps {
+            let id = ids.next_id();
+            let config = Config { thread_id: thread.clone(), checkpoint_ns: String::new(), checkpoint_id: parent.clone() };
+            let message = format!("message {step} of {thread}").repeat(step + 1);
+            let mut cp = checkpoint(&id, &[("messages", message.as_bytes()), ("counter", &step.to_le_bytes())], step as i64 + 1);
+            cp.versions_seen.insert("agent".into(), cp.channel_versions.clone());
+            let new_versions = cp.channel_versions.clone();
+            let metadata = meta(serde_json::json!({"step": step, "source": "loop", "run_id": format!("run-{t}")}));
+            let saved = saver.put(&config, &cp, &metadata, &new_versions).expect("put");
+            let writes = vec![("messages".to_string(), Blob::new("msgpack", format!("w{step}").into_bytes()))];
+            saver.put_writes(&saved, &writes, &format!("task-{step}"), "").expect("put_writes");
+            parent = Some(id);
+        }
+    }
+}
+
+/// Everything a saver holds, newest first.
+pub fn everything(saver: &dyn CheckpointSaver) -> Vec<logsaver::CheckpointTuple> {
+    saver.list(&logsaver::ListQuery::all()).expect("list")
+}
+
+/// The only segment files of a store directory, sorted.
+pub fn segment_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .expect("read dir")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+        .collect();
+    files.sort();
+    files
+}
+
+/// Offset just past the last non-zero byte of a file: the end of its written data.
+pub fn data_end(path: &Path) -> u64 {
+    let bytes = std::fs::read(path).expect("read segment");
+    bytes.iter().rposition(|&b| b != 0).map_or(0, |i| i as u64 + 1)
+}
