@@ -65,6 +65,11 @@ pub enum Error {
     #[error("store is poisoned by an earlier failure: {0}")]
     Poisoned(String),
 
+    /// A call handed to a background thread did not complete (the thread panicked or its
+    /// runtime shut down).
+    #[error("{0}")]
+    Background(String),
+
     /// The store was closed.
     #[error("store is closed")]
     Closed,

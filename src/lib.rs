@@ -22,6 +22,8 @@
 //! # Ok::<(), logsaver::Error>(())
 //! ```
 
+#[cfg(feature = "tokio")]
+mod async_saver;
 mod commit;
 mod error;
 pub mod format;
@@ -36,6 +38,8 @@ mod saver;
 mod segment;
 mod store;
 
+#[cfg(feature = "tokio")]
+pub use async_saver::AsyncSaver;
 pub use commit::Durability;
 pub use error::{Error, Result};
 pub use id::CheckpointIdGenerator;
