@@ -48,12 +48,24 @@ impl<S: CheckpointSaver + ?Sized + 'static> AsyncSaver<S> {
     }
 
     /// See [`CheckpointSaver::put`].
-    pub async fn put(&self, config: Config, checkpoint: Checkpoint, metadata: Metadata, new_versions: ChannelVersions) -> Result<Config> {
+    pub async fn put(
+        &self,
+        config: Config,
+        checkpoint: Checkpoint,
+        metadata: Metadata,
+        new_versions: ChannelVersions,
+    ) -> Result<Config> {
         self.run(move |s| s.put(&config, &checkpoint, &metadata, &new_versions)).await
     }
 
     /// See [`CheckpointSaver::put_writes`].
-    pub async fn put_writes(&self, config: Config, writes: Vec<(String, Blob)>, task_id: String, task_path: String) -> Result<()> {
+    pub async fn put_writes(
+        &self,
+        config: Config,
+        writes: Vec<(String, Blob)>,
+        task_id: String,
+        task_path: String,
+    ) -> Result<()> {
         self.run(move |s| s.put_writes(&config, &writes, &task_id, &task_path)).await
     }
 
@@ -94,7 +106,7 @@ mod tests {
                 tokio::spawn(async move {
                     let mut checkpoint = Checkpoint::empty(format!("{i:04}"));
                     checkpoint.channel_values.insert("x".into(), Blob::new("json", vec![i as u8]));
-                    checkpoint.channel_versions.insert("x".into(), crate::ChannelVersion::Int(1));
+                    checkpoint.channel_versions.insert("x".into(), crate::ChannelVersion::Int(i));
                     let versions = checkpoint.channel_versions.clone();
                     saver.put(Config::thread(format!("t{}", i % 4)), checkpoint, Metadata::new(), versions).await
                 })

@@ -16,7 +16,9 @@ use crc32fast::Hasher;
 use parking_lot::{Condvar, Mutex, MutexGuard, RwLock};
 
 use crate::error::{Error, Result};
-use crate::format::{FRAME_HEADER_LEN, FrameHeader, SEGMENT_HEADER_LEN, align_up, begin_record, finish_record, salted_hasher};
+use crate::format::{
+    FRAME_HEADER_LEN, FrameHeader, SEGMENT_HEADER_LEN, align_up, begin_record, finish_record, salted_hasher,
+};
 use crate::index::{Index, IndexOp};
 use crate::records::Record;
 use crate::segment::{Loc, Segment, SegmentSet};
@@ -62,7 +64,8 @@ impl Batch {
     pub fn push<R: Record>(&mut self, record: &R, op: IndexOp<'static>) -> Result<()> {
         let at = begin_record(&mut self.bytes);
         let bytes = std::mem::take(&mut self.bytes);
-        self.bytes = postcard::to_extend(record, bytes).map_err(|e| Error::invalid(format!("cannot encode record: {e}")))?;
+        self.bytes =
+            postcard::to_extend(record, bytes).map_err(|e| Error::invalid(format!("cannot encode record: {e}")))?;
         let body_len = finish_record(&mut self.bytes, at, R::KIND);
         if self.bytes.len() as u64 > MAX_FRAME_PAYLOAD {
             return Err(Error::TooLarge {
@@ -143,7 +146,13 @@ impl Writer {
     }
 
     /// Start a fresh store's first segment, `seq`.
-    pub fn create(dir: PathBuf, segments: Arc<SegmentSet>, seq: u32, options: WriterOptions, stats: Arc<CommitStats>) -> Result<Self> {
+    pub fn create(
+        dir: PathBuf,
+        segments: Arc<SegmentSet>,
+        seq: u32,
+        options: WriterOptions,
+        stats: Arc<CommitStats>,
+    ) -> Result<Self> {
         let active = Arc::new(Segment::create(&dir, seq, options.segment_size, options.preallocate)?);
         stats.segments_created.fetch_add(1, Ordering::Relaxed);
         segments.insert(active.clone());
@@ -307,7 +316,12 @@ impl Committer {
     /// Commit through `writer`.
     pub fn new(writer: Writer, stats: Arc<CommitStats>) -> Self {
         Committer {
-            queue: Mutex::new(Queue { next_ticket: 0, waiting: Vec::new(), finished: HashMap::new(), leader_active: false }),
+            queue: Mutex::new(Queue {
+                next_ticket: 0,
+                waiting: Vec::new(),
+                finished: HashMap::new(),
+                leader_active: false,
+            }),
             wake: Condvar::new(),
             writer: Mutex::new(writer),
             poison: Mutex::new(None),

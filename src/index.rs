@@ -227,7 +227,8 @@ impl Index {
                 self.threads.remove(thread.as_ref());
             }
             IndexOp::DeleteCheckpoints { thread, ns, ids } => {
-                let Some(namespace) = self.threads.get_mut(thread.as_ref()).and_then(|t| t.namespaces.get_mut(ns.as_ref()))
+                let Some(namespace) =
+                    self.threads.get_mut(thread.as_ref()).and_then(|t| t.namespaces.get_mut(ns.as_ref()))
                 else {
                     return;
                 };
@@ -310,7 +311,12 @@ mod tests {
     fn ops_insert_replace_and_delete() {
         let loc = |offset| Loc { segment: 1, offset, len: 10 };
         let mut index = Index::default();
-        let cp = |id: &'static str| IndexOp::Checkpoint { thread: "t".into(), ns: "".into(), id: id.into(), run_id: Some("r".into()) };
+        let cp = |id: &'static str| IndexOp::Checkpoint {
+            thread: "t".into(),
+            ns: "".into(),
+            id: id.into(),
+            run_id: Some("r".into()),
+        };
         index.apply(&cp("a"), loc(1));
         index.apply(&cp("b"), loc(2));
         index.apply(&cp("a"), loc(3));

@@ -51,3 +51,8 @@ pub use model::{
 pub use recovery::{Damage, RecoveryMode, RecoveryReport};
 pub use saver::{CheckpointSaver, metadata_matches, next_version, write_slot};
 pub use store::{LOCK_FILE, LogStore, Options, StoreStats};
+
+/// The README's examples, compiled and run as doctests so they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeExamples;

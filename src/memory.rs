@@ -9,12 +9,11 @@ use parking_lot::RwLock;
 
 use crate::error::Result;
 use crate::model::{
-    Blob, ChannelVersion, ChannelVersions, Checkpoint, CheckpointTuple, Config, ListQuery, Metadata,
-    PruneStrategy,
+    Blob, ChannelVersion, ChannelVersions, Checkpoint, CheckpointTuple, Config, ListQuery, Metadata, PruneStrategy,
 };
 use crate::saver::{
-    CheckpointSaver, WriteBatch, check_thread_id, metadata_matches, required_checkpoint_id,
-    resolve_pending_writes, run_id_of, write_slot,
+    CheckpointSaver, WriteBatch, check_thread_id, metadata_matches, required_checkpoint_id, resolve_pending_writes,
+    run_id_of, write_slot,
 };
 
 /// An in-memory saver. Lost when dropped.
@@ -120,14 +119,10 @@ impl CheckpointSaver for MemorySaver {
     ) -> Result<Config> {
         check_thread_id(&config.thread_id)?;
         let mut threads = self.threads.write();
-        let ns = threads
-            .entry(config.thread_id.clone())
-            .or_default()
-            .entry(config.checkpoint_ns.clone())
-            .or_default();
+        let ns = threads.entry(config.thread_id.clone()).or_default().entry(config.checkpoint_ns.clone()).or_default();
         for (channel, version) in new_versions {
             let value = checkpoint.channel_values.get(channel).cloned();
-            ns.blobs.insert((channel.clone(), version.clone()), value);
+            ns.blobs.entry((channel.clone(), version.clone())).or_insert(value);
         }
         let stored = StoredCheckpoint {
             checkpoint: Checkpoint { channel_values: BTreeMap::new(), ..checkpoint.clone() },
@@ -150,11 +145,7 @@ impl CheckpointSaver for MemorySaver {
                 .collect(),
         };
         let mut threads = self.threads.write();
-        let ns = threads
-            .entry(config.thread_id.clone())
-            .or_default()
-            .entry(config.checkpoint_ns.clone())
-            .or_default();
+        let ns = threads.entry(config.thread_id.clone()).or_default().entry(config.checkpoint_ns.clone()).or_default();
         ns.writes.entry(checkpoint_id.to_owned()).or_default().push(stored);
         Ok(())
     }
@@ -171,7 +162,9 @@ impl CheckpointSaver for MemorySaver {
                 let doomed: Vec<String> = ns
                     .checkpoints
                     .iter()
-                    .filter(|(_, stored)| run_id_of(&stored.metadata).is_some_and(|run| run_ids.iter().any(|r| r == run)))
+                    .filter(|(_, stored)| {
+                        run_id_of(&stored.metadata).is_some_and(|run| run_ids.iter().any(|r| r == run))
+                    })
                     .map(|(id, _)| id.clone())
                     .collect();
                 for id in doomed {

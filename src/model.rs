@@ -273,9 +273,9 @@ impl FromStr for PruneStrategy {
         match s {
             "keep_latest" => Ok(PruneStrategy::KeepLatest),
             "delete" => Ok(PruneStrategy::Delete),
-            other => Err(Error::invalid(format!(
-                "unknown prune strategy {other:?}; expected \"keep_latest\" or \"delete\""
-            ))),
+            other => {
+                Err(Error::invalid(format!("unknown prune strategy {other:?}; expected \"keep_latest\" or \"delete\"")))
+            }
         }
     }
 }

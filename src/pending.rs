@@ -37,7 +37,11 @@ pub fn encode_writes(
                 limit: max_value,
             });
         }
-        entries.push(WriteEntry { idx: write_slot(channel, position), channel: Cow::Borrowed(channel), value: BlobRef::of(value) });
+        entries.push(WriteEntry {
+            idx: write_slot(channel, position),
+            channel: Cow::Borrowed(channel),
+            value: BlobRef::of(value),
+        });
     }
     let record = WritesRecord {
         key: WritesKey {

@@ -19,9 +19,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
-use crate::format::{FRAME_ALIGN, FRAME_HEADER_LEN, FrameHeader, FrameSlot, RecordKind, RecordView, SEGMENT_HEADER_LEN, SegmentHeader, parse_frame};
+use crate::format::{
+    FRAME_ALIGN, FRAME_HEADER_LEN, FrameHeader, FrameSlot, RecordKind, RecordView, SEGMENT_HEADER_LEN, SegmentHeader,
+    parse_frame,
+};
 use crate::index::{Index, IndexOp, blob_hash};
-use crate::records::{BlobKey, CheckpointHead, DeleteCheckpointsRecord, DeleteThreadRecord, WritesKey, decode, decode_prefix};
+use crate::records::{
+    BlobKey, CheckpointHead, DeleteCheckpointsRecord, DeleteThreadRecord, WritesKey, decode, decode_prefix,
+};
 use crate::segment::{Loc, SEGMENT_SUFFIX, Segment, SegmentSet, TEMP_SUFFIX, segment_path};
 
 /// How recovery treats damage.
@@ -95,7 +100,11 @@ pub fn recover(dir: &Path, mode: RecoveryMode) -> Result<Recovered> {
             let missing = segment_path(dir, seqs[i - 1] + 1);
             let damage = Damage { file: missing.clone(), offset: 0, len: 0, reason: "segment file is missing".into() };
             if mode != RecoveryMode::SkipCorrupted {
-                return Err(Error::corruption(missing, 0, "segment file is missing: the sequence of segments has a gap"));
+                return Err(Error::corruption(
+                    missing,
+                    0,
+                    "segment file is missing: the sequence of segments has a gap",
+                ));
             }
             report.skipped.push(damage);
         }
@@ -130,11 +139,9 @@ fn list_segments(dir: &Path, report: &mut RecoveryReport) -> Result<Vec<u32>> {
             fs::remove_file(entry.path()).map_err(|e| Error::io("remove temporary segment", entry.path(), e))?;
             report.removed_temp_files.push(entry.path());
         } else if let Some(stem) = name.strip_suffix(SEGMENT_SUFFIX) {
-            let seq = stem
-                .parse::<u32>()
-                .ok()
-                .filter(|_| stem.len() == 10)
-                .ok_or_else(|| Error::corruption(entry.path(), 0, "segment file name is not a 10-digit sequence number"))?;
+            let seq = stem.parse::<u32>().ok().filter(|_| stem.len() == 10).ok_or_else(|| {
+                Error::corruption(entry.path(), 0, "segment file name is not a 10-digit sequence number")
+            })?;
             seqs.push(seq);
         }
     }
@@ -143,11 +150,21 @@ fn list_segments(dir: &Path, report: &mut RecoveryReport) -> Result<Vec<u32>> {
 }
 
 /// Replay one segment into `index`; returns the end of its valid data.
-fn scan_segment(segment: &Segment, is_last: bool, mode: RecoveryMode, index: &mut Index, report: &mut RecoveryReport) -> Result<u64> {
+fn scan_segment(
+    segment: &Segment,
+    is_last: bool,
+    mode: RecoveryMode,
+    index: &mut Index,
+    report: &mut RecoveryReport,
+) -> Result<u64> {
     let data = segment.mapped_bytes().ok_or_else(|| Error::corruption(&segment.path, 0, "segment is not mapped"))?;
     let header = SegmentHeader::decode(data).map_err(|reason| Error::corruption(&segment.path, 0, reason))?;
     if header.seq != u64::from(segment.seq) {
-        return Err(Error::corruption(&segment.path, 16, format!("header names segment {}, file name {}", header.seq, segment.seq)));
+        return Err(Error::corruption(
+            &segment.path,
+            16,
+            format!("header names segment {}, file name {}", header.seq, segment.seq),
+        ));
     }
     let seq = header.seq;
     let len = data.len() as u64;
@@ -157,8 +174,13 @@ fn scan_segment(segment: &Segment, is_last: bool, mode: RecoveryMode, index: &mu
         let failure = match parse_frame(&data[at..], seq) {
             Ok((frame, records)) => {
                 for (relative, record) in records {
-                    let loc = Loc { segment: segment.seq, offset: (offset as usize + relative) as u32, len: record.body.len() as u32 };
-                    let op = index_op(&record).map_err(|reason| Error::corruption(&segment.path, u64::from(loc.offset), reason))?;
+                    let loc = Loc {
+                        segment: segment.seq,
+                        offset: (offset as usize + relative) as u32,
+                        len: record.body.len() as u32,
+                    };
+                    let op = index_op(&record)
+                        .map_err(|reason| Error::corruption(&segment.path, u64::from(loc.offset), reason))?;
                     index.apply(&op, loc);
                     report.records += 1;
                 }
@@ -192,7 +214,11 @@ fn scan_segment(segment: &Segment, is_last: bool, mode: RecoveryMode, index: &mu
         let damage = Damage { file: segment.path.clone(), offset, len: skip_to - offset, reason: failure };
         if mode != RecoveryMode::SkipCorrupted {
             let place = if is_last { "synced data of the last segment" } else { "a sealed segment" };
-            return Err(Error::corruption(&segment.path, offset, format!("damaged frame in {place}: {}", damage.reason)));
+            return Err(Error::corruption(
+                &segment.path,
+                offset,
+                format!("damaged frame in {place}: {}", damage.reason),
+            ));
         }
         tracing::warn!(file = %segment.path.display(), offset, bytes = damage.len, reason = %damage.reason, "skipping damaged frame");
         report.skipped.push(damage);
@@ -226,7 +252,8 @@ fn dirty_end(data: &[u8]) -> u64 {
 /// Open the last segment for writing, zeroing anything after `end` (a torn tail) and syncing,
 /// so everything before `end` is durable and nothing stale follows it.
 fn reopen_active(seq: u32, path: PathBuf, end: u64, report: &mut RecoveryReport) -> Result<(Arc<Segment>, u64, u64)> {
-    let file = OpenOptions::new().read(true).write(true).open(&path).map_err(|e| Error::io("open segment", &path, e))?;
+    let file =
+        OpenOptions::new().read(true).write(true).open(&path).map_err(|e| Error::io("open segment", &path, e))?;
     let capacity = file.metadata().map_err(|e| Error::io("stat segment", &path, e))?.len();
     if let Some(torn) = &report.torn_tail {
         let zeros = vec![0u8; (torn.len as usize).min(1 << 20)];
@@ -246,7 +273,12 @@ pub fn index_op<'a>(record: &RecordView<'a>) -> Result<IndexOp<'a>, String> {
     Ok(match record.kind {
         RecordKind::Checkpoint => {
             let head: CheckpointHead = decode_prefix(record.body)?;
-            IndexOp::Checkpoint { thread: head.thread_id, ns: head.checkpoint_ns, id: head.checkpoint_id, run_id: head.run_id }
+            IndexOp::Checkpoint {
+                thread: head.thread_id,
+                ns: head.checkpoint_ns,
+                id: head.checkpoint_id,
+                run_id: head.run_id,
+            }
         }
         RecordKind::Blob => {
             let key: BlobKey = decode_prefix(record.body)?;
@@ -262,7 +294,11 @@ pub fn index_op<'a>(record: &RecordView<'a>) -> Result<IndexOp<'a>, String> {
         }
         RecordKind::DeleteCheckpoints => {
             let record: DeleteCheckpointsRecord = decode(record.body)?;
-            IndexOp::DeleteCheckpoints { thread: record.thread_id, ns: record.checkpoint_ns, ids: record.checkpoint_ids }
+            IndexOp::DeleteCheckpoints {
+                thread: record.thread_id,
+                ns: record.checkpoint_ns,
+                ids: record.checkpoint_ids,
+            }
         }
     })
 }

@@ -10,8 +10,8 @@ use std::hash::{BuildHasher, RandomState};
 
 use crate::error::{Error, Result};
 use crate::model::{
-    Blob, ChannelVersion, ChannelVersions, Checkpoint, CheckpointTuple, Config, ListQuery, Metadata,
-    PendingWrite, PruneStrategy,
+    Blob, ChannelVersion, ChannelVersions, Checkpoint, CheckpointTuple, Config, ListQuery, Metadata, PendingWrite,
+    PruneStrategy,
 };
 
 /// The LangGraph checkpoint saver protocol (`BaseCheckpointSaver`), in Rust.
@@ -28,7 +28,10 @@ pub trait CheckpointSaver: Send + Sync {
 
     /// Store a checkpoint (upsert on thread, namespace, id). Its parent is
     /// `config.checkpoint_id`. Only the channels named in `new_versions` are stored; the others
-    /// were stored by earlier puts. Returns the config of the stored checkpoint.
+    /// were stored by earlier puts. A (channel, version) already stored in the thread and
+    /// namespace keeps its first value (PostgresSaver's `ON CONFLICT DO NOTHING`): versions are
+    /// unique by construction, so a repeat is the same value. Returns the config of the stored
+    /// checkpoint.
     fn put(
         &self,
         config: &Config,
@@ -90,11 +93,7 @@ const SPECIAL_WRITE_SLOTS: [(&str, i64); 4] =
 
 /// The `idx` a write gets: its position in the list, or the fixed slot of a special channel.
 pub fn write_slot(channel: &str, position: usize) -> i64 {
-    SPECIAL_WRITE_SLOTS
-        .iter()
-        .find(|(name, _)| *name == channel)
-        .map(|&(_, slot)| slot)
-        .unwrap_or(position as i64)
+    SPECIAL_WRITE_SLOTS.iter().find(|(name, _)| *name == channel).map(|&(_, slot)| slot).unwrap_or(position as i64)
 }
 
 /// Refuse an empty thread id.
@@ -163,7 +162,13 @@ pub(crate) fn resolve_pending_writes(batches: impl IntoIterator<Item = WriteBatc
     let mut resolved: BTreeMap<(String, i64), PendingWrite> = BTreeMap::new();
     for batch in batches {
         for (idx, channel, value) in batch.writes {
-            let write = PendingWrite { task_id: batch.task_id.clone(), idx, channel, value, task_path: batch.task_path.clone() };
+            let write = PendingWrite {
+                task_id: batch.task_id.clone(),
+                idx,
+                channel,
+                value,
+                task_path: batch.task_path.clone(),
+            };
             let key = (batch.task_id.clone(), idx);
             if idx >= 0 {
                 resolved.entry(key).or_insert(write);

@@ -169,8 +169,12 @@ impl Segment {
                 if !tail.bytes.is_empty() && end > tail.start {
                     // Durability `None`: the record (or its end) is still in memory. Records
                     // never straddle: a frame is either buffered whole or written whole.
-                    let from = offset.checked_sub(tail.start).ok_or_else(|| corrupt("record straddles the buffered tail"))?;
-                    let slice = tail.bytes.get(from as usize..(from as usize + len)).ok_or_else(|| corrupt("record past the buffered tail"))?;
+                    let from =
+                        offset.checked_sub(tail.start).ok_or_else(|| corrupt("record straddles the buffered tail"))?;
+                    let slice = tail
+                        .bytes
+                        .get(from as usize..(from as usize + len))
+                        .ok_or_else(|| corrupt("record past the buffered tail"))?;
                     buf.copy_from_slice(slice);
                 } else {
                     drop(tail);
@@ -236,15 +240,19 @@ impl SegmentSet {
 
     /// Read and check the record at `loc`.
     pub fn read_record(&self, loc: Loc) -> Result<RecordBytes> {
-        let segment = self
-            .get(loc.segment)
-            .ok_or_else(|| Error::corruption(format!("segment {}", loc.segment), u64::from(loc.offset), "segment is not open"))?;
+        let segment = self.get(loc.segment).ok_or_else(|| {
+            Error::corruption(format!("segment {}", loc.segment), u64::from(loc.offset), "segment is not open")
+        })?;
         let len = loc.disk_len() as usize;
         let bytes = segment.read(u64::from(loc.offset), len)?;
         let (view, total) =
             parse_record(&bytes).map_err(|reason| Error::corruption(&segment.path, u64::from(loc.offset), reason))?;
         if total != len || view.body.len() != loc.len as usize {
-            return Err(Error::corruption(&segment.path, u64::from(loc.offset), "record length differs from the index"));
+            return Err(Error::corruption(
+                &segment.path,
+                u64::from(loc.offset),
+                "record length differs from the index",
+            ));
         }
         let kind = view.kind;
         let (storage, body_start) = match bytes {

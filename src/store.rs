@@ -116,7 +116,10 @@ impl LogStore {
     pub fn open(dir: impl AsRef<Path>, options: Options) -> Result<LogStore> {
         let dir = dir.as_ref().to_path_buf();
         if options.segment_size < 4096 || options.segment_size > u64::from(u32::MAX) {
-            return Err(Error::invalid(format!("segment_size {} must be between 4 KiB and 4 GiB", options.segment_size)));
+            return Err(Error::invalid(format!(
+                "segment_size {} must be between 4 KiB and 4 GiB",
+                options.segment_size
+            )));
         }
         fs::create_dir_all(&dir).map_err(|e| Error::io("create directory", &dir, e))?;
         let lock_path = dir.join(LOCK_FILE);
@@ -246,15 +249,26 @@ impl LogStore {
 
     /// The blob record of (channel, version) in `ns`, if stored; the key is checked against the
     /// record, so a hash collision is reported rather than answered with the wrong value.
-    fn find_blob(&self, thread: &str, ns_name: &str, ns: &NamespaceIndex, channel: &str, version: &ChannelVersion) -> Result<Option<Loc>> {
+    fn find_blob(
+        &self,
+        thread: &str,
+        ns_name: &str,
+        ns: &NamespaceIndex,
+        channel: &str,
+        version: &ChannelVersion,
+    ) -> Result<Option<Loc>> {
         let Some(&loc) = ns.blobs.get(&blob_hash(channel, version)) else { return Ok(None) };
         let bytes = self.segments.read_record(loc)?;
-        let key: BlobKey = decode_prefix(bytes.view().body).map_err(|reason| record_error(&self.segments, loc, reason))?;
-        if key.thread_id != thread || key.checkpoint_ns != ns_name || key.channel != channel || *key.version != *version {
+        let key: BlobKey =
+            decode_prefix(bytes.view().body).map_err(|reason| record_error(&self.segments, loc, reason))?;
+        if key.thread_id != thread || key.checkpoint_ns != ns_name || key.channel != channel || *key.version != *version
+        {
             return Err(record_error(
                 &self.segments,
                 loc,
-                format!("blob index entry for channel {channel:?} version {version} of thread {thread:?} points at another blob"),
+                format!(
+                    "blob index entry for channel {channel:?} version {version} of thread {thread:?} points at another blob"
+                ),
             ));
         }
         Ok(Some(loc))
@@ -263,7 +277,8 @@ impl LogStore {
     /// Read a checkpoint record and decode it.
     fn read_checkpoint(&self, loc: Loc) -> Result<(crate::segment::RecordBytes, Metadata)> {
         let bytes = self.segments.read_record(loc)?;
-        let head: CheckpointHead = decode_prefix(bytes.view().body).map_err(|reason| record_error(&self.segments, loc, reason))?;
+        let head: CheckpointHead =
+            decode_prefix(bytes.view().body).map_err(|reason| record_error(&self.segments, loc, reason))?;
         let metadata = serde_json::from_str(&head.metadata_json)
             .map_err(|e| record_error(&self.segments, loc, format!("metadata is not a JSON object: {e}")))?;
         Ok((bytes, metadata))
@@ -283,17 +298,23 @@ impl LogStore {
             Some(loaded) => loaded,
             None => self.read_checkpoint(slot.loc)?,
         };
-        let record: CheckpointRecord = decode(bytes.view().body).map_err(|reason| record_error(&self.segments, slot.loc, reason))?;
+        let record: CheckpointRecord =
+            decode(bytes.view().body).map_err(|reason| record_error(&self.segments, slot.loc, reason))?;
         let id = key.as_str();
         if record.head.checkpoint_id != id || record.head.thread_id != thread || record.head.checkpoint_ns != ns_name {
-            return Err(record_error(&self.segments, slot.loc, format!("index entry for checkpoint {id} of thread {thread:?} points at another record")));
+            return Err(record_error(
+                &self.segments,
+                slot.loc,
+                format!("index entry for checkpoint {id} of thread {thread:?} points at another record"),
+            ));
         }
         let body = record.body;
         let mut channel_values = std::collections::BTreeMap::new();
         for (channel, version) in body.channel_versions.iter() {
             let Some(loc) = self.find_blob(thread, ns_name, ns, channel, version)? else { continue };
             let blob_bytes = self.segments.read_record(loc)?;
-            let blob: BlobRecord = decode(blob_bytes.view().body).map_err(|reason| record_error(&self.segments, loc, reason))?;
+            let blob: BlobRecord =
+                decode(blob_bytes.view().body).map_err(|reason| record_error(&self.segments, loc, reason))?;
             if let Some(value) = blob.value {
                 channel_values.insert(channel.clone(), value.to_blob());
             }
@@ -302,7 +323,11 @@ impl LogStore {
             Some(locs) => load_pending_writes(&self.segments, locs)?,
             None => Vec::new(),
         };
-        let config = Config { thread_id: thread.to_owned(), checkpoint_ns: ns_name.to_owned(), checkpoint_id: Some(id.to_string()) };
+        let config = Config {
+            thread_id: thread.to_owned(),
+            checkpoint_ns: ns_name.to_owned(),
+            checkpoint_id: Some(id.to_string()),
+        };
         let parent_config = record.head.parent_id.map(|parent| config.clone().with_checkpoint(parent.into_owned()));
         Ok(CheckpointTuple {
             checkpoint: Checkpoint {
@@ -331,7 +356,8 @@ impl LogStore {
             blob_locs.sort_unstable();
             for loc in blob_locs {
                 let bytes = self.segments.read_record(loc)?;
-                let mut record: BlobRecord = decode(bytes.view().body).map_err(|reason| record_error(&self.segments, loc, reason))?;
+                let mut record: BlobRecord =
+                    decode(bytes.view().body).map_err(|reason| record_error(&self.segments, loc, reason))?;
                 record.key.thread_id = Cow::Borrowed(target);
                 let hash = blob_hash(&record.key.channel, &record.key.version);
                 batch.push(&record, IndexOp::Blob { thread: target_name.clone(), ns: ns_owned.clone(), hash })?;
@@ -354,7 +380,8 @@ impl LogStore {
             write_locs.sort_by_key(|&(_, loc)| loc);
             for (key, loc) in write_locs {
                 let bytes = self.segments.read_record(loc)?;
-                let mut record: WritesRecord = decode(bytes.view().body).map_err(|reason| record_error(&self.segments, loc, reason))?;
+                let mut record: WritesRecord =
+                    decode(bytes.view().body).map_err(|reason| record_error(&self.segments, loc, reason))?;
                 record.key.thread_id = Cow::Borrowed(target);
                 let op = IndexOp::Writes {
                     thread: target_name.clone(),
@@ -421,7 +448,10 @@ impl CheckpointSaver for LogStore {
                 }
                 let entries: Box<dyn Iterator<Item = _>> = match (&exact, &before) {
                     (Some(exact), _) => Box::new(
-                        ns.checkpoints.get_key_value(exact).filter(|(key, _)| before.as_ref().is_none_or(|b| *key < b)).into_iter(),
+                        ns.checkpoints
+                            .get_key_value(exact)
+                            .filter(|(key, _)| before.as_ref().is_none_or(|b| *key < b))
+                            .into_iter(),
                     ),
                     (None, Some(before)) => Box::new(ns.checkpoints.range(..before.clone()).rev()),
                     (None, None) => Box::new(ns.checkpoints.iter().rev()),
@@ -459,7 +489,13 @@ impl CheckpointSaver for LogStore {
         Ok(out)
     }
 
-    fn put(&self, config: &Config, checkpoint: &Checkpoint, metadata: &Metadata, new_versions: &ChannelVersions) -> Result<Config> {
+    fn put(
+        &self,
+        config: &Config,
+        checkpoint: &Checkpoint,
+        metadata: &Metadata,
+        new_versions: &ChannelVersions,
+    ) -> Result<Config> {
         self.check_open()?;
         check_thread_id(&config.thread_id)?;
         if checkpoint.id.is_empty() {
@@ -524,7 +560,11 @@ impl CheckpointSaver for LogStore {
         };
         batch.push(&record, op)?;
         self.commit(batch)?;
-        Ok(Config { thread_id: thread.clone(), checkpoint_ns: ns_name.clone(), checkpoint_id: Some(checkpoint.id.clone()) })
+        Ok(Config {
+            thread_id: thread.clone(),
+            checkpoint_ns: ns_name.clone(),
+            checkpoint_id: Some(checkpoint.id.clone()),
+        })
     }
 
     fn put_writes(&self, config: &Config, writes: &[(String, Blob)], task_id: &str, task_path: &str) -> Result<()> {
@@ -590,8 +630,12 @@ impl CheckpointSaver for LogStore {
                     PruneStrategy::KeepLatest => {
                         for (ns_name, ns) in &thread_index.namespaces {
                             let latest = ns.checkpoints.last_key_value().map(|(key, _)| key);
-                            let mut doomed: Vec<&CheckpointKey> =
-                                ns.checkpoints.keys().chain(ns.writes.keys()).filter(|key| Some(*key) != latest).collect();
+                            let mut doomed: Vec<&CheckpointKey> = ns
+                                .checkpoints
+                                .keys()
+                                .chain(ns.writes.keys())
+                                .filter(|key| Some(*key) != latest)
+                                .collect();
                             doomed.sort_unstable();
                             doomed.dedup();
                             let doomed = doomed.into_iter().map(|key| Cow::Owned(key.as_str().into_owned())).collect();
@@ -614,6 +658,10 @@ fn push_delete_checkpoints(batch: &mut Batch, thread: &str, ns: &str, ids: Vec<C
         checkpoint_ns: Cow::Borrowed(ns),
         checkpoint_ids: ids.iter().map(|id| Cow::Borrowed(id.as_ref())).collect(),
     };
-    let op = IndexOp::DeleteCheckpoints { thread: Cow::Owned(thread.to_owned()), ns: Cow::Owned(ns.to_owned()), ids: ids.clone() };
+    let op = IndexOp::DeleteCheckpoints {
+        thread: Cow::Owned(thread.to_owned()),
+        ns: Cow::Owned(ns.to_owned()),
+        ids: ids.clone(),
+    };
     batch.push(&record, op)
 }

@@ -50,8 +50,12 @@ fn reopen_reads_back_everything_in_every_durability_mode() {
                 .collect::<Vec<_>>()
         };
         let (mut got, mut want) = (strip(got), strip(want));
-        got.sort_by(|a, b| (&a.0, a.2.get("step").and_then(|s| s.as_u64())).cmp(&(&b.0, b.2.get("step").and_then(|s| s.as_u64()))));
-        want.sort_by(|a, b| (&a.0, a.2.get("step").and_then(|s| s.as_u64())).cmp(&(&b.0, b.2.get("step").and_then(|s| s.as_u64()))));
+        got.sort_by(|a, b| {
+            (&a.0, a.2.get("step").and_then(|s| s.as_u64())).cmp(&(&b.0, b.2.get("step").and_then(|s| s.as_u64())))
+        });
+        want.sort_by(|a, b| {
+            (&a.0, a.2.get("step").and_then(|s| s.as_u64())).cmp(&(&b.0, b.2.get("step").and_then(|s| s.as_u64())))
+        });
         assert_eq!(got, want, "{durability:?}");
     }
 }
@@ -69,7 +73,11 @@ fn state_matches_the_reference_after_reopen_with_the_same_ids() {
             let mut parent = None;
             for (step, id) in recorded.iter().enumerate() {
                 let ns = if step % 3 == 0 { "sub:1" } else { "" };
-                let config = Config { thread_id: format!("t{}", step % 4), checkpoint_ns: ns.into(), checkpoint_id: parent.clone() };
+                let config = Config {
+                    thread_id: format!("t{}", step % 4),
+                    checkpoint_ns: ns.into(),
+                    checkpoint_id: parent.clone(),
+                };
                 let cp = checkpoint(id, &[("a", format!("value {step}").as_bytes())], step as i64);
                 let md = meta(serde_json::json!({"step": step}));
                 let saved = saver.put(&config, &cp, &md, &cp.channel_versions).expect("put");
@@ -319,10 +327,12 @@ fn eight_threads_writing_and_reading_match_the_reference() {
                 for round in 0..25 {
                     let thread = format!("w{worker}-t{}", round % 3);
                     let parent = store.get_tuple(&Config::thread(&thread)).expect("get").map(|t| t.checkpoint.id);
-                    let want_parent = reference.get_tuple(&Config::thread(&thread)).expect("get").map(|t| t.checkpoint.id);
+                    let want_parent =
+                        reference.get_tuple(&Config::thread(&thread)).expect("get").map(|t| t.checkpoint.id);
                     assert_eq!(parent, want_parent, "readers see what they wrote");
                     let id = ids.next_id();
-                    let config = Config { thread_id: thread.clone(), checkpoint_ns: String::new(), checkpoint_id: parent };
+                    let config =
+                        Config { thread_id: thread.clone(), checkpoint_ns: String::new(), checkpoint_id: parent };
                     let cp = checkpoint(&id, &[("m", format!("{worker}/{round}").as_bytes())], round);
                     let md = meta(serde_json::json!({"worker": worker, "round": round}));
                     for saver in [&*store as &dyn CheckpointSaver, &*reference] {
@@ -390,7 +400,10 @@ fn closed_store_refuses_calls_and_closing_twice_is_harmless() {
     assert!(matches!(store.get_tuple(&Config::thread("t")), Err(Error::Closed)));
     assert!(matches!(store.list(&ListQuery::all()), Err(Error::Closed)));
     let cp = checkpoint("a", &[], 1);
-    assert!(matches!(store.put(&Config::thread("t"), &cp, &Default::default(), &Default::default()), Err(Error::Closed)));
+    assert!(matches!(
+        store.put(&Config::thread("t"), &cp, &Default::default(), &Default::default()),
+        Err(Error::Closed)
+    ));
 }
 
 #[test]

@@ -29,9 +29,11 @@ pub fn workload(saver: &dyn CheckpointSaver, ids: &CheckpointIdGenerator, prefix
         let mut parent: Option<String> = None;
         for step in 0..steps {
             let id = ids.next_id();
-            let config = Config { thread_id: thread.clone(), checkpoint_ns: String::new(), checkpoint_id: parent.clone() };
+            let config =
+                Config { thread_id: thread.clone(), checkpoint_ns: String::new(), checkpoint_id: parent.clone() };
             let message = format!("message {step} of {thread}").repeat(step + 1);
-            let mut cp = checkpoint(&id, &[("messages", message.as_bytes()), ("counter", &step.to_le_bytes())], step as i64 + 1);
+            let mut cp =
+                checkpoint(&id, &[("messages", message.as_bytes()), ("counter", &step.to_le_bytes())], step as i64 + 1);
             cp.versions_seen.insert("agent".into(), cp.channel_versions.clone());
             let new_versions = cp.channel_versions.clone();
             let metadata = meta(serde_json::json!({"step": step, "source": "loop", "run_id": format!("run-{t}")}));

@@ -10,7 +10,8 @@ use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use logsaver::{
-    Blob, ChannelVersion, Checkpoint, CheckpointSaver, Config, Error, ListQuery, LogStore, Options, Result, next_version,
+    Blob, ChannelVersion, Checkpoint, CheckpointSaver, Config, Error, ListQuery, LogStore, Options, Result,
+    next_version,
 };
 
 use crate::DemoArgs;
@@ -63,7 +64,11 @@ pub fn run(args: &DemoArgs) -> Result<()> {
     println!("\nwrote {total_steps} steps in {secs:.2} s");
     println!("  throughput     {:>10.0} steps/s", total_steps as f64 / secs);
     println!("  write calls    {:>10} ({:.0}/s)", stats.commits, stats.commits as f64 / secs);
-    println!("  bytes written  {:>10.1} MB ({:.1} MB/s)", stats.bytes_written as f64 / 1e6, stats.bytes_written as f64 / 1e6 / secs);
+    println!(
+        "  bytes written  {:>10.1} MB ({:.1} MB/s)",
+        stats.bytes_written as f64 / 1e6,
+        stats.bytes_written as f64 / 1e6 / secs
+    );
     println!(
         "  fsyncs         {:>10} ({:.2} per step, {:.1} write calls per fsync: group commit)",
         stats.fsyncs,
@@ -87,9 +92,15 @@ pub fn run(args: &DemoArgs) -> Result<()> {
         report.bytes as f64 / 1e6
     );
     let stats = store.stats();
-    println!("  index: {} threads, {} checkpoints, {} blobs, {} write records", stats.threads, stats.checkpoints, stats.blobs, stats.write_records);
+    println!(
+        "  index: {} threads, {} checkpoints, {} blobs, {} write records",
+        stats.threads, stats.checkpoints, stats.blobs, stats.write_records
+    );
     if stats.checkpoints != total_steps as u64 {
-        return Err(Error::InvalidArgument(format!("expected {total_steps} checkpoints after reopen, found {}", stats.checkpoints)));
+        return Err(Error::InvalidArgument(format!(
+            "expected {total_steps} checkpoints after reopen, found {}",
+            stats.checkpoints
+        )));
     }
     println!("  verified: every step survived the reopen");
     print_history(&store, &thread_name(0))?;
@@ -142,10 +153,21 @@ fn run_agent(store: &LogStore, n: usize, args: &DemoArgs, progress: &ProgressBar
                         let (task_config, thread) = (&task_config, &thread);
                         scope.spawn(move || {
                             let writes = vec![
-                                ("messages".to_string(), Blob::new("msgpack", format!("task {task} output at step {step}").repeat(4).into_bytes())),
+                                (
+                                    "messages".to_string(),
+                                    Blob::new(
+                                        "msgpack",
+                                        format!("task {task} output at step {step}").repeat(4).into_bytes(),
+                                    ),
+                                ),
                                 ("branch:to:agent".to_string(), Blob::new("null", Vec::new())),
                             ];
-                            store.put_writes(task_config, &writes, &format!("{thread}-s{step}-t{task}"), &format!("~__pregel_pull, task{task}"))
+                            store.put_writes(
+                                task_config,
+                                &writes,
+                                &format!("{thread}-s{step}-t{task}"),
+                                &format!("~__pregel_pull, task{task}"),
+                            )
                         })
                     })
                     .collect();
@@ -160,7 +182,11 @@ fn run_agent(store: &LogStore, n: usize, args: &DemoArgs, progress: &ProgressBar
         rng ^= rng >> 7;
         rng ^= rng << 17;
         let length = 150 + (rng % 500) as usize;
-        messages.push(format!("{{\"role\":\"{}\",\"content\":\"{}\"}}", if step % 2 == 0 { "user" } else { "ai" }, "x".repeat(length)));
+        messages.push(format!(
+            "{{\"role\":\"{}\",\"content\":\"{}\"}}",
+            if step % 2 == 0 { "user" } else { "ai" },
+            "x".repeat(length)
+        ));
         let mut new_versions = std::collections::BTreeMap::new();
         let mut update = |name: &str, value: Blob, checkpoint: &mut Checkpoint| {
             let version = next_version(checkpoint.channel_versions.get(name));
@@ -202,11 +228,18 @@ fn run_agent(store: &LogStore, n: usize, args: &DemoArgs, progress: &ProgressBar
 fn print_history(store: &LogStore, thread: &str) -> Result<()> {
     let history = store.list(&ListQuery::thread(thread))?;
     println!("\nhistory of {thread} ({} checkpoints, newest first):", history.len());
-    println!("  {:<36}  {:>4}  {:<6}  {:<20}  {:>8}  {:>6}", "checkpoint id", "step", "source", "parent", "state B", "writes");
+    println!(
+        "  {:<36}  {:>4}  {:<6}  {:<20}  {:>8}  {:>6}",
+        "checkpoint id", "step", "source", "parent", "state B", "writes"
+    );
     for tuple in &history {
         let step = tuple.metadata.get("step").and_then(|s| s.as_i64()).unwrap_or_default();
         let source = tuple.metadata.get("source").and_then(|s| s.as_str()).unwrap_or("?");
-        let parent = tuple.parent_config.as_ref().and_then(|p| p.checkpoint_id.as_deref()).map_or("-".into(), |id| format!("{}..", id.get(..18).unwrap_or(id)));
+        let parent = tuple
+            .parent_config
+            .as_ref()
+            .and_then(|p| p.checkpoint_id.as_deref())
+            .map_or("-".into(), |id| format!("{}..", id.get(..18).unwrap_or(id)));
         let size: usize = tuple.checkpoint.channel_values.values().map(|b| b.bytes.len()).sum();
         println!(
             "  {:<36}  {:>4}  {:<6}  {:<20}  {:>8}  {:>6}",
