@@ -221,7 +221,11 @@ impl Index {
             }
             IndexOp::Writes { thread, ns, checkpoint_id } => {
                 let key = CheckpointKey::new(checkpoint_id);
-                self.namespace_mut(thread, ns).writes.entry(key).or_default().push(loc);
+                let locs = self.namespace_mut(thread, ns).writes.entry(key).or_default();
+                // Most checkpoints get a handful of calls: grow 1, 2, 4, ... instead of Vec's
+                // default first allocation of 4 slots.
+                locs.reserve_exact(locs.len().max(1));
+                locs.push(loc);
             }
             IndexOp::DeleteThread { thread } => {
                 self.threads.remove(thread.as_ref());
