@@ -45,8 +45,8 @@ pub use error::{Error, Result};
 pub use id::CheckpointIdGenerator;
 pub use memory::MemorySaver;
 pub use model::{
-    Blob, ChannelVersion, ChannelVersions, Checkpoint, CheckpointTuple, Config, ListQuery, Metadata, PendingWrite,
-    PruneStrategy,
+    Blob, ChannelVersion, ChannelVersions, Checkpoint, CheckpointTuple, Config, DeltaChannelHistory, ListQuery,
+    Metadata, PendingWrite, PruneStrategy,
 };
 pub use recovery::{Damage, RecoveryMode, RecoveryReport};
 pub use saver::{CheckpointSaver, metadata_matches, next_version, write_slot};

@@ -257,6 +257,18 @@ impl ListQuery {
     }
 }
 
+/// What one channel contributed along a checkpoint's ancestry, for LangGraph's delta channels
+/// (`get_delta_channel_history`, beta in LangGraph).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct DeltaChannelHistory {
+    /// The channel's pending writes at each ancestor, oldest ancestor first, each ancestor's in
+    /// pending-write order.
+    pub writes: Vec<PendingWrite>,
+    /// The channel's stored value at the nearest ancestor that has one; `None` if the walk
+    /// reached the root without finding one ("start empty").
+    pub seed: Option<Blob>,
+}
+
 /// What `prune` keeps.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PruneStrategy {

@@ -5,13 +5,13 @@
 //! drift apart.
 
 use std::cell::Cell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::hash::{BuildHasher, RandomState};
 
 use crate::error::{Error, Result};
 use crate::model::{
-    Blob, ChannelVersion, ChannelVersions, Checkpoint, CheckpointTuple, Config, ListQuery, Metadata, PendingWrite,
-    PruneStrategy,
+    Blob, ChannelVersion, ChannelVersions, Checkpoint, CheckpointTuple, Config, DeltaChannelHistory, ListQuery,
+    Metadata, PendingWrite, PruneStrategy,
 };
 
 /// The LangGraph checkpoint saver protocol (`BaseCheckpointSaver`), in Rust.
@@ -58,10 +58,89 @@ pub trait CheckpointSaver: Send + Sync {
     /// Apply a retention strategy to each listed thread.
     fn prune(&self, thread_ids: &[String], strategy: PruneStrategy) -> Result<()>;
 
+    /// For each of `channels`, the pending writes along the parent chain of the checkpoint
+    /// `config` names (starting at its parent) up to and including the nearest ancestor that
+    /// stores a value for the channel (the seed). See [`DeltaChannelHistory`].
+    ///
+    /// This default walks [`get_tuple`](Self::get_tuple) once per ancestor; stores override it
+    /// to walk their own index.
+    fn get_delta_channel_history(
+        &self,
+        config: &Config,
+        channels: &[String],
+    ) -> Result<BTreeMap<String, DeltaChannelHistory>> {
+        let Some(target) = self.get_tuple(config)? else {
+            return walk_delta_history(channels, None, |_| Ok(None));
+        };
+        let start = target.parent_config.and_then(|parent| parent.checkpoint_id);
+        walk_delta_history(channels, start, |id| {
+            let Some(tuple) = self.get_tuple(&Config { checkpoint_id: Some(id.to_owned()), ..config.clone() })? else {
+                return Ok(None);
+            };
+            Ok(Some(Ancestor {
+                parent_id: tuple.parent_config.and_then(|parent| parent.checkpoint_id),
+                values: tuple.checkpoint.channel_values,
+                writes: tuple.pending_writes,
+            }))
+        })
+    }
+
     /// The version a channel gets after `current`; see [`next_version`].
     fn get_next_version(&self, current: Option<&ChannelVersion>) -> ChannelVersion {
         next_version(current)
     }
+}
+
+/// One ancestor as [`walk_delta_history`] needs it.
+pub(crate) struct Ancestor {
+    pub parent_id: Option<String>,
+    /// Stored channel values (at least the requested channels that have one).
+    pub values: BTreeMap<String, Blob>,
+    /// Pending writes in `(task_path, task_id, idx)` order.
+    pub writes: Vec<PendingWrite>,
+}
+
+/// The parent-chain walk behind `get_delta_channel_history`, shared by every saver: `load`
+/// returns one ancestor by id. Each ancestor is visited once for all channels; a cycle (possible
+/// when ids are re-put) ends the walk.
+pub(crate) fn walk_delta_history(
+    channels: &[String],
+    start: Option<String>,
+    mut load: impl FnMut(&str) -> Result<Option<Ancestor>>,
+) -> Result<BTreeMap<String, DeltaChannelHistory>> {
+    let mut result: BTreeMap<String, DeltaChannelHistory> =
+        channels.iter().map(|channel| (channel.clone(), DeltaChannelHistory::default())).collect();
+    let mut remaining: HashSet<&str> = channels.iter().map(String::as_str).collect();
+    let mut visited = HashSet::new();
+    let mut cursor = start;
+    while let Some(id) = cursor.take() {
+        if remaining.is_empty() || !visited.insert(id.clone()) {
+            break;
+        }
+        let Some(ancestor) = load(&id)? else { break };
+        // Collected nearest-first, each ancestor's writes reversed; flipped once at the end.
+        for write in ancestor.writes.into_iter().rev() {
+            if remaining.contains(write.channel.as_str())
+                && let Some(entry) = result.get_mut(&write.channel)
+            {
+                entry.writes.push(write);
+            }
+        }
+        remaining.retain(|channel| match ancestor.values.get(*channel) {
+            Some(value) => {
+                if let Some(entry) = result.get_mut(*channel) {
+                    entry.seed = Some(value.clone());
+                }
+                false
+            }
+            None => true,
+        });
+        cursor = ancestor.parent_id;
+    }
+    for entry in result.values_mut() {
+        entry.writes.reverse();
+    }
+    Ok(result)
 }
 
 /// LangGraph's version scheme: `f"{n+1:032}.{random.random():016}"`, where `n` is the integer

@@ -18,7 +18,8 @@ use crate::error::{Error, Result};
 use crate::id::CheckpointIdGenerator;
 use crate::index::{CheckpointKey, CheckpointSlot, Index, IndexOp, NamespaceIndex, blob_hash};
 use crate::model::{
-    Blob, ChannelVersion, ChannelVersions, Checkpoint, CheckpointTuple, Config, ListQuery, Metadata, PruneStrategy,
+    Blob, ChannelVersion, ChannelVersions, Checkpoint, CheckpointTuple, Config, DeltaChannelHistory, ListQuery,
+    Metadata, PruneStrategy,
 };
 use crate::pending::{encode_writes, load_pending_writes, record_error};
 use crate::records::{
@@ -26,7 +27,7 @@ use crate::records::{
     DeleteThreadRecord, WritesRecord, decode, decode_prefix,
 };
 use crate::recovery::{RecoveryMode, RecoveryReport, recover};
-use crate::saver::{CheckpointSaver, check_thread_id, metadata_matches, run_id_of};
+use crate::saver::{Ancestor, CheckpointSaver, check_thread_id, metadata_matches, run_id_of, walk_delta_history};
 use crate::segment::{Loc, SegmentSet};
 
 /// Name of the lock file in a store directory.
@@ -344,6 +345,38 @@ impl LogStore {
             parent_config,
             pending_writes,
         })
+    }
+
+    /// One ancestor for the delta-history walk: its parent, the requested channels' stored
+    /// values and its pending writes, without loading other channels.
+    fn load_ancestor(
+        &self,
+        thread: &str,
+        ns_name: &str,
+        ns: &NamespaceIndex,
+        id: &str,
+        channels: &[String],
+    ) -> Result<Option<Ancestor>> {
+        let Some((key, slot)) = ns.checkpoints.get_key_value(&CheckpointKey::new(id)) else { return Ok(None) };
+        let bytes = self.segments.read_record(slot.loc)?;
+        let record: CheckpointRecord =
+            decode(bytes.view().body).map_err(|reason| record_error(&self.segments, slot.loc, reason))?;
+        let mut values = std::collections::BTreeMap::new();
+        for channel in channels {
+            let Some(version) = record.body.channel_versions.get(channel) else { continue };
+            let Some(loc) = self.find_blob(thread, ns_name, ns, channel, version)? else { continue };
+            let blob_bytes = self.segments.read_record(loc)?;
+            let blob: BlobRecord =
+                decode(blob_bytes.view().body).map_err(|reason| record_error(&self.segments, loc, reason))?;
+            if let Some(value) = blob.value {
+                values.insert(channel.clone(), value.to_blob());
+            }
+        }
+        let writes = match ns.writes.get(key) {
+            Some(locs) => load_pending_writes(&self.segments, locs)?,
+            None => Vec::new(),
+        };
+        Ok(Some(Ancestor { parent_id: record.head.parent_id.map(Cow::into_owned), values, writes }))
     }
 
     /// Re-encode every record of `source` under `target`, in the order the index holds them.

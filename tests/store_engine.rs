@@ -458,3 +458,51 @@ fn re_putting_a_version_stores_its_blob_once() {
     let got = store.get_tuple(&Config::thread("t").with_checkpoint("b")).expect("get").expect("b");
     assert_eq!(got.checkpoint.channel_values.len(), 2);
 }
+
+#[test]
+fn native_delta_channel_history_matches_the_generic_walk() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    let reference = MemorySaver::new();
+    for saver in [&store as &dyn CheckpointSaver, &reference] {
+        // root(a=seed) <- c1 (writes to a, b) <- c2 (writes to a) <- c3; fork: c1 <- f1.
+        let mut root = checkpoint("c0", &[("a", b"seed-a")], 1);
+        root.channel_versions.insert("b".into(), ChannelVersion::Int(1)); // empty sentinel: no value
+        let new_versions = root.channel_versions.clone();
+        let c0 = saver.put(&Config::thread("t"), &root, &Default::default(), &new_versions).expect("put");
+        let mut parent = c0.clone();
+        for id in ["c1", "c2", "c3"] {
+            // Delta channels are not in the intermediate checkpoints' versions: only writes.
+            let cp = checkpoint(id, &[], 1);
+            parent = saver.put(&parent, &cp, &Default::default(), &Default::default()).expect("put");
+            let writes = vec![
+                ("a".to_string(), Blob::new("json", format!("{id}-a").into_bytes())),
+                ("b".to_string(), Blob::new("json", format!("{id}-b").into_bytes())),
+            ];
+            saver.put_writes(&parent, &writes, &format!("task-{id}"), "").expect("writes");
+        }
+        let fork = checkpoint("f1", &[], 1);
+        saver
+            .put(&Config::thread("t").with_checkpoint("c1"), &fork, &Default::default(), &Default::default())
+            .expect("fork");
+    }
+    let channels = vec!["a".to_string(), "b".to_string(), "missing".to_string()];
+    for target in ["c3", "c2", "f1", "c0", "nope"] {
+        let config = Config::thread("t").with_checkpoint(target);
+        let native = store.get_delta_channel_history(&config, &channels).expect("native");
+        let generic = reference.get_delta_channel_history(&config, &channels).expect("generic");
+        assert_eq!(native, generic, "target {target}");
+    }
+    let history = store.get_delta_channel_history(&Config::thread("t").with_checkpoint("c3"), &channels).expect("walk");
+    let a: Vec<Vec<u8>> = history["a"].writes.iter().map(|w| w.value.bytes.clone()).collect();
+    assert_eq!(a, vec![b"c1-a".to_vec(), b"c2-a".to_vec()]);
+    assert_eq!(history["a"].seed.as_ref().map(|b| b.bytes.clone()), Some(b"seed-a".to_vec()));
+    assert_eq!(history["b"].writes.len(), 2, "b has no stored value: the walk reaches the root");
+    assert!(history["b"].seed.is_none());
+    // A re-put that makes a cycle (c0's parent becomes c3) ends the walk instead of looping.
+    let cyclic = checkpoint("c0", &[], 1);
+    store
+        .put(&Config::thread("t").with_checkpoint("c3"), &cyclic, &Default::default(), &Default::default())
+        .expect("re-put");
+    store.get_delta_channel_history(&Config::thread("t").with_checkpoint("c3"), &channels).expect("terminates");
+}
