@@ -522,6 +522,30 @@ impl CheckpointSaver for LogStore {
         Ok(out)
     }
 
+    fn get_delta_channel_history(
+        &self,
+        config: &Config,
+        channels: &[String],
+    ) -> Result<std::collections::BTreeMap<String, DeltaChannelHistory>> {
+        self.check_open()?;
+        check_thread_id(&config.thread_id)?;
+        let (thread, ns_name) = (config.thread_id.as_str(), config.checkpoint_ns.as_str());
+        // One read lock for the whole walk: a consistent view, no per-ancestor lookups.
+        let index = self.index.read();
+        let Some(ns) = index.namespace(thread, ns_name) else {
+            return walk_delta_history(channels, None, |_| Ok(None));
+        };
+        let target = match &config.checkpoint_id {
+            Some(id) => ns.checkpoints.get_key_value(&CheckpointKey::new(id)),
+            None => ns.checkpoints.last_key_value(),
+        };
+        let start = match target {
+            Some((key, _)) => self.load_ancestor(thread, ns_name, ns, &key.as_str(), &[])?.and_then(|a| a.parent_id),
+            None => None,
+        };
+        walk_delta_history(channels, start, |id| self.load_ancestor(thread, ns_name, ns, id, channels))
+    }
+
     fn put(
         &self,
         config: &Config,
