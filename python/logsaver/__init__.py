@@ -1,0 +1,25 @@
+"""logsaver: a fast, durable, embedded LangGraph checkpointer.
+
+    from logsaver import LogSaver
+    graph = builder.compile(checkpointer=LogSaver("./ckpt"))
+"""
+
+from logsaver.errors import (
+    CorruptionError,
+    InvalidArgumentError,
+    LogSaverError,
+    SaverClosedError,
+    StoreLockedError,
+    StorePoisonedError,
+)
+from logsaver.saver import LogSaver
+
+__all__ = [
+    "LogSaver",
+    "LogSaverError",
+    "StoreLockedError",
+    "CorruptionError",
+    "SaverClosedError",
+    "StorePoisonedError",
+    "InvalidArgumentError",
+]

@@ -1,0 +1,336 @@
+"""LogSaver: LangGraph's BaseCheckpointSaver over the Rust log-structured store."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import (
+    BaseCheckpointSaver,
+    ChannelVersions,
+    Checkpoint,
+    CheckpointMetadata,
+    CheckpointTuple,
+    DeltaChannelHistory,
+    get_checkpoint_id,
+    get_checkpoint_metadata,
+)
+from langgraph.checkpoint.serde.base import SerializerProtocol
+
+from logsaver import _native
+from logsaver.errors import InvalidArgumentError
+
+_DURABILITIES = ("sync", "flush", "none")
+_OPTIONS = ("segment_size", "preallocate", "recovery", "max_value_bytes", "buffer_bytes")
+_STRATEGIES = ("keep_latest", "delete")
+
+
+def _configurable(config: RunnableConfig) -> dict[str, Any]:
+    configurable = config.get("configurable") if config else None
+    if not isinstance(configurable, dict):
+        raise InvalidArgumentError(
+            "config must have a 'configurable' dict with a 'thread_id', e.g. "
+            "{'configurable': {'thread_id': '1'}}"
+        )
+    return configurable
+
+
+def _thread_id(configurable: dict[str, Any]) -> str:
+    thread_id = configurable.get("thread_id")
+    if thread_id is None or thread_id == "":
+        raise InvalidArgumentError(
+            "config['configurable'] has no 'thread_id': pass "
+            "{'configurable': {'thread_id': ...}} when invoking a graph with a checkpointer"
+        )
+    return str(thread_id)
+
+
+class LogSaver(BaseCheckpointSaver[str]):
+    """A LangGraph checkpointer backed by logsaver's embedded log-structured store.
+
+    Args:
+        path: the store directory (created if missing). One LogSaver per directory at a time:
+            a second one, in this process or another, raises StoreLockedError.
+        durability: "sync" (default: a write returns after an fdatasync, shared by concurrent
+            writers), "flush" (handed to the OS: survives a process crash) or "none" (buffered
+            until flush()/close()).
+        serde: the serializer for channel values and writes (default: LangGraph's
+            JsonPlusSerializer). Looked up at every call, so it can be replaced afterwards.
+        **options: segment_size, preallocate, recovery ("tolerate_torn_tail",
+            "absolute_consistency", "skip_corrupted"), max_value_bytes, buffer_bytes.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        durability: str = "sync",
+        serde: SerializerProtocol | None = None,
+        **options: Any,
+    ) -> None:
+        super().__init__(serde=serde)
+        if durability not in _DURABILITIES:
+            raise InvalidArgumentError(f"durability must be one of {_DURABILITIES}, not {durability!r}")
+        unknown = sorted(set(options) - set(_OPTIONS))
+        if unknown:
+            raise InvalidArgumentError(f"unknown LogSaver option(s) {unknown}; known options: {list(_OPTIONS)}")
+        self.path = os.fspath(path)
+        self.durability = durability
+        self._store = _native.Store(self.path, durability, **options)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    @classmethod
+    @contextmanager
+    def from_conn_string(cls, path: str | os.PathLike[str], **kwargs: Any) -> Iterator[LogSaver]:
+        """Open a saver for the duration of a with-block (the SqliteSaver convention)."""
+        saver = cls(path, **kwargs)
+        try:
+            yield saver
+        finally:
+            saver.close()
+
+    def close(self) -> None:
+        """Flush and close. Closing twice is harmless; using a closed saver raises SaverClosedError."""
+        self._store.close()
+
+    def flush(self) -> None:
+        """Make everything written so far survive a power cut (for durability "flush"/"none")."""
+        self._store.flush()
+
+    def stats(self) -> dict[str, int]:
+        """Counters: threads, checkpoints, blobs, write records, segments, commits, fsyncs, bytes."""
+        return self._store.stats()
+
+    def __enter__(self) -> LogSaver:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- conversions -------------------------------------------------------------------------
+
+    def _tuple(self, raw: tuple) -> CheckpointTuple:
+        (thread_id, ns, checkpoint_id, parent_id, v, ts, values, versions, seen, updated, metadata_json, writes) = raw
+        loads = self.serde.loads_typed
+        config: RunnableConfig = {
+            "configurable": {"thread_id": thread_id, "checkpoint_ns": ns, "checkpoint_id": checkpoint_id}
+        }
+        checkpoint: Checkpoint = {
+            "v": v,
+            "id": checkpoint_id,
+            "ts": ts,
+            "channel_values": {channel: loads(blob) for channel, blob in values.items()},
+            "channel_versions": versions,
+            "versions_seen": seen,
+            "updated_channels": updated,
+        }
+        parent_config: RunnableConfig | None = None
+        if parent_id is not None:
+            parent_config = {
+                "configurable": {"thread_id": thread_id, "checkpoint_ns": ns, "checkpoint_id": parent_id}
+            }
+        return CheckpointTuple(
+            config=config,
+            checkpoint=checkpoint,
+            metadata=json.loads(metadata_json),
+            parent_config=parent_config,
+            pending_writes=[(task_id, channel, loads(blob)) for task_id, channel, blob, _path in writes],
+        )
+
+    # -- the protocol ------------------------------------------------------------------------
+
+    def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        configurable = _configurable(config)
+        raw = self._store.get_tuple(
+            _thread_id(configurable), configurable.get("checkpoint_ns", "") or "", get_checkpoint_id(config)
+        )
+        return None if raw is None else self._tuple(raw)
+
+    def list(
+        self,
+        config: RunnableConfig | None,
+        *,
+        filter: dict[str, Any] | None = None,
+        before: RunnableConfig | None = None,
+        limit: int | None = None,
+    ) -> Iterator[CheckpointTuple]:
+        if limit is not None and limit <= 0:
+            return
+        thread_id = ns = checkpoint_id = None
+        if config is not None:
+            configurable = config.get("configurable") or {}
+            if configurable.get("thread_id") is not None:
+                thread_id = str(configurable["thread_id"])
+            ns = configurable.get("checkpoint_ns")
+            checkpoint_id = get_checkpoint_id(config)
+        before_id = get_checkpoint_id(before) if before else None
+        filter_json = json.dumps(filter, ensure_ascii=False) if filter else None
+        for raw in self._store.list(thread_id, ns, checkpoint_id, filter_json, before_id, limit):
+            yield self._tuple(raw)
+
+    def put(
+        self,
+        config: RunnableConfig,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+    ) -> RunnableConfig:
+        configurable = _configurable(config)
+        thread_id = _thread_id(configurable)
+        ns = configurable.get("checkpoint_ns", "") or ""
+        values = checkpoint["channel_values"]
+        dumps = self.serde.dumps_typed
+        blobs = [
+            (channel, version, dumps(values[channel]) if channel in values else None)
+            for channel, version in new_versions.items()
+        ]
+        metadata_json = json.dumps(get_checkpoint_metadata(config, metadata), ensure_ascii=False)
+        self._store.put(
+            thread_id,
+            ns,
+            configurable.get("checkpoint_id"),
+            checkpoint["id"],
+            checkpoint["v"],
+            checkpoint["ts"],
+            checkpoint["channel_versions"],
+            checkpoint["versions_seen"],
+            checkpoint.get("updated_channels"),
+            metadata_json,
+            blobs,
+        )
+        return {"configurable": {"thread_id": thread_id, "checkpoint_ns": ns, "checkpoint_id": checkpoint["id"]}}
+
+    def put_writes(
+        self,
+        config: RunnableConfig,
+        writes: Sequence[tuple[str, Any]],
+        task_id: str,
+        task_path: str = "",
+    ) -> None:
+        configurable = _configurable(config)
+        dumps = self.serde.dumps_typed
+        self._store.put_writes(
+            _thread_id(configurable),
+            configurable.get("checkpoint_ns", "") or "",
+            configurable.get("checkpoint_id"),
+            task_id,
+            task_path,
+            [(channel, *dumps(value)) for channel, value in writes],
+        )
+
+    def delete_thread(self, thread_id: str) -> None:
+        self._store.delete_thread(str(thread_id))
+
+    def delete_for_runs(self, run_ids: Sequence[str]) -> None:
+        if isinstance(run_ids, str):
+            raise TypeError("run_ids must be a sequence of run ids, not a single string")
+        self._store.delete_for_runs([str(run_id) for run_id in run_ids])
+
+    def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
+        self._store.copy_thread(str(source_thread_id), str(target_thread_id))
+
+    def prune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
+        if isinstance(thread_ids, str):
+            raise TypeError("thread_ids must be a sequence of thread ids, not a single string")
+        if strategy not in _STRATEGIES:
+            raise InvalidArgumentError(f"unknown prune strategy {strategy!r}; expected one of {_STRATEGIES}")
+        self._store.prune([str(thread_id) for thread_id in thread_ids], strategy)
+
+    def get_delta_channel_history(
+        self, *, config: RunnableConfig, channels: Sequence[str]
+    ) -> Mapping[str, DeltaChannelHistory]:
+        """The parent-chain walk of BaseCheckpointSaver, done inside the store in one call."""
+        if not channels:
+            return {}
+        configurable = _configurable(config)
+        raw = self._store.get_delta_channel_history(
+            _thread_id(configurable),
+            configurable.get("checkpoint_ns", "") or "",
+            get_checkpoint_id(config),
+            list(channels),
+        )
+        loads = self.serde.loads_typed
+        result: dict[str, DeltaChannelHistory] = {}
+        for channel in channels:
+            writes, seed = raw[channel]
+            entry: DeltaChannelHistory = {
+                "writes": [(task_id, ch, loads(blob)) for task_id, ch, blob, _path in writes]
+            }
+            if seed is not None:
+                entry["seed"] = loads(seed)
+            result[channel] = entry
+        return result
+
+    def get_next_version(self, current: str | None, channel: None = None) -> str:
+        """LangGraph's version scheme: a zero-padded counter and a random suffix."""
+        if current is None:
+            current_v = 0
+        elif isinstance(current, int):
+            current_v = current
+        else:
+            current_v = int(str(current).split(".")[0])
+        return f"{current_v + 1:032}.{random.random():016}"
+
+    # -- async twins: the same calls on a worker thread, so an fsync never blocks the loop -----
+
+    async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        return await asyncio.to_thread(self.get_tuple, config)
+
+    async def alist(
+        self,
+        config: RunnableConfig | None,
+        *,
+        filter: dict[str, Any] | None = None,
+        before: RunnableConfig | None = None,
+        limit: int | None = None,
+    ) -> AsyncIterator[CheckpointTuple]:
+        tuples = await asyncio.to_thread(
+            lambda: [*self.list(config, filter=filter, before=before, limit=limit)]
+        )
+        for item in tuples:
+            yield item
+
+    async def aput(
+        self,
+        config: RunnableConfig,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+    ) -> RunnableConfig:
+        return await asyncio.to_thread(self.put, config, checkpoint, metadata, new_versions)
+
+    async def aput_writes(
+        self,
+        config: RunnableConfig,
+        writes: Sequence[tuple[str, Any]],
+        task_id: str,
+        task_path: str = "",
+    ) -> None:
+        await asyncio.to_thread(self.put_writes, config, writes, task_id, task_path)
+
+    async def adelete_thread(self, thread_id: str) -> None:
+        await asyncio.to_thread(self.delete_thread, thread_id)
+
+    async def adelete_for_runs(self, run_ids: Sequence[str]) -> None:
+        await asyncio.to_thread(self.delete_for_runs, run_ids)
+
+    async def acopy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
+        await asyncio.to_thread(self.copy_thread, source_thread_id, target_thread_id)
+
+    async def aprune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
+        await asyncio.to_thread(self.prune, thread_ids, strategy=strategy)
+
+    async def aget_delta_channel_history(
+        self, *, config: RunnableConfig, channels: Sequence[str]
+    ) -> Mapping[str, DeltaChannelHistory]:
+        return await asyncio.to_thread(self.get_delta_channel_history, config=config, channels=channels)
+
+
+__all__ = ["LogSaver"]

@@ -1,0 +1,370 @@
+//! `logsaver._native`: the Rust store as a Python class.
+//!
+//! This layer only converts: plain Python values in (strings, ints, bytes, small dicts of
+//! versions), plain tuples out. Serialization with LangGraph's serializer, config handling and
+//! the `BaseCheckpointSaver` surface live in `logsaver/saver.py`. Every store call runs with the
+//! GIL released (`Python::detach`), so LangGraph's thread pool and asyncio's worker threads write
+//! concurrently and group commit can batch them.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use logsaver::{
+    Blob, ChannelVersion, ChannelVersions, Checkpoint, CheckpointSaver, CheckpointTuple, Config, Durability, Error,
+    ListQuery, LogStore, Metadata, Options, PendingWrite, PruneStrategy, RecoveryMode,
+};
+use pyo3::exceptions::PyTypeError;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
+
+/// Raise `err` as the matching class of `logsaver.errors`.
+fn to_py_err(py: Python<'_>, err: Error) -> PyErr {
+    let class = match &err {
+        Error::Locked { .. } => "StoreLockedError",
+        Error::Corruption { .. } => "CorruptionError",
+        Error::Closed => "SaverClosedError",
+        Error::InvalidArgument(_) | Error::TooLarge { .. } => "InvalidArgumentError",
+        Error::Poisoned(_) => "StorePoisonedError",
+        _ => "LogSaverError",
+    };
+    let message = err.to_string();
+    let raised = py
+        .import("logsaver.errors")
+        .and_then(|module| module.getattr(class))
+        .and_then(|class| class.call1((message.clone(),)));
+    match raised {
+        Ok(instance) => PyErr::from_value(instance),
+        Err(import_failed) => import_failed,
+    }
+}
+
+fn version_from_py(value: &Bound<'_, PyAny>) -> PyResult<ChannelVersion> {
+    if let Ok(s) = value.cast::<PyString>() {
+        Ok(ChannelVersion::Str(s.to_str()?.to_owned()))
+    } else if value.is_instance_of::<PyInt>() {
+        Ok(ChannelVersion::Int(value.extract()?))
+    } else if value.is_instance_of::<PyFloat>() {
+        Ok(ChannelVersion::Float(value.extract()?))
+    } else {
+        Err(PyTypeError::new_err(format!(
+            "channel versions must be str, int or float, not {}",
+            value.get_type().name()?
+        )))
+    }
+}
+
+fn version_to_py<'py>(py: Python<'py>, version: &ChannelVersion) -> PyResult<Bound<'py, PyAny>> {
+    Ok(match version {
+        ChannelVersion::Int(n) => n.into_pyobject(py)?.into_any(),
+        ChannelVersion::Float(x) => x.into_pyobject(py)?.into_any(),
+        ChannelVersion::Str(s) => s.into_pyobject(py)?.into_any(),
+    })
+}
+
+fn versions_from_py(dict: &Bound<'_, PyDict>) -> PyResult<ChannelVersions> {
+    dict.iter().map(|(channel, version)| Ok((channel.extract::<String>()?, version_from_py(&version)?))).collect()
+}
+
+fn versions_to_py<'py>(py: Python<'py>, versions: &ChannelVersions) -> PyResult<Bound<'py, PyDict>> {
+    let dict = PyDict::new(py);
+    for (channel, version) in versions {
+        dict.set_item(channel, version_to_py(py, version)?)?;
+    }
+    Ok(dict)
+}
+
+fn blob_to_py<'py>(py: Python<'py>, blob: &Blob) -> PyResult<Bound<'py, PyTuple>> {
+    PyTuple::new(py, [blob.type_tag.as_str().into_pyobject(py)?.into_any(), PyBytes::new(py, &blob.bytes).into_any()])
+}
+
+fn write_to_py<'py>(py: Python<'py>, write: &PendingWrite) -> PyResult<Bound<'py, PyTuple>> {
+    PyTuple::new(
+        py,
+        [
+            write.task_id.as_str().into_pyobject(py)?.into_any(),
+            write.channel.as_str().into_pyobject(py)?.into_any(),
+            blob_to_py(py, &write.value)?.into_any(),
+            write.task_path.as_str().into_pyobject(py)?.into_any(),
+        ],
+    )
+}
+
+/// `(thread_id, checkpoint_ns, checkpoint_id, parent_id, v, ts, channel_values, channel_versions,
+/// versions_seen, updated_channels, metadata_json, pending_writes)` where channel_values maps a
+/// channel to `(type_tag, bytes)` and pending_writes is a list of
+/// `(task_id, channel, (type_tag, bytes), task_path)`.
+fn tuple_to_py<'py>(py: Python<'py>, tuple: &CheckpointTuple) -> PyResult<Bound<'py, PyTuple>> {
+    let checkpoint = &tuple.checkpoint;
+    let values = PyDict::new(py);
+    for (channel, blob) in &checkpoint.channel_values {
+        values.set_item(channel, blob_to_py(py, blob)?)?;
+    }
+    let seen = PyDict::new(py);
+    for (node, versions) in &checkpoint.versions_seen {
+        seen.set_item(node, versions_to_py(py, versions)?)?;
+    }
+    let writes = PyList::empty(py);
+    for write in &tuple.pending_writes {
+        writes.append(write_to_py(py, write)?)?;
+    }
+    let metadata_json = serde_json::to_string(&tuple.metadata).map_err(|e| PyTypeError::new_err(e.to_string()))?;
+    let parent = tuple.parent_config.as_ref().and_then(|p| p.checkpoint_id.as_deref());
+    let items: Vec<Bound<'py, PyAny>> = vec![
+        tuple.config.thread_id.as_str().into_pyobject(py)?.into_any(),
+        tuple.config.checkpoint_ns.as_str().into_pyobject(py)?.into_any(),
+        checkpoint.id.as_str().into_pyobject(py)?.into_any(),
+        parent.into_pyobject(py)?.into_any(),
+        checkpoint.v.into_pyobject(py)?.into_any(),
+        checkpoint.ts.as_str().into_pyobject(py)?.into_any(),
+        values.into_any(),
+        versions_to_py(py, &checkpoint.channel_versions)?.into_any(),
+        seen.into_any(),
+        checkpoint.updated_channels.clone().into_pyobject(py)?.into_any(),
+        metadata_json.into_pyobject(py)?.into_any(),
+        writes.into_any(),
+    ];
+    PyTuple::new(py, items)
+}
+
+fn parse_durability(name: &str) -> Result<Durability, Error> {
+    match name {
+        "sync" => Ok(Durability::Sync),
+        "flush" => Ok(Durability::Flush),
+        "none" => Ok(Durability::None),
+        other => {
+            Err(Error::InvalidArgument(format!("durability must be \"sync\", \"flush\" or \"none\", not {other:?}")))
+        }
+    }
+}
+
+fn parse_recovery(name: &str) -> Result<RecoveryMode, Error> {
+    match name {
+        "absolute_consistency" => Ok(RecoveryMode::AbsoluteConsistency),
+        "tolerate_torn_tail" => Ok(RecoveryMode::TolerateTornTail),
+        "skip_corrupted" => Ok(RecoveryMode::SkipCorrupted),
+        other => Err(Error::InvalidArgument(format!(
+            "recovery must be \"absolute_consistency\", \"tolerate_torn_tail\" or \"skip_corrupted\", not {other:?}"
+        ))),
+    }
+}
+
+/// The Rust store. Used through `logsaver.LogSaver`.
+#[pyclass(frozen, module = "logsaver._native")]
+struct Store {
+    inner: LogStore,
+}
+
+#[pymethods]
+impl Store {
+    #[new]
+    #[pyo3(signature = (path, durability="sync", *, segment_size=None, preallocate=None, recovery=None, max_value_bytes=None, buffer_bytes=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        py: Python<'_>,
+        path: PathBuf,
+        durability: &str,
+        segment_size: Option<u64>,
+        preallocate: Option<bool>,
+        recovery: Option<&str>,
+        max_value_bytes: Option<u64>,
+        buffer_bytes: Option<usize>,
+    ) -> PyResult<Self> {
+        let defaults = Options::default();
+        let options = (|| -> Result<Options, Error> {
+            Ok(Options {
+                durability: parse_durability(durability)?,
+                segment_size: segment_size.unwrap_or(defaults.segment_size),
+                preallocate: preallocate.unwrap_or(defaults.preallocate),
+                recovery: recovery.map(parse_recovery).transpose()?.unwrap_or(defaults.recovery),
+                max_value_bytes: max_value_bytes.unwrap_or(defaults.max_value_bytes),
+                buffer_bytes: buffer_bytes.unwrap_or(defaults.buffer_bytes),
+            })
+        })()
+        .map_err(|e| to_py_err(py, e))?;
+        let inner = py.detach(|| LogStore::open(&path, options)).map_err(|e| to_py_err(py, e))?;
+        Ok(Store { inner })
+    }
+
+    /// Latest (or exact) checkpoint as a plain tuple, or None.
+    #[pyo3(signature = (thread_id, checkpoint_ns, checkpoint_id=None))]
+    fn get_tuple<'py>(
+        &self,
+        py: Python<'py>,
+        thread_id: String,
+        checkpoint_ns: String,
+        checkpoint_id: Option<String>,
+    ) -> PyResult<Option<Bound<'py, PyTuple>>> {
+        let config = Config { thread_id, checkpoint_ns, checkpoint_id };
+        let found = py.detach(|| self.inner.get_tuple(&config)).map_err(|e| to_py_err(py, e))?;
+        found.map(|tuple| tuple_to_py(py, &tuple)).transpose()
+    }
+
+    /// Matching checkpoints, newest first, as plain tuples.
+    #[pyo3(signature = (thread_id=None, checkpoint_ns=None, checkpoint_id=None, filter_json=None, before=None, limit=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn list<'py>(
+        &self,
+        py: Python<'py>,
+        thread_id: Option<String>,
+        checkpoint_ns: Option<String>,
+        checkpoint_id: Option<String>,
+        filter_json: Option<&str>,
+        before: Option<String>,
+        limit: Option<usize>,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let filter: Metadata = match filter_json {
+            Some(json) => serde_json::from_str(json)
+                .map_err(|e| to_py_err(py, Error::InvalidArgument(format!("filter is not a JSON object: {e}"))))?,
+            None => Metadata::new(),
+        };
+        let query = ListQuery { thread_id, checkpoint_ns, checkpoint_id, filter, before, limit };
+        let tuples = py.detach(|| self.inner.list(&query)).map_err(|e| to_py_err(py, e))?;
+        let out = PyList::empty(py);
+        for tuple in &tuples {
+            out.append(tuple_to_py(py, tuple)?)?;
+        }
+        Ok(out)
+    }
+
+    /// Store a checkpoint. `blobs` holds `(channel, version, (type_tag, bytes) | None)` for every
+    /// channel in `new_versions`; None is the `empty` sentinel.
+    #[pyo3(signature = (thread_id, checkpoint_ns, parent_id, checkpoint_id, v, ts, channel_versions, versions_seen, updated_channels, metadata_json, blobs))]
+    #[allow(clippy::too_many_arguments)]
+    fn put(
+        &self,
+        py: Python<'_>,
+        thread_id: String,
+        checkpoint_ns: String,
+        parent_id: Option<String>,
+        checkpoint_id: String,
+        v: i64,
+        ts: String,
+        channel_versions: &Bound<'_, PyDict>,
+        versions_seen: &Bound<'_, PyDict>,
+        updated_channels: Option<Vec<String>>,
+        metadata_json: &str,
+        blobs: &Bound<'_, PyList>,
+    ) -> PyResult<()> {
+        let metadata: Metadata = serde_json::from_str(metadata_json)
+            .map_err(|e| to_py_err(py, Error::InvalidArgument(format!("metadata is not a JSON object: {e}"))))?;
+        let mut seen = BTreeMap::new();
+        for (node, versions) in versions_seen.iter() {
+            seen.insert(node.extract::<String>()?, versions_from_py(versions.cast::<PyDict>()?)?);
+        }
+        let mut new_versions = ChannelVersions::new();
+        let mut values = BTreeMap::new();
+        for item in blobs.iter() {
+            let (channel, version, value): (String, Bound<'_, PyAny>, Option<(String, Vec<u8>)>) = item.extract()?;
+            if let Some((type_tag, bytes)) = value {
+                values.insert(channel.clone(), Blob { type_tag, bytes });
+            }
+            new_versions.insert(channel, version_from_py(&version)?);
+        }
+        let checkpoint = Checkpoint {
+            v,
+            id: checkpoint_id,
+            ts,
+            channel_values: values,
+            channel_versions: versions_from_py(channel_versions)?,
+            versions_seen: seen,
+            updated_channels,
+        };
+        let config = Config { thread_id, checkpoint_ns, checkpoint_id: parent_id };
+        py.detach(|| self.inner.put(&config, &checkpoint, &metadata, &new_versions)).map_err(|e| to_py_err(py, e))?;
+        Ok(())
+    }
+
+    /// Store one task's writes: `writes` is a list of `(channel, type_tag, bytes)`.
+    fn put_writes(
+        &self,
+        py: Python<'_>,
+        thread_id: String,
+        checkpoint_ns: String,
+        checkpoint_id: Option<String>,
+        task_id: &str,
+        task_path: &str,
+        writes: Vec<(String, String, Vec<u8>)>,
+    ) -> PyResult<()> {
+        let config = Config { thread_id, checkpoint_ns, checkpoint_id };
+        let writes: Vec<(String, Blob)> =
+            writes.into_iter().map(|(channel, type_tag, bytes)| (channel, Blob { type_tag, bytes })).collect();
+        py.detach(|| self.inner.put_writes(&config, &writes, task_id, task_path)).map_err(|e| to_py_err(py, e))
+    }
+
+    fn delete_thread(&self, py: Python<'_>, thread_id: &str) -> PyResult<()> {
+        py.detach(|| self.inner.delete_thread(thread_id)).map_err(|e| to_py_err(py, e))
+    }
+
+    fn delete_for_runs(&self, py: Python<'_>, run_ids: Vec<String>) -> PyResult<()> {
+        py.detach(|| self.inner.delete_for_runs(&run_ids)).map_err(|e| to_py_err(py, e))
+    }
+
+    fn copy_thread(&self, py: Python<'_>, source: &str, target: &str) -> PyResult<()> {
+        py.detach(|| self.inner.copy_thread(source, target)).map_err(|e| to_py_err(py, e))
+    }
+
+    fn prune(&self, py: Python<'_>, thread_ids: Vec<String>, strategy: &str) -> PyResult<()> {
+        let strategy: PruneStrategy = strategy.parse().map_err(|e| to_py_err(py, e))?;
+        py.detach(|| self.inner.prune(&thread_ids, strategy)).map_err(|e| to_py_err(py, e))
+    }
+
+    /// `{channel: (writes, seed)}`: writes as in `get_tuple`, seed `(type_tag, bytes)` or None.
+    fn get_delta_channel_history<'py>(
+        &self,
+        py: Python<'py>,
+        thread_id: String,
+        checkpoint_ns: String,
+        checkpoint_id: Option<String>,
+        channels: Vec<String>,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let config = Config { thread_id, checkpoint_ns, checkpoint_id };
+        let history =
+            py.detach(|| self.inner.get_delta_channel_history(&config, &channels)).map_err(|e| to_py_err(py, e))?;
+        let out = PyDict::new(py);
+        for (channel, entry) in &history {
+            let writes = PyList::empty(py);
+            for write in &entry.writes {
+                writes.append(write_to_py(py, write)?)?;
+            }
+            let seed = entry.seed.as_ref().map(|blob| blob_to_py(py, blob)).transpose()?;
+            out.set_item(channel, (writes, seed))?;
+        }
+        Ok(out)
+    }
+
+    /// Make everything committed so far durable.
+    fn flush(&self, py: Python<'_>) -> PyResult<()> {
+        py.detach(|| self.inner.flush()).map_err(|e| to_py_err(py, e))
+    }
+
+    /// Flush and close; later calls raise SaverClosedError. Closing twice is harmless.
+    fn close(&self, py: Python<'_>) -> PyResult<()> {
+        py.detach(|| self.inner.close()).map_err(|e| to_py_err(py, e))
+    }
+
+    /// Counters of the index and write path.
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let stats = self.inner.stats();
+        let out = PyDict::new(py);
+        for (key, value) in [
+            ("threads", stats.threads),
+            ("checkpoints", stats.checkpoints),
+            ("blobs", stats.blobs),
+            ("write_records", stats.write_records),
+            ("segments", stats.segments),
+            ("commits", stats.commits),
+            ("frames", stats.frames),
+            ("fsyncs", stats.fsyncs),
+            ("bytes_written", stats.bytes_written),
+        ] {
+            out.set_item(key, value)?;
+        }
+        Ok(out)
+    }
+}
+
+#[pymodule]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<Store>()?;
+    Ok(())
+}
