@@ -107,8 +107,8 @@ pub struct LogStore {
     ids: CheckpointIdGenerator,
     report: RecoveryReport,
     closed: AtomicBool,
-    /// Held (locked) for the store's lifetime; released when dropped.
-    _lock: File,
+    /// The locked `LOCK` file; dropped (unlocking the directory) by `close` or drop.
+    lock: parking_lot::Mutex<Option<File>>,
 }
 
 impl LogStore {
@@ -174,7 +174,7 @@ impl LogStore {
             ids: CheckpointIdGenerator::new(max_id.as_deref()),
             report: recovered.report,
             closed: AtomicBool::new(false),
-            _lock: lock,
+            lock: parking_lot::Mutex::new(Some(lock)),
         })
     }
 
@@ -205,12 +205,15 @@ impl LogStore {
         self.committer.flush()
     }
 
-    /// Flush and close. Later calls fail with [`Error::Closed`]; closing twice is harmless.
+    /// Flush and close, releasing the directory lock so the store can be opened again. Later
+    /// calls fail with [`Error::Closed`]; closing twice is harmless.
     pub fn close(&self) -> Result<()> {
         if self.closed.swap(true, Ordering::SeqCst) {
             return Ok(());
         }
-        self.committer.flush()
+        let flushed = self.committer.flush();
+        self.lock.lock().take();
+        flushed
     }
 
     /// Counters of the index and the write path.

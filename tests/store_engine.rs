@@ -404,6 +404,9 @@ fn closed_store_refuses_calls_and_closing_twice_is_harmless() {
         store.put(&Config::thread("t"), &cp, &Default::default(), &Default::default()),
         Err(Error::Closed)
     ));
+    // Closing releases the directory: it opens again while the closed handle still exists.
+    let again = open(dir.path());
+    assert!(again.get_tuple(&Config::thread("t")).expect("get").is_none());
 }
 
 #[test]
