@@ -7,7 +7,6 @@
 //! log order and wakes the others. A failed write or fsync poisons the store.
 
 use std::collections::HashMap;
-use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,6 +21,7 @@ use crate::format::{
 use crate::index::{Index, IndexOp};
 use crate::records::Record;
 use crate::segment::{Loc, Segment, SegmentSet};
+use crate::vfs::Vfs;
 
 /// What a call promises about its data when it returns.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -119,6 +119,7 @@ pub struct WriterOptions {
 
 /// The active segment and its offsets. Only the commit leader (and `flush`) touch it.
 pub struct Writer {
+    vfs: Arc<dyn Vfs>,
     dir: PathBuf,
     segments: Arc<SegmentSet>,
     active: Arc<Segment>,
@@ -134,6 +135,7 @@ pub struct Writer {
 impl Writer {
     /// Continue writing `active` at `write_offset` (everything before it is durable).
     pub fn resume(
+        vfs: Arc<dyn Vfs>,
         dir: PathBuf,
         segments: Arc<SegmentSet>,
         active: Arc<Segment>,
@@ -142,22 +144,23 @@ impl Writer {
         options: WriterOptions,
         stats: Arc<CommitStats>,
     ) -> Self {
-        Writer { dir, segments, active, capacity, write_offset, synced_offset: write_offset, options, stats }
+        Writer { vfs, dir, segments, active, capacity, write_offset, synced_offset: write_offset, options, stats }
     }
 
     /// Start a fresh store's first segment, `seq`.
     pub fn create(
+        vfs: Arc<dyn Vfs>,
         dir: PathBuf,
         segments: Arc<SegmentSet>,
         seq: u32,
         options: WriterOptions,
         stats: Arc<CommitStats>,
     ) -> Result<Self> {
-        let active = Arc::new(Segment::create(&dir, seq, options.segment_size, options.preallocate)?);
+        let active = Arc::new(Segment::create(&*vfs, &dir, seq, options.segment_size, options.preallocate)?);
         stats.segments_created.fetch_add(1, Ordering::Relaxed);
         segments.insert(active.clone());
         let offset = SEGMENT_HEADER_LEN as u64;
-        Ok(Writer::resume(dir, segments, active, options.segment_size, offset, options, stats))
+        Ok(Writer::resume(vfs, dir, segments, active, options.segment_size, offset, options, stats))
     }
 
     /// Write `batches` as frames (several if they cross a segment boundary); returns, per batch,
@@ -281,11 +284,11 @@ impl Writer {
         file.set_len(self.write_offset).map_err(|e| Error::io("trim sealed segment", &path, e))?;
         file.sync_all().map_err(|e| Error::io("fsync sealed segment", &path, e))?;
         self.stats.fsyncs.fetch_add(1, Ordering::Relaxed);
-        self.segments.insert(Arc::new(Segment::sealed(self.active.seq, path)?));
+        self.segments.insert(Arc::new(Segment::sealed(&*self.vfs, self.active.seq, path)?));
 
         let seq = self.active.seq.checked_add(1).ok_or_else(|| Error::invalid("segment sequence numbers exhausted"))?;
         let capacity = self.options.segment_size.max(align_up(SEGMENT_HEADER_LEN as u64 + needed));
-        self.active = Arc::new(Segment::create(&self.dir, seq, capacity, self.options.preallocate)?);
+        self.active = Arc::new(Segment::create(&*self.vfs, &self.dir, seq, capacity, self.options.preallocate)?);
         self.stats.segments_created.fetch_add(1, Ordering::Relaxed);
         self.segments.insert(self.active.clone());
         self.capacity = capacity;

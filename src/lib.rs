@@ -37,6 +37,7 @@ pub mod recovery;
 mod saver;
 mod segment;
 mod store;
+pub mod vfs;
 
 #[cfg(feature = "tokio")]
 pub use async_saver::AsyncSaver;

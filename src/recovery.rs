@@ -12,8 +12,6 @@
 //! - [`RecoveryMode`] makes this stricter (a torn tail is an error) or more lenient (damaged
 //!   frames are skipped and reported).
 
-use std::fs::{self, OpenOptions};
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,7 +25,8 @@ use crate::index::{Index, IndexOp, blob_hash};
 use crate::records::{
     BlobKey, CheckpointHead, DeleteCheckpointsRecord, DeleteThreadRecord, WritesKey, decode, decode_prefix,
 };
-use crate::segment::{Loc, SEGMENT_SUFFIX, Segment, SegmentSet, TEMP_SUFFIX, segment_path};
+use crate::segment::{Loc, SEGMENT_SUFFIX, Segment, SegmentSet, TEMP_SUFFIX, segment_path, sync_dir};
+use crate::vfs::{OpenMode, Vfs};
 
 /// How recovery treats damage.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -88,10 +87,10 @@ pub struct Recovered {
 }
 
 /// Scan `dir` and rebuild the index.
-pub fn recover(dir: &Path, mode: RecoveryMode) -> Result<Recovered> {
+pub fn recover(vfs: &dyn Vfs, dir: &Path, mode: RecoveryMode) -> Result<Recovered> {
     let started = Instant::now();
     let mut report = RecoveryReport::default();
-    let seqs = list_segments(dir, &mut report)?;
+    let seqs = list_segments(vfs, dir, &mut report)?;
     let mut index = Index::default();
     let segments = Arc::new(SegmentSet::default());
     let mut active = None;
@@ -109,13 +108,13 @@ pub fn recover(dir: &Path, mode: RecoveryMode) -> Result<Recovered> {
             report.skipped.push(damage);
         }
         let is_last = i + 1 == seqs.len();
-        let segment = Segment::sealed(seq, segment_path(dir, seq))?;
+        let segment = Segment::sealed(vfs, seq, segment_path(dir, seq))?;
         let end = scan_segment(&segment, is_last, mode, &mut index, &mut report)?;
         report.segments += 1;
         if is_last {
             let path = segment.path.clone();
             drop(segment); // unmap before the file is modified
-            active = Some(reopen_active(seq, path, end, &mut report)?);
+            active = Some(reopen_active(vfs, seq, path, end, &mut report)?);
         } else {
             segments.insert(Arc::new(segment));
         }
@@ -128,22 +127,26 @@ pub fn recover(dir: &Path, mode: RecoveryMode) -> Result<Recovered> {
 }
 
 /// Sequence numbers of the segment files in `dir`, sorted; removes leftover temporary files.
-fn list_segments(dir: &Path, report: &mut RecoveryReport) -> Result<Vec<u32>> {
+fn list_segments(vfs: &dyn Vfs, dir: &Path, report: &mut RecoveryReport) -> Result<Vec<u32>> {
     let mut seqs = Vec::new();
-    let entries = fs::read_dir(dir).map_err(|e| Error::io("list directory", dir, e))?;
-    for entry in entries {
-        let entry = entry.map_err(|e| Error::io("list directory", dir, e))?;
-        let name = entry.file_name().to_string_lossy().into_owned();
+    let names = vfs.list(dir).map_err(|e| Error::io("list directory", dir, e))?;
+    for name in names {
+        let path = dir.join(&name);
         if name.ends_with(TEMP_SUFFIX) {
             // A segment whose creation did not finish: it never held data.
-            fs::remove_file(entry.path()).map_err(|e| Error::io("remove temporary segment", entry.path(), e))?;
-            report.removed_temp_files.push(entry.path());
+            vfs.remove_file(&path).map_err(|e| Error::io("remove temporary segment", &path, e))?;
+            report.removed_temp_files.push(path);
         } else if let Some(stem) = name.strip_suffix(SEGMENT_SUFFIX) {
-            let seq = stem.parse::<u32>().ok().filter(|_| stem.len() == 10).ok_or_else(|| {
-                Error::corruption(entry.path(), 0, "segment file name is not a 10-digit sequence number")
-            })?;
+            let seq = stem
+                .parse::<u32>()
+                .ok()
+                .filter(|_| stem.len() == 10 && stem.bytes().all(|b| b.is_ascii_digit()))
+                .ok_or_else(|| Error::corruption(&path, 0, "segment file name is not a 10-digit sequence number"))?;
             seqs.push(seq);
         }
+    }
+    if !report.removed_temp_files.is_empty() {
+        sync_dir(vfs, dir)?;
     }
     seqs.sort_unstable();
     Ok(seqs)
@@ -251,18 +254,17 @@ fn dirty_end(data: &[u8]) -> u64 {
 
 /// Open the last segment for writing, zeroing anything after `end` (a torn tail) and syncing,
 /// so everything before `end` is durable and nothing stale follows it.
-fn reopen_active(seq: u32, path: PathBuf, end: u64, report: &mut RecoveryReport) -> Result<(Arc<Segment>, u64, u64)> {
-    let file =
-        OpenOptions::new().read(true).write(true).open(&path).map_err(|e| Error::io("open segment", &path, e))?;
-    let capacity = file.metadata().map_err(|e| Error::io("stat segment", &path, e))?.len();
+fn reopen_active(
+    vfs: &dyn Vfs,
+    seq: u32,
+    path: PathBuf,
+    end: u64,
+    report: &mut RecoveryReport,
+) -> Result<(Arc<Segment>, u64, u64)> {
+    let file = vfs.open(&path, OpenMode::ReadWrite).map_err(|e| Error::io("open segment", &path, e))?;
+    let capacity = file.len().map_err(|e| Error::io("stat segment", &path, e))?;
     if let Some(torn) = &report.torn_tail {
-        let zeros = vec![0u8; (torn.len as usize).min(1 << 20)];
-        let mut at = torn.offset;
-        while at < torn.offset + torn.len {
-            let n = ((torn.offset + torn.len - at) as usize).min(zeros.len());
-            file.write_all_at(&zeros[..n], at).map_err(|e| Error::io("zero torn tail", &path, e))?;
-            at += n as u64;
-        }
+        file.allocate(torn.offset, torn.len).map_err(|e| Error::io("zero torn tail", &path, e))?;
     }
     file.sync_data().map_err(|e| Error::io("fdatasync", &path, e))?;
     Ok((Arc::new(Segment::active(seq, path, file)), capacity, end))

@@ -6,17 +6,15 @@
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
-use std::fs::{self, File, OpenOptions};
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use memmap2::Mmap;
 use parking_lot::{Mutex, RwLock};
 
 use crate::error::{Error, Result};
 use crate::format::{RECORD_HEADER_LEN, RecordKind, RecordView, SEGMENT_HEADER_LEN, SegmentHeader, parse_record};
+use crate::vfs::{Mapping, OpenMode, Vfs, VfsFile};
 
 /// File name suffix of segments.
 pub const SEGMENT_SUFFIX: &str = ".seg";
@@ -47,8 +45,8 @@ pub fn segment_path(dir: &Path, seq: u32) -> PathBuf {
 }
 
 /// fsync a directory, so that files created, renamed or removed in it stay so after a crash.
-pub fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| Error::io("fsync directory", dir, e))
+pub fn sync_dir(vfs: &dyn Vfs, dir: &Path) -> Result<()> {
+    vfs.sync_dir(dir).map_err(|e| Error::io("fsync directory", dir, e))
 }
 
 /// Bytes written to the active segment but still held in memory (durability `None`), so
@@ -63,9 +61,9 @@ pub struct BufferedTail {
 
 enum Storage {
     /// The segment being written: positioned reads and writes, plus the in-memory tail.
-    Active { file: File, tail: Mutex<BufferedTail> },
+    Active { file: Arc<dyn VfsFile>, tail: Mutex<BufferedTail> },
     /// An immutable segment, mapped.
-    Sealed { map: Mmap },
+    Sealed { map: Mapping },
 }
 
 /// One segment file.
@@ -81,55 +79,39 @@ impl Segment {
     /// Create segment `seq` in `dir`: written under a temporary name with its header, sized to
     /// `capacity` (zero-filled when `preallocate`, so later fdatasyncs need not journal size or
     /// block allocation changes), synced, then renamed into place and the directory synced.
-    pub fn create(dir: &Path, seq: u32, capacity: u64, preallocate: bool) -> Result<Segment> {
+    pub fn create(vfs: &dyn Vfs, dir: &Path, seq: u32, capacity: u64, preallocate: bool) -> Result<Segment> {
         let temp = dir.join(format!("{seq:010}{TEMP_SUFFIX}"));
         let path = segment_path(dir, seq);
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&temp)
-            .map_err(|e| Error::io("create segment", &temp, e))?;
+        let file = vfs.open(&temp, OpenMode::CreateNew).map_err(|e| Error::io("create segment", &temp, e))?;
         let created_unix_ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
         let header = SegmentHeader { seq: u64::from(seq), capacity, created_unix_ms };
         file.write_all_at(&header.encode(), 0).map_err(|e| Error::io("write segment header", &temp, e))?;
+        let body = capacity.saturating_sub(SEGMENT_HEADER_LEN as u64);
         if preallocate {
-            let zeros = vec![0u8; 1 << 20];
-            let mut at = SEGMENT_HEADER_LEN as u64;
-            while at < capacity {
-                let n = (capacity - at).min(zeros.len() as u64) as usize;
-                file.write_all_at(&zeros[..n], at).map_err(|e| Error::io("preallocate segment", &temp, e))?;
-                at += n as u64;
-            }
+            file.allocate(SEGMENT_HEADER_LEN as u64, body).map_err(|e| Error::io("preallocate segment", &temp, e))?;
         } else {
             file.set_len(capacity).map_err(|e| Error::io("size segment", &temp, e))?;
         }
         file.sync_all().map_err(|e| Error::io("fsync new segment", &temp, e))?;
-        fs::rename(&temp, &path).map_err(|e| Error::io("rename new segment", &path, e))?;
-        sync_dir(dir)?;
+        vfs.rename(&temp, &path).map_err(|e| Error::io("rename new segment", &path, e))?;
+        sync_dir(vfs, dir)?;
         Ok(Segment::active(seq, path, file))
     }
 
     /// Wrap an open file as the active segment.
-    pub fn active(seq: u32, path: PathBuf, file: File) -> Segment {
+    pub fn active(seq: u32, path: PathBuf, file: Arc<dyn VfsFile>) -> Segment {
         Segment { seq, path, storage: Storage::Active { file, tail: Mutex::new(BufferedTail::default()) } }
     }
 
     /// Map an existing file as a sealed (immutable) segment.
-    pub fn sealed(seq: u32, path: PathBuf) -> Result<Segment> {
-        let file = File::open(&path).map_err(|e| Error::io("open segment", &path, e))?;
-        // SAFETY: sealed segments are never written, truncated or removed while mapped by this
-        // process (they are retired only when the last `Arc<Segment>` drops), and the directory
-        // lock keeps other logsaver processes out. A foreign process modifying the file is
-        // outside the store's contract.
-        #[allow(unsafe_code)]
-        let map = unsafe { Mmap::map(&file) }.map_err(|e| Error::io("map segment", &path, e))?;
+    pub fn sealed(vfs: &dyn Vfs, seq: u32, path: PathBuf) -> Result<Segment> {
+        let file = vfs.open(&path, OpenMode::Read).map_err(|e| Error::io("open segment", &path, e))?;
+        let map = file.map().map_err(|e| Error::io("map segment", &path, e))?;
         Ok(Segment { seq, path, storage: Storage::Sealed { map } })
     }
 
     /// The file handle of the active segment; `None` once sealed.
-    pub fn active_file(&self) -> Option<&File> {
+    pub fn active_file(&self) -> Option<&Arc<dyn VfsFile>> {
         match &self.storage {
             Storage::Active { file, .. } => Some(file),
             Storage::Sealed { .. } => None,

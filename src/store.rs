@@ -6,7 +6,6 @@
 
 use std::borrow::Cow;
 use std::collections::BinaryHeap;
-use std::fs::{self, File, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -29,6 +28,7 @@ use crate::records::{
 use crate::recovery::{RecoveryMode, RecoveryReport, recover};
 use crate::saver::{Ancestor, CheckpointSaver, check_thread_id, metadata_matches, run_id_of, walk_delta_history};
 use crate::segment::{Loc, SegmentSet};
+use crate::vfs::{LockGuard, RealFs, Vfs};
 
 /// Name of the lock file in a store directory.
 pub const LOCK_FILE: &str = "LOCK";
@@ -107,14 +107,20 @@ pub struct LogStore {
     ids: CheckpointIdGenerator,
     report: RecoveryReport,
     closed: AtomicBool,
-    /// The locked `LOCK` file; dropped (unlocking the directory) by `close` or drop.
-    lock: parking_lot::Mutex<Option<File>>,
+    /// The directory lock; dropped (unlocking the directory) by `close` or drop.
+    lock: parking_lot::Mutex<Option<LockGuard>>,
 }
 
 impl LogStore {
     /// Open (or create) the store in `dir`. Fails at once with [`Error::Locked`] if another
     /// `LogStore`, in this process or another, has it open.
     pub fn open(dir: impl AsRef<Path>, options: Options) -> Result<LogStore> {
+        LogStore::open_with(RealFs::shared(), dir, options)
+    }
+
+    /// [`open`](Self::open) on another file system (the fault injector or power-loss simulator
+    /// of the `testing` feature, for example).
+    pub fn open_with(vfs: Arc<dyn Vfs>, dir: impl AsRef<Path>, options: Options) -> Result<LogStore> {
         let dir = dir.as_ref().to_path_buf();
         if options.segment_size < 4096 || options.segment_size > u64::from(u32::MAX) {
             return Err(Error::invalid(format!(
@@ -122,21 +128,14 @@ impl LogStore {
                 options.segment_size
             )));
         }
-        fs::create_dir_all(&dir).map_err(|e| Error::io("create directory", &dir, e))?;
+        vfs.create_dir_all(&dir).map_err(|e| Error::io("create directory", &dir, e))?;
         let lock_path = dir.join(LOCK_FILE);
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(|e| Error::io("open lock file", &lock_path, e))?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(fs::TryLockError::WouldBlock) => return Err(Error::Locked { path: dir }),
-            Err(fs::TryLockError::Error(e)) => return Err(Error::io("lock", &lock_path, e)),
-        }
+        let lock = match vfs.try_lock(&lock_path).map_err(|e| Error::io("lock", &lock_path, e))? {
+            Some(lock) => lock,
+            None => return Err(Error::Locked { path: dir }),
+        };
 
-        let recovered = recover(&dir, options.recovery)?;
+        let recovered = recover(&*vfs, &dir, options.recovery)?;
         let stats = Arc::new(CommitStats::default());
         let writer_options = WriterOptions {
             durability: options.durability,
@@ -146,6 +145,7 @@ impl LogStore {
         };
         let writer = match recovered.active {
             Some((active, capacity, end)) => Writer::resume(
+                vfs.clone(),
                 dir.clone(),
                 recovered.segments.clone(),
                 active,
@@ -154,7 +154,9 @@ impl LogStore {
                 writer_options,
                 stats.clone(),
             ),
-            None => Writer::create(dir.clone(), recovered.segments.clone(), 1, writer_options, stats.clone())?,
+            None => {
+                Writer::create(vfs.clone(), dir.clone(), recovered.segments.clone(), 1, writer_options, stats.clone())?
+            }
         };
         let max_id = recovered.index.max_checkpoint_id.as_ref().map(|key| key.as_str().into_owned());
         tracing::info!(

@@ -1,0 +1,179 @@
+//! File I/O behind a small trait, so tests can inject faults and simulate power loss.
+//!
+//! Everything the store does to disk goes through [`Vfs`] and [`VfsFile`]: creating, listing,
+//! renaming and removing files, positioned reads and writes, fdatasync, preallocation, mapping
+//! sealed segments, and the directory lock. [`RealFs`] is the real file system; the `testing`
+//! feature adds a power-loss simulator and a fault injector (`crate::testing`).
+
+use std::fmt;
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::ops::Deref;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::Arc;
+
+/// An immutable view of a whole file (a memory map on the real file system).
+pub type Mapping = Box<dyn Deref<Target = [u8]> + Send + Sync>;
+
+/// A held lock; dropping it releases the lock.
+pub type LockGuard = Box<dyn Send + Sync>;
+
+/// How a file is opened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OpenMode {
+    /// Read only; the file must exist.
+    Read,
+    /// Read and write; the file must exist.
+    ReadWrite,
+    /// Read and write; created empty (truncated if it exists).
+    CreateNew,
+}
+
+/// A directory of files.
+pub trait Vfs: Send + Sync + fmt::Debug {
+    /// Create a directory and its parents.
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()>;
+    /// Names of the files in `dir`.
+    fn list(&self, dir: &Path) -> io::Result<Vec<String>>;
+    /// Open a file.
+    fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Arc<dyn VfsFile>>;
+    /// Rename a file (atomically replacing `to`).
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
+    /// Remove a file.
+    fn remove_file(&self, path: &Path) -> io::Result<()>;
+    /// Make the directory's entries (creations, renames, removals) durable.
+    fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+    /// Take an exclusive lock on `path` (created if missing) without waiting: `Ok(None)` if
+    /// someone else holds it.
+    fn try_lock(&self, path: &Path) -> io::Result<Option<LockGuard>>;
+}
+
+/// An open file. Positioned I/O only, so one handle serves concurrent readers and the writer.
+pub trait VfsFile: Send + Sync {
+    /// Fill `buf` from `offset`.
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;
+    /// Write all of `buf` at `offset`.
+    fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()>;
+    /// Make the file's data (and the size needed to read it) durable.
+    fn sync_data(&self) -> io::Result<()>;
+    /// Make the file's data and metadata durable.
+    fn sync_all(&self) -> io::Result<()>;
+    /// Truncate or extend (with zeros).
+    fn set_len(&self, len: u64) -> io::Result<()>;
+    /// Preallocate `len` bytes from `offset` as written zeros, so later overwrites and their
+    /// fdatasyncs need no block allocation or size change.
+    fn allocate(&self, offset: u64, len: u64) -> io::Result<()>;
+    /// Current size.
+    fn len(&self) -> io::Result<u64>;
+    /// An immutable view of the whole file. The caller promises not to write or truncate the
+    /// file while the view lives.
+    fn map(&self) -> io::Result<Mapping>;
+}
+
+/// The real file system.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RealFs;
+
+impl RealFs {
+    /// The real file system, shared.
+    pub fn shared() -> Arc<dyn Vfs> {
+        Arc::new(RealFs)
+    }
+}
+
+struct RealFile(File);
+
+impl Vfs for RealFs {
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        fs::create_dir_all(dir)
+    }
+
+    fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
+        fs::read_dir(dir)?.map(|entry| entry.map(|e| e.file_name().to_string_lossy().into_owned())).collect()
+    }
+
+    fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Arc<dyn VfsFile>> {
+        let file = match mode {
+            OpenMode::Read => File::open(path)?,
+            OpenMode::ReadWrite => OpenOptions::new().read(true).write(true).open(path)?,
+            OpenMode::CreateNew => OpenOptions::new().read(true).write(true).create(true).truncate(true).open(path)?,
+        };
+        Ok(Arc::new(RealFile(file)))
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        fs::rename(from, to)
+    }
+
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        fs::remove_file(path)
+    }
+
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        File::open(dir)?.sync_all()
+    }
+
+    fn try_lock(&self, path: &Path) -> io::Result<Option<LockGuard>> {
+        let file = OpenOptions::new().create(true).truncate(false).write(true).open(path)?;
+        match file.try_lock() {
+            Ok(()) => Ok(Some(Box::new(file))),
+            Err(fs::TryLockError::WouldBlock) => Ok(None),
+            Err(fs::TryLockError::Error(e)) => Err(e),
+        }
+    }
+}
+
+impl VfsFile for RealFile {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        self.0.read_exact_at(buf, offset)
+    }
+
+    fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        self.0.write_all_at(buf, offset)
+    }
+
+    fn sync_data(&self) -> io::Result<()> {
+        self.0.sync_data()
+    }
+
+    fn sync_all(&self) -> io::Result<()> {
+        self.0.sync_all()
+    }
+
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.0.set_len(len)
+    }
+
+    fn allocate(&self, offset: u64, len: u64) -> io::Result<()> {
+        // Written zeros rather than fallocate: ext4 keeps fallocated blocks "unwritten", and the
+        // first overwrite then journals an extent conversion at every fdatasync.
+        let zeros = vec![0u8; (len as usize).min(1 << 20)];
+        let end = offset + len;
+        let mut at = offset;
+        while at < end {
+            let n = ((end - at) as usize).min(zeros.len());
+            self.0.write_all_at(&zeros[..n], at)?;
+            at += n as u64;
+        }
+        Ok(())
+    }
+
+    fn len(&self) -> io::Result<u64> {
+        Ok(self.0.metadata()?.len())
+    }
+
+    fn map(&self) -> io::Result<Mapping> {
+        if self.len()? == 0 {
+            // A zero-length map is an error on Linux; an empty view is what the caller means.
+            return Ok(Box::new(Vec::new()));
+        }
+        // SAFETY: the store maps only sealed segments, which it never writes, truncates or
+        // removes while a mapping is alive (segments are retired when the last `Arc<Segment>`
+        // drops), and the directory lock keeps other logsaver processes out. A foreign process
+        // modifying the file is outside the store's contract.
+        #[allow(unsafe_code)]
+        let map = unsafe { memmap2::Mmap::map(&self.0) }?;
+        Ok(Box::new(map))
+    }
+}
