@@ -37,6 +37,8 @@ pub mod recovery;
 mod saver;
 mod segment;
 mod store;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod vfs;
 
 #[cfg(feature = "tokio")]

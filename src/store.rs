@@ -477,7 +477,12 @@ impl CheckpointSaver for LogStore {
         let mut sources = Vec::new();
         let threads: Vec<(&str, &crate::index::ThreadIndex)> = match &query.thread_id {
             Some(thread) => index.thread(thread).map(|t| (thread.as_str(), t)).into_iter().collect(),
-            None => index.threads().collect(),
+            None => {
+                // Sorted, so checkpoints with equal ids (copied threads) list in a stable order.
+                let mut all: Vec<_> = index.threads().collect();
+                all.sort_unstable_by(|a, b| a.0.cmp(b.0));
+                all
+            }
         };
         for (thread, thread_index) in threads {
             for (ns_name, ns) in &thread_index.namespaces {

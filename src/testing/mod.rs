@@ -1,0 +1,9 @@
+//! Test support (feature `testing`): the power-loss simulator, the fault injector and the
+//! model-based crash harness shared by `tests/` and the fuzz targets.
+
+mod fault;
+pub mod model;
+mod sim;
+
+pub use fault::{Fault, FaultFs, FaultKind};
+pub use sim::SimFs;
