@@ -128,6 +128,8 @@ pub struct Writer {
     write_offset: u64,
     /// End of the data known durable.
     synced_offset: u64,
+    /// Sequence number of the next frame.
+    next_frame_seq: u64,
     options: WriterOptions,
     stats: Arc<CommitStats>,
 }
@@ -141,10 +143,22 @@ impl Writer {
         active: Arc<Segment>,
         capacity: u64,
         write_offset: u64,
+        next_frame_seq: u64,
         options: WriterOptions,
         stats: Arc<CommitStats>,
     ) -> Self {
-        Writer { vfs, dir, segments, active, capacity, write_offset, synced_offset: write_offset, options, stats }
+        Writer {
+            vfs,
+            dir,
+            segments,
+            active,
+            capacity,
+            write_offset,
+            synced_offset: write_offset,
+            next_frame_seq,
+            options,
+            stats,
+        }
     }
 
     /// Start a fresh store's first segment, `seq`.
@@ -160,7 +174,7 @@ impl Writer {
         stats.segments_created.fetch_add(1, Ordering::Relaxed);
         segments.insert(active.clone());
         let offset = SEGMENT_HEADER_LEN as u64;
-        Ok(Writer::resume(vfs, dir, segments, active, options.segment_size, offset, options, stats))
+        Ok(Writer::resume(vfs, dir, segments, active, options.segment_size, offset, 1, options, stats))
     }
 
     /// Write `batches` as frames (several if they cross a segment boundary); returns, per batch,
@@ -202,6 +216,7 @@ impl Writer {
         let header = FrameHeader {
             payload_len: payload_len as u32,
             record_count: batches.iter().map(|b| b.records.len() as u32).sum(),
+            frame_seq: self.next_frame_seq,
             synced_upto: self.synced_offset,
             payload_crc: crc.finalize(),
         };
@@ -242,6 +257,7 @@ impl Writer {
             }
             self.write_offset += span;
         }
+        self.next_frame_seq += 1;
         self.stats.frames.fetch_add(1, Ordering::Relaxed);
         self.stats.bytes_written.fetch_add(span, Ordering::Relaxed);
         Ok(())

@@ -14,7 +14,7 @@ pub const FORMAT_VERSION: u32 = 1;
 /// Bytes of the segment header; the first frame starts here.
 pub const SEGMENT_HEADER_LEN: usize = 64;
 /// Bytes of a batch frame header.
-pub const FRAME_HEADER_LEN: usize = 24;
+pub const FRAME_HEADER_LEN: usize = 32;
 /// Bytes of a record header inside a frame's payload.
 pub const RECORD_HEADER_LEN: usize = 12;
 /// Frames start at offsets that are multiples of this, so recovery can search for the next
@@ -102,6 +102,9 @@ pub struct FrameHeader {
     pub payload_len: u32,
     /// Number of records in the payload.
     pub record_count: u32,
+    /// Position of this frame in the log: +1 per frame within a segment, increasing across
+    /// segments. A duplicated or replayed frame is out of sequence and rejected.
+    pub frame_seq: u64,
     /// Segment offset up to which the file was known durable (fdatasync'ed) when this frame was
     /// written. Recovery uses it to tell a torn unsynced tail from damage to synced data.
     pub synced_upto: u64,
@@ -121,16 +124,17 @@ pub enum FrameSlot {
 }
 
 impl FrameHeader {
-    /// The 24 header bytes for a frame in segment `seq`.
+    /// The 32 header bytes for a frame in segment `seq`.
     pub fn encode(&self, seq: u64) -> [u8; FRAME_HEADER_LEN] {
         let mut bytes = [0u8; FRAME_HEADER_LEN];
         bytes[0..4].copy_from_slice(&self.payload_len.to_le_bytes());
         bytes[4..8].copy_from_slice(&self.record_count.to_le_bytes());
-        bytes[8..16].copy_from_slice(&self.synced_upto.to_le_bytes());
-        bytes[16..20].copy_from_slice(&self.payload_crc.to_le_bytes());
+        bytes[8..16].copy_from_slice(&self.frame_seq.to_le_bytes());
+        bytes[16..24].copy_from_slice(&self.synced_upto.to_le_bytes());
+        bytes[24..28].copy_from_slice(&self.payload_crc.to_le_bytes());
         let mut hasher = salted_hasher(seq);
-        hasher.update(&bytes[0..20]);
-        bytes[20..24].copy_from_slice(&hasher.finalize().to_le_bytes());
+        hasher.update(&bytes[0..28]);
+        bytes[28..32].copy_from_slice(&hasher.finalize().to_le_bytes());
         bytes
     }
 
@@ -141,15 +145,16 @@ impl FrameHeader {
             return FrameSlot::Empty;
         }
         let mut hasher = salted_hasher(seq);
-        hasher.update(&slot[0..20]);
-        if hasher.finalize() != le_u32(slot, 20) {
+        hasher.update(&slot[0..28]);
+        if hasher.finalize() != le_u32(slot, 28) {
             return FrameSlot::Invalid;
         }
         FrameSlot::Frame(FrameHeader {
             payload_len: le_u32(slot, 0),
             record_count: le_u32(slot, 4),
-            synced_upto: le_u64(slot, 8),
-            payload_crc: le_u32(slot, 16),
+            frame_seq: le_u64(slot, 8),
+            synced_upto: le_u64(slot, 16),
+            payload_crc: le_u32(slot, 24),
         })
     }
 
@@ -289,6 +294,7 @@ mod tests {
         let header = FrameHeader {
             payload_len: payload.len() as u32,
             record_count: bodies.len() as u32,
+            frame_seq: 1,
             synced_upto: 64,
             payload_crc: hasher.finalize(),
         };

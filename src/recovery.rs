@@ -84,6 +84,8 @@ pub struct Recovered {
     pub active: Option<(Arc<Segment>, u64, u64)>,
     /// What was found.
     pub report: RecoveryReport,
+    /// Sequence number for the next frame written.
+    pub next_frame_seq: u64,
 }
 
 /// Scan `dir` and rebuild the index.
@@ -94,6 +96,7 @@ pub fn recover(vfs: &dyn Vfs, dir: &Path, mode: RecoveryMode) -> Result<Recovere
     let mut index = Index::default();
     let segments = Arc::new(SegmentSet::default());
     let mut active = None;
+    let mut last_frame_seq = 0;
     for (i, &seq) in seqs.iter().enumerate() {
         if i > 0 && seq != seqs[i - 1] + 1 {
             let missing = segment_path(dir, seqs[i - 1] + 1);
@@ -109,7 +112,7 @@ pub fn recover(vfs: &dyn Vfs, dir: &Path, mode: RecoveryMode) -> Result<Recovere
         }
         let is_last = i + 1 == seqs.len();
         let segment = Segment::sealed(vfs, seq, segment_path(dir, seq))?;
-        let end = scan_segment(&segment, is_last, mode, &mut index, &mut report)?;
+        let end = scan_segment(&segment, is_last, mode, &mut last_frame_seq, &mut index, &mut report)?;
         report.segments += 1;
         if is_last {
             let path = segment.path.clone();
@@ -123,7 +126,7 @@ pub fn recover(vfs: &dyn Vfs, dir: &Path, mode: RecoveryMode) -> Result<Recovere
         segments.insert(segment.clone());
     }
     report.elapsed = started.elapsed();
-    Ok(Recovered { index, segments, active, report })
+    Ok(Recovered { index, segments, active, report, next_frame_seq: last_frame_seq + 1 })
 }
 
 /// Sequence numbers of the segment files in `dir`, sorted; removes leftover temporary files.
@@ -157,6 +160,7 @@ fn scan_segment(
     segment: &Segment,
     is_last: bool,
     mode: RecoveryMode,
+    last_frame_seq: &mut u64,
     index: &mut Index,
     report: &mut RecoveryReport,
 ) -> Result<u64> {
@@ -172,10 +176,17 @@ fn scan_segment(
     let seq = header.seq;
     let len = data.len() as u64;
     let mut offset = SEGMENT_HEADER_LEN as u64;
+    // The previous frame of this segment: the next must follow it exactly.
+    let mut previous: Option<u64> = None;
     while offset < len {
         let at = offset as usize;
-        let failure = match parse_frame(&data[at..], seq) {
+        let parsed = parse_frame(&data[at..], seq).and_then(|(frame, records)| {
+            check_frame_order(&frame, offset, previous, *last_frame_seq).map(|()| (frame, records))
+        });
+        let failure = match parsed {
             Ok((frame, records)) => {
+                previous = Some(frame.frame_seq);
+                *last_frame_seq = frame.frame_seq;
                 for (relative, record) in records {
                     let loc = Loc {
                         segment: segment.seq,
@@ -226,8 +237,27 @@ fn scan_segment(
         tracing::warn!(file = %segment.path.display(), offset, bytes = damage.len, reason = %damage.reason, "skipping damaged frame");
         report.skipped.push(damage);
         offset = skip_to;
+        previous = None; // frames were skipped: only require the sequence to keep increasing
     }
     Ok(len)
+}
+
+/// A frame is in its place if its sequence number follows the previous frame of the segment
+/// (or exceeds every earlier frame, for the first of a segment) and it claims no durability
+/// beyond its own offset. A duplicated or misplaced frame fails here even though its CRCs pass.
+fn check_frame_order(frame: &FrameHeader, offset: u64, previous: Option<u64>, last: u64) -> Result<(), String> {
+    if frame.synced_upto > offset {
+        return Err(format!("frame claims {} bytes durable, beyond its own offset", frame.synced_upto));
+    }
+    match previous {
+        Some(previous) if frame.frame_seq != previous + 1 => {
+            Err(format!("frame out of sequence: expected frame {}, found frame {}", previous + 1, frame.frame_seq))
+        }
+        None if frame.frame_seq <= last => {
+            Err(format!("frame out of sequence: frame {} does not follow frame {last}", frame.frame_seq))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// The first offset at or after `from` (aligned) where a whole valid frame starts.

@@ -151,6 +151,7 @@ impl LogStore {
                 active,
                 capacity,
                 end,
+                recovered.next_frame_seq,
                 writer_options,
                 stats.clone(),
             ),

@@ -24,14 +24,18 @@ fn random_sequences_survive_crashes_in_every_durability_mode() {
     for seed in 0..150u64 {
         for durability in [Durability::Sync, Durability::Flush, Durability::None] {
             let ops = decode_ops(&random_bytes(seed, 150));
-            let report = run_model(&ops, durability).unwrap_or_else(|e| panic!("seed {seed} {durability:?}: {e}\nops: {ops:?}"));
+            let report =
+                run_model(&ops, durability).unwrap_or_else(|e| panic!("seed {seed} {durability:?}: {e}\nops: {ops:?}"));
             totals.0 += report.calls;
             totals.1 += report.crashes;
             totals.2 += report.torn_writes;
             totals.3 += report.recoveries;
         }
     }
-    println!("model: {} calls, {} power cuts, {} torn writes, {} recoveries checked", totals.0, totals.1, totals.2, totals.3);
+    println!(
+        "model: {} calls, {} power cuts, {} torn writes, {} recoveries checked",
+        totals.0, totals.1, totals.2, totals.3
+    );
     assert!(totals.1 > 300 && totals.3 >= totals.1, "{totals:?}");
 }
 

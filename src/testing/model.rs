@@ -211,13 +211,16 @@ impl Harness {
                     Some(version) if keep_b => {
                         checkpoint.channel_versions.insert("b".into(), version);
                     }
-                    _ => set("b", ChannelVersion::Str(format!("{id}.b")), Some(id.clone().into_bytes()), &mut checkpoint),
+                    _ => {
+                        set("b", ChannelVersion::Str(format!("{id}.b")), Some(id.clone().into_bytes()), &mut checkpoint)
+                    }
                 }
                 if size % 7 == 0 {
                     set("c", ChannelVersion::Float(self.next_id as f64 + 0.5), None, &mut checkpoint);
                 }
                 checkpoint.versions_seen.insert("node".into(), checkpoint.channel_versions.clone());
-                let metadata = serde_json::json!({"step": self.next_id, "run_id": format!("run{}", t % 3), "source": "loop"});
+                let metadata =
+                    serde_json::json!({"step": self.next_id, "run_id": format!("run{}", t % 3), "source": "loop"});
                 let parent = latest.map(|t| t.checkpoint.id);
                 Call::Put {
                     config: Config { checkpoint_id: parent, ..config },
@@ -266,7 +269,8 @@ impl Harness {
     fn check_recovery(&mut self, cut_off: Option<Call>) -> Result<(), String> {
         self.open()?;
         let recovered = everything(self.store()?).map_err(|e| format!("list after recovery: {e}"))?;
-        let mut candidates: Vec<Vec<Call>> = (self.durable..=self.acked.len()).rev().map(|k| self.acked[..k].to_vec()).collect();
+        let mut candidates: Vec<Vec<Call>> =
+            (self.durable..=self.acked.len()).rev().map(|k| self.acked[..k].to_vec()).collect();
         if let Some(call) = cut_off {
             let mut with_cut = self.acked.clone();
             with_cut.push(call);

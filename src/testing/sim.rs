@@ -274,7 +274,11 @@ impl Vfs for SimFs {
             return Ok(None);
         }
         state.locked.push(path.to_path_buf());
-        Ok(Some(Box::new(SimLock { state: self.state.clone(), path: path.to_path_buf(), generation: state.generation })))
+        Ok(Some(Box::new(SimLock {
+            state: self.state.clone(),
+            path: path.to_path_buf(),
+            generation: state.generation,
+        })))
     }
 }
 
