@@ -205,7 +205,8 @@ fn scan_segment(
             }
             Err(reason) => reason,
         };
-        let empty_slot = data.get(at..at + FRAME_HEADER_LEN).is_none_or(|slot| slot.iter().all(|&b| b == 0));
+        // Zeros (or nothing) where a header would start; a partial header is damage.
+        let empty_slot = data[at..(at + FRAME_HEADER_LEN).min(data.len())].iter().all(|&b| b == 0);
         let next = next_valid_frame(data, offset + FRAME_ALIGN, seq);
         let unsynced = match next {
             None => true,
