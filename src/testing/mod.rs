@@ -2,6 +2,7 @@
 //! model-based crash harness shared by `tests/` and the fuzz targets.
 
 mod fault;
+pub mod fuzz;
 pub mod model;
 mod sim;
 
