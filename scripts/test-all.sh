@@ -3,7 +3,9 @@
 #   1. the formatting check,
 #   2. the Rust tests (unit, integration, doc; all features; benches compiled and smoke-run),
 #   3. the Python binding, built with maturin into .venv, and its pytest suite (LangGraph's
-#      conformance suite, real graphs, cross-process tests).
+#      conformance suite, real graphs, cross-process tests),
+#   4. every fuzz target for FUZZ_SECONDS (default 60) each, starting from the committed corpus
+#      (cargo-fuzz is installed if missing; libFuzzer needs RUSTC_BOOTSTRAP=1 on stable).
 # CI (.ci/run) runs exactly this.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -39,5 +41,23 @@ step "python binding (maturin develop --release)"
 
 step "python tests"
 (cd python && "$root/.venv/bin/python" -m pytest -q)
+
+step "fuzz smoke (${FUZZ_SECONDS:-60} s per target)"
+if ! cargo fuzz --version >/dev/null 2>&1; then
+    cargo install cargo-fuzz --locked
+fi
+for target in decode recovery model; do
+    # New inputs go to a scratch directory, so the committed corpus only changes on purpose.
+    scratch=$(mktemp -d)
+    log="$scratch.log"
+    if ! RUSTC_BOOTSTRAP=1 cargo fuzz run -O "$target" "$scratch" "fuzz/corpus/$target" -- \
+        -max_total_time="${FUZZ_SECONDS:-60}" -print_final_stats=1 >"$log" 2>&1; then
+        tail -n 60 "$log"
+        echo "fuzz target $target failed; the input is in fuzz/artifacts/$target/"
+        exit 1
+    fi
+    echo "$target: $(grep -E '^stat::number_of_executed_units' "$log" | awk '{print $2}') executions, no failure"
+    rm -rf "$scratch" "$log"
+done
 
 step "done"
