@@ -40,7 +40,9 @@ fn kill9_child() {
                     config = store.put(&config, &cp, &Default::default(), &cp.channel_versions).expect("put");
                     println!("CP {thread} {id}");
                     let task = format!("{id}-task");
-                    store.put_writes(&config, &[("out".into(), Blob::new("bytes", payload(&task)))], &task, "").expect("writes");
+                    store
+                        .put_writes(&config, &[("out".into(), Blob::new("bytes", payload(&task)))], &task, "")
+                        .expect("writes");
                     println!("W {thread} {id} {task}");
                 }
             })
@@ -88,7 +90,8 @@ fn every_acknowledged_item_survives_kill_9() {
         child.wait().expect("reap");
         reader.join().expect("reader");
 
-        let store = LogStore::open(dir.path(), Options::default()).unwrap_or_else(|e| panic!("round {round}: reopen failed: {e}"));
+        let store = LogStore::open(dir.path(), Options::default())
+            .unwrap_or_else(|e| panic!("round {round}: reopen failed: {e}"));
         for line in acked.lock().expect("lock").iter() {
             let parts: Vec<&str> = line.split(' ').collect();
             match parts.as_slice() {
@@ -97,11 +100,18 @@ fn every_acknowledged_item_survives_kill_9() {
                         .get_tuple(&Config::thread(*thread).with_checkpoint(*id))
                         .expect("get")
                         .unwrap_or_else(|| panic!("round {round}: acknowledged checkpoint {id} is missing"));
-                    assert_eq!(tuple.checkpoint.channel_values["state"].bytes, payload(id), "round {round}: {id} differs");
+                    assert_eq!(
+                        tuple.checkpoint.channel_values["state"].bytes,
+                        payload(id),
+                        "round {round}: {id} differs"
+                    );
                     verified.0 += 1;
                 }
                 ["W", thread, id, task] => {
-                    let tuple = store.get_tuple(&Config::thread(*thread).with_checkpoint(*id)).expect("get").expect("checkpoint");
+                    let tuple = store
+                        .get_tuple(&Config::thread(*thread).with_checkpoint(*id))
+                        .expect("get")
+                        .expect("checkpoint");
                     let write = tuple
                         .pending_writes
                         .iter()

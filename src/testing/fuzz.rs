@@ -4,12 +4,12 @@
 use std::path::{Path, PathBuf};
 
 use crate::format::{FrameHeader, SegmentHeader, parse_frame, parse_record};
-use crate::records::{
-    BlobRecord, CheckpointRecord, DeleteCheckpointsRecord, DeleteThreadRecord, WritesRecord, decode,
-};
+use crate::records::{BlobRecord, CheckpointRecord, DeleteCheckpointsRecord, DeleteThreadRecord, WritesRecord, decode};
 use crate::testing::SimFs;
 use crate::testing::model::{decode_ops, run_model};
-use crate::{Blob, ChannelVersion, Checkpoint, CheckpointSaver, Config, Durability, ListQuery, LogStore, Options, RecoveryMode};
+use crate::{
+    Blob, ChannelVersion, Checkpoint, CheckpointSaver, Config, Durability, ListQuery, LogStore, Options, RecoveryMode,
+};
 
 /// Target `decode`: the segment header, frame and record decoders on arbitrary bytes. Must
 /// never panic (and, being bounded by the input, never allocate from an unchecked length).
@@ -116,7 +116,9 @@ pub fn model_target(data: &[u8]) {
 /// fuzzer starts deep inside valid formats.
 pub fn seed_corpus() -> Vec<(&'static str, String, Vec<u8>)> {
     let mut seeds = Vec::new();
-    for (i, (threads, steps, segment_size)) in [(1usize, 2usize, 4096u64), (2, 6, 4096), (3, 10, 8192)].into_iter().enumerate() {
+    for (i, (threads, steps, segment_size)) in
+        [(1usize, 2usize, 4096u64), (2, 6, 4096), (3, 10, 8192)].into_iter().enumerate()
+    {
         let sim = SimFs::new();
         let options = Options { segment_size, ..Options::default() };
         {
