@@ -7,7 +7,6 @@
 //! log order and wakes the others. A failed write or fsync poisons the store.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -19,9 +18,9 @@ use crate::format::{
     FRAME_HEADER_LEN, FrameHeader, SEGMENT_HEADER_LEN, align_up, begin_record, finish_record, salted_hasher,
 };
 use crate::index::{Index, IndexOp};
+use crate::manifest::Layout;
 use crate::records::Record;
 use crate::segment::{Loc, Segment, SegmentSet};
-use crate::vfs::Vfs;
 
 /// What a call promises about its data when it returns.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -119,9 +118,7 @@ pub struct WriterOptions {
 
 /// The active segment and its offsets. Only the commit leader (and `flush`) touch it.
 pub struct Writer {
-    vfs: Arc<dyn Vfs>,
-    dir: PathBuf,
-    segments: Arc<SegmentSet>,
+    layout: Arc<Layout>,
     active: Arc<Segment>,
     capacity: u64,
     /// End of the frames written (buffered ones included).
@@ -137,9 +134,7 @@ pub struct Writer {
 impl Writer {
     /// Continue writing `active` at `write_offset` (everything before it is durable).
     pub fn resume(
-        vfs: Arc<dyn Vfs>,
-        dir: PathBuf,
-        segments: Arc<SegmentSet>,
+        layout: Arc<Layout>,
         active: Arc<Segment>,
         capacity: u64,
         write_offset: u64,
@@ -147,34 +142,19 @@ impl Writer {
         options: WriterOptions,
         stats: Arc<CommitStats>,
     ) -> Self {
-        Writer {
-            vfs,
-            dir,
-            segments,
-            active,
-            capacity,
-            write_offset,
-            synced_offset: write_offset,
-            next_frame_seq,
-            options,
-            stats,
-        }
+        Writer { layout, active, capacity, write_offset, synced_offset: write_offset, next_frame_seq, options, stats }
     }
 
-    /// Start a fresh store's first segment, `seq`.
-    pub fn create(
-        vfs: Arc<dyn Vfs>,
-        dir: PathBuf,
-        segments: Arc<SegmentSet>,
-        seq: u32,
-        options: WriterOptions,
-        stats: Arc<CommitStats>,
-    ) -> Result<Self> {
-        let active = Arc::new(Segment::create(&*vfs, &dir, seq, options.segment_size, options.preallocate)?);
+    /// Start a fresh store: its first segment, listed in a new manifest.
+    pub fn create(layout: Arc<Layout>, options: WriterOptions, stats: Arc<CommitStats>) -> Result<Self> {
+        let seq = layout.new_segment_number();
+        let active =
+            Arc::new(Segment::create(&*layout.vfs, &layout.dir, seq, options.segment_size, options.preallocate)?);
         stats.segments_created.fetch_add(1, Ordering::Relaxed);
-        segments.insert(active.clone());
+        layout.append_segment(seq)?;
+        layout.segments.insert(active.clone());
         let offset = SEGMENT_HEADER_LEN as u64;
-        Ok(Writer::resume(vfs, dir, segments, active, options.segment_size, offset, 1, options, stats))
+        Ok(Writer::resume(layout, active, options.segment_size, offset, 1, options, stats))
     }
 
     /// Write `batches` as frames (several if they cross a segment boundary); returns, per batch,
@@ -300,13 +280,17 @@ impl Writer {
         file.set_len(self.write_offset).map_err(|e| Error::io("trim sealed segment", &path, e))?;
         file.sync_all().map_err(|e| Error::io("fsync sealed segment", &path, e))?;
         self.stats.fsyncs.fetch_add(1, Ordering::Relaxed);
-        self.segments.insert(Arc::new(Segment::sealed(&*self.vfs, self.active.seq, path)?));
+        let layout = self.layout.clone();
+        layout.segments.insert(Arc::new(Segment::sealed(&*layout.vfs, self.active.seq, path)?));
 
-        let seq = self.active.seq.checked_add(1).ok_or_else(|| Error::invalid("segment sequence numbers exhausted"))?;
+        let seq = layout.new_segment_number();
         let capacity = self.options.segment_size.max(align_up(SEGMENT_HEADER_LEN as u64 + needed));
-        self.active = Arc::new(Segment::create(&*self.vfs, &self.dir, seq, capacity, self.options.preallocate)?);
+        let next = Arc::new(Segment::create(&*layout.vfs, &layout.dir, seq, capacity, self.options.preallocate)?);
+        // Listed before it receives data: an unlisted segment is removed at open.
+        layout.append_segment(seq)?;
+        self.active = next;
         self.stats.segments_created.fetch_add(1, Ordering::Relaxed);
-        self.segments.insert(self.active.clone());
+        layout.segments.insert(self.active.clone());
         self.capacity = capacity;
         self.write_offset = SEGMENT_HEADER_LEN as u64;
         self.synced_offset = self.write_offset;
@@ -325,6 +309,8 @@ struct Queue {
 /// Group commit over one [`Writer`].
 pub struct Committer {
     queue: Mutex<Queue>,
+    /// For the index to read back records whose data dies.
+    segments: Arc<SegmentSet>,
     wake: Condvar,
     writer: Mutex<Writer>,
     poison: Mutex<Option<String>>,
@@ -335,6 +321,7 @@ impl Committer {
     /// Commit through `writer`.
     pub fn new(writer: Writer, stats: Arc<CommitStats>) -> Self {
         Committer {
+            segments: writer.layout.segments.clone(),
             queue: Mutex::new(Queue {
                 next_ticket: 0,
                 waiting: Vec::new(),
@@ -422,7 +409,7 @@ impl Committer {
         let mut index = index.write();
         for (batch, (segment, base)) in batches.iter().zip(placed) {
             for (op, at, len) in &batch.records {
-                index.apply(op, Loc { segment, offset: (base + *at as u64) as u32, len: *len });
+                index.apply(op, Loc { segment, offset: (base + *at as u64) as u32, len: *len }, &*self.segments);
             }
         }
         self.stats.commits.fetch_add(group.len() as u64, Ordering::Relaxed);

@@ -147,13 +147,23 @@ pub struct CheckpointSlot {
     pub run: Option<NonZeroU32>,
 }
 
+/// One blob in the index: where it is and how many live checkpoints read it. A blob with no
+/// reader is garbage: it stays findable until compaction drops it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BlobSlot {
+    /// Where its record is.
+    pub loc: Loc,
+    /// Live checkpoints whose `channel_versions` name this (channel, version).
+    pub refs: u32,
+}
+
 /// The index of one (thread, namespace).
 #[derive(Default)]
 pub struct NamespaceIndex {
     /// Checkpoints by id, ordered: the last one is the latest.
     pub checkpoints: BTreeMap<CheckpointKey, CheckpointSlot>,
     /// Blob records by [`blob_hash`].
-    pub blobs: HashMap<u64, Loc, BuildHasherDefault<PassThroughHasher>>,
+    pub blobs: HashMap<u64, BlobSlot, BuildHasherDefault<PassThroughHasher>>,
     /// Writes records per checkpoint id, in commit order. May name checkpoints not stored (yet).
     pub writes: HashMap<CheckpointKey, Vec<Loc>>,
 }
@@ -167,18 +177,35 @@ pub struct ThreadIndex {
 
 /// A change to the index, made by a committed record (live) or a replayed one (recovery). Both
 /// paths apply the same ops in log order, so they agree by construction.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
+#[allow(missing_docs)]
 pub enum IndexOp<'a> {
-    /// A checkpoint record (insert or replace).
-    Checkpoint { thread: Cow<'a, str>, ns: Cow<'a, str>, id: Cow<'a, str>, run_id: Option<Cow<'a, str>> },
+    /// A checkpoint record (insert or replace); `refs` are the [`blob_hash`]es of its
+    /// `channel_versions`.
+    Checkpoint {
+        thread: Cow<'a, str>,
+        ns: Cow<'a, str>,
+        id: Cow<'a, str>,
+        run_id: Option<Cow<'a, str>>,
+        refs: Vec<u64>,
+    },
     /// A blob record.
     Blob { thread: Cow<'a, str>, ns: Cow<'a, str>, hash: u64 },
-    /// A writes record.
-    Writes { thread: Cow<'a, str>, ns: Cow<'a, str>, checkpoint_id: Cow<'a, str> },
+    /// A writes record; `special` if it writes a special channel (which may leave earlier
+    /// records of the checkpoint with nothing to contribute).
+    Writes { thread: Cow<'a, str>, ns: Cow<'a, str>, checkpoint_id: Cow<'a, str>, special: bool },
     /// A thread tombstone.
     DeleteThread { thread: Cow<'a, str> },
     /// A checkpoints tombstone.
     DeleteCheckpoints { thread: Cow<'a, str>, ns: Cow<'a, str>, ids: Vec<Cow<'a, str>> },
+}
+
+/// What the index needs to read back from records it indexed, when data dies.
+pub trait RecordSource {
+    /// The blob hashes a checkpoint record refers to (its `channel_versions`).
+    fn checkpoint_refs(&self, loc: Loc) -> Vec<u64>;
+    /// The `(task_id, idx)` keys of a writes record.
+    fn write_keys(&self, loc: Loc) -> Vec<(String, i64)>;
 }
 
 /// Counts kept as the index changes.
@@ -194,6 +221,15 @@ pub struct IndexCounts {
     pub write_records: u64,
 }
 
+/// Record bytes of one segment, and how many of them are live.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SegmentUsage {
+    /// Bytes of all records replayed or written into the segment.
+    pub records: u64,
+    /// Bytes of records the index still needs.
+    pub live: u64,
+}
+
 /// The whole index.
 #[derive(Default)]
 pub struct Index {
@@ -202,33 +238,122 @@ pub struct Index {
     pub runs: RunTable,
     /// The largest checkpoint id ever indexed (seeds the id generator after reopen).
     pub max_checkpoint_id: Option<CheckpointKey>,
+    /// Liveness per segment.
+    pub usage: HashMap<u32, SegmentUsage>,
+}
+
+fn add_live(usage: &mut HashMap<u32, SegmentUsage>, loc: Loc) {
+    usage.entry(loc.segment).or_default().live += loc.disk_len();
+}
+
+fn sub_live(usage: &mut HashMap<u32, SegmentUsage>, loc: Loc) {
+    let entry = usage.entry(loc.segment).or_default();
+    entry.live = entry.live.saturating_sub(loc.disk_len());
+}
+
+fn incref(namespace: &mut NamespaceIndex, usage: &mut HashMap<u32, SegmentUsage>, hash: u64) {
+    if let Some(slot) = namespace.blobs.get_mut(&hash) {
+        if slot.refs == 0 {
+            add_live(usage, slot.loc);
+        }
+        slot.refs += 1;
+    }
+}
+
+fn decref(namespace: &mut NamespaceIndex, usage: &mut HashMap<u32, SegmentUsage>, hash: u64) {
+    if let Some(slot) = namespace.blobs.get_mut(&hash)
+        && slot.refs > 0
+    {
+        slot.refs -= 1;
+        if slot.refs == 0 {
+            sub_live(usage, slot.loc);
+        }
+    }
+}
+
+/// Which records of one checkpoint's writes still decide its pending writes: a regular write
+/// counts if no earlier record has its key, a special write if no later record has it.
+fn contributing(keys: &[Vec<(String, i64)>]) -> Vec<bool> {
+    (0..keys.len())
+        .map(|i| {
+            keys[i].iter().any(|(task, idx)| {
+                let same = |other: &Vec<(String, i64)>| other.iter().any(|(t, x)| t == task && x == idx);
+                if *idx >= 0 { !keys[..i].iter().any(same) } else { !keys[i + 1..].iter().any(same) }
+            })
+        })
+        .collect()
 }
 
 impl Index {
-    /// Apply one op for a record at `loc`.
-    pub fn apply(&mut self, op: &IndexOp<'_>, loc: Loc) {
+    /// Apply one op for a record at `loc`; `source` reads back records whose data dies.
+    pub fn apply(&mut self, op: &IndexOp<'_>, loc: Loc, source: &dyn RecordSource) {
+        self.usage.entry(loc.segment).or_default().records += loc.disk_len();
         match op {
-            IndexOp::Checkpoint { thread, ns, id, run_id } => {
+            IndexOp::Checkpoint { thread, ns, id, run_id, refs } => {
                 let key = CheckpointKey::new(id);
                 if self.max_checkpoint_id.as_ref().is_none_or(|max| *max < key) {
                     self.max_checkpoint_id = Some(key.clone());
                 }
                 let run = run_id.as_deref().map(|run| self.runs.intern(run));
-                self.namespace_mut(thread, ns).checkpoints.insert(key, CheckpointSlot { loc, run });
+                let (namespace, usage) = self.namespace_mut(thread, ns);
+                let old = namespace.checkpoints.insert(key, CheckpointSlot { loc, run });
+                add_live(usage, loc);
+                for &hash in refs {
+                    incref(namespace, usage, hash);
+                }
+                if let Some(old) = old {
+                    sub_live(usage, old.loc);
+                    for hash in source.checkpoint_refs(old.loc) {
+                        decref(namespace, usage, hash);
+                    }
+                }
             }
             IndexOp::Blob { thread, ns, hash } => {
-                self.namespace_mut(thread, ns).blobs.insert(*hash, loc);
+                let (namespace, usage) = self.namespace_mut(thread, ns);
+                let refs = match namespace.blobs.get(hash) {
+                    Some(old) => {
+                        if old.refs > 0 {
+                            sub_live(usage, old.loc);
+                        }
+                        old.refs
+                    }
+                    None => 0,
+                };
+                namespace.blobs.insert(*hash, BlobSlot { loc, refs });
+                if refs > 0 {
+                    add_live(usage, loc);
+                }
             }
-            IndexOp::Writes { thread, ns, checkpoint_id } => {
+            IndexOp::Writes { thread, ns, checkpoint_id, special } => {
                 let key = CheckpointKey::new(checkpoint_id);
-                let locs = self.namespace_mut(thread, ns).writes.entry(key).or_default();
+                let (namespace, usage) = self.namespace_mut(thread, ns);
+                let locs = namespace.writes.entry(key).or_default();
                 // Most checkpoints get a handful of calls: grow 1, 2, 4, ... instead of Vec's
                 // default first allocation of 4 slots.
                 locs.reserve_exact(locs.len().max(1));
                 locs.push(loc);
+                add_live(usage, loc);
+                if *special && locs.len() > 1 {
+                    // Overwritten special writes may leave earlier records with nothing to give.
+                    let keys: Vec<_> = locs.iter().map(|&l| source.write_keys(l)).collect();
+                    let keep = contributing(&keys);
+                    let mut i = 0;
+                    locs.retain(|&l| {
+                        let kept = keep[i];
+                        i += 1;
+                        if !kept {
+                            sub_live(usage, l);
+                        }
+                        kept
+                    });
+                }
             }
             IndexOp::DeleteThread { thread } => {
-                self.threads.remove(thread.as_ref());
+                if let Some(removed) = self.threads.remove(thread.as_ref()) {
+                    for namespace in removed.namespaces.values() {
+                        Self::release_namespace(&mut self.usage, namespace);
+                    }
+                }
             }
             IndexOp::DeleteCheckpoints { thread, ns, ids } => {
                 let Some(namespace) =
@@ -238,14 +363,33 @@ impl Index {
                 };
                 for id in ids {
                     let key = CheckpointKey::new(id);
-                    namespace.checkpoints.remove(&key);
-                    namespace.writes.remove(&key);
+                    if let Some(slot) = namespace.checkpoints.remove(&key) {
+                        sub_live(&mut self.usage, slot.loc);
+                        for hash in source.checkpoint_refs(slot.loc) {
+                            decref(namespace, &mut self.usage, hash);
+                        }
+                    }
+                    for loc in namespace.writes.remove(&key).unwrap_or_default() {
+                        sub_live(&mut self.usage, loc);
+                    }
                 }
             }
         }
     }
 
-    fn namespace_mut(&mut self, thread: &str, ns: &str) -> &mut NamespaceIndex {
+    fn release_namespace(usage: &mut HashMap<u32, SegmentUsage>, namespace: &NamespaceIndex) {
+        for slot in namespace.checkpoints.values() {
+            sub_live(usage, slot.loc);
+        }
+        for slot in namespace.blobs.values().filter(|slot| slot.refs > 0) {
+            sub_live(usage, slot.loc);
+        }
+        for &loc in namespace.writes.values().flatten() {
+            sub_live(usage, loc);
+        }
+    }
+
+    fn namespace_mut(&mut self, thread: &str, ns: &str) -> (&mut NamespaceIndex, &mut HashMap<u32, SegmentUsage>) {
         // Look up before inserting so the common case allocates no key.
         if !self.threads.contains_key(thread) {
             self.threads.insert(thread.into(), ThreadIndex::default());
@@ -254,7 +398,114 @@ impl Index {
         if !namespaces.contains_key(ns) {
             namespaces.insert(ns.into(), NamespaceIndex::default());
         }
-        namespaces.get_mut(ns).expect("namespace inserted above")
+        (namespaces.get_mut(ns).expect("namespace inserted above"), &mut self.usage)
+    }
+
+    /// Whether the record at `loc` that made `op` is still needed: a live checkpoint or writes
+    /// record, or a blob some live checkpoint reads.
+    pub fn is_live(&self, op: &IndexOp<'_>, loc: Loc) -> bool {
+        match op {
+            IndexOp::Checkpoint { thread, ns, id, .. } => self
+                .namespace(thread, ns)
+                .and_then(|n| n.checkpoints.get(&CheckpointKey::new(id)))
+                .is_some_and(|slot| slot.loc == loc),
+            IndexOp::Blob { thread, ns, hash } => self
+                .namespace(thread, ns)
+                .and_then(|n| n.blobs.get(hash))
+                .is_some_and(|slot| slot.loc == loc && slot.refs > 0),
+            IndexOp::Writes { thread, ns, checkpoint_id, .. } => self
+                .namespace(thread, ns)
+                .and_then(|n| n.writes.get(&CheckpointKey::new(checkpoint_id)))
+                .is_some_and(|locs| locs.contains(&loc)),
+            IndexOp::DeleteThread { .. } | IndexOp::DeleteCheckpoints { .. } => false,
+        }
+    }
+
+    /// Point the entry that `op` made at `to` instead of `from`, if it still points at `from`
+    /// (a newer write since the copy wins). Returns whether it moved.
+    pub fn relocate(&mut self, op: &IndexOp<'_>, from: Loc, to: Loc) -> bool {
+        self.usage.entry(to.segment).or_default().records += to.disk_len();
+        let Some(namespace) = self.threads.get_mut(op_thread(op)).and_then(|t| t.namespaces.get_mut(op_ns(op))) else {
+            return false;
+        };
+        // (moved, counted live)
+        let (moved, live) = match op {
+            IndexOp::Checkpoint { id, .. } => match namespace.checkpoints.get_mut(&CheckpointKey::new(id)) {
+                Some(slot) if slot.loc == from => {
+                    slot.loc = to;
+                    (true, true)
+                }
+                _ => (false, false),
+            },
+            IndexOp::Blob { hash, .. } => match namespace.blobs.get_mut(hash) {
+                Some(slot) if slot.loc == from => {
+                    slot.loc = to;
+                    (true, slot.refs > 0)
+                }
+                _ => (false, false),
+            },
+            _ => (false, false),
+        };
+        if live {
+            sub_live(&mut self.usage, from);
+            add_live(&mut self.usage, to);
+        }
+        moved
+    }
+
+    /// Replace the first `from.len()` writes records of a checkpoint with `to`, if the list
+    /// still starts with exactly `from` (compaction merges a prefix of a checkpoint's records).
+    pub fn relocate_writes(
+        &mut self,
+        thread: &str,
+        ns: &str,
+        checkpoint: &CheckpointKey,
+        from: &[Loc],
+        to: &[Loc],
+    ) -> bool {
+        for &loc in to {
+            self.usage.entry(loc.segment).or_default().records += loc.disk_len();
+        }
+        let Some(locs) = self
+            .threads
+            .get_mut(thread)
+            .and_then(|t| t.namespaces.get_mut(ns))
+            .and_then(|n| n.writes.get_mut(checkpoint))
+        else {
+            return false;
+        };
+        if !locs.starts_with(from) {
+            return false;
+        }
+        locs.splice(..from.len(), to.iter().copied());
+        for &loc in from {
+            sub_live(&mut self.usage, loc);
+        }
+        for &loc in to {
+            add_live(&mut self.usage, loc);
+        }
+        true
+    }
+
+    /// Remove a blob entry that nothing reads if it still points at `loc` (compaction drops
+    /// the record). Returns false if a checkpoint started reading it meanwhile.
+    pub fn drop_unreferenced_blob(&mut self, thread: &str, ns: &str, hash: u64, loc: Loc) -> bool {
+        let Some(namespace) = self.threads.get_mut(thread).and_then(|t| t.namespaces.get_mut(ns)) else { return true };
+        match namespace.blobs.get(&hash) {
+            Some(slot) if slot.loc == loc && slot.refs == 0 => {
+                namespace.blobs.remove(&hash);
+                true
+            }
+            Some(slot) if slot.loc == loc => false,
+            _ => true,
+        }
+    }
+
+    /// Forget the usage of retired segments.
+    pub fn forget_segments(&mut self, segments: &[u32]) {
+        for seq in segments {
+            self.usage.remove(seq);
+        }
     }
 
     /// The index of one thread.
@@ -286,6 +537,26 @@ impl Index {
     }
 }
 
+fn op_thread<'b>(op: &'b IndexOp<'_>) -> &'b str {
+    match op {
+        IndexOp::Checkpoint { thread, .. }
+        | IndexOp::Blob { thread, .. }
+        | IndexOp::Writes { thread, .. }
+        | IndexOp::DeleteThread { thread }
+        | IndexOp::DeleteCheckpoints { thread, .. } => thread,
+    }
+}
+
+fn op_ns<'b>(op: &'b IndexOp<'_>) -> &'b str {
+    match op {
+        IndexOp::Checkpoint { ns, .. }
+        | IndexOp::Blob { ns, .. }
+        | IndexOp::Writes { ns, .. }
+        | IndexOp::DeleteCheckpoints { ns, .. } => ns,
+        IndexOp::DeleteThread { .. } => "",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -311,6 +582,25 @@ mod tests {
         assert!(matches!(CheckpointKey::new(ids[2]), CheckpointKey::Text(_)));
     }
 
+    struct NoRecords;
+
+    impl RecordSource for NoRecords {
+        fn checkpoint_refs(&self, _: Loc) -> Vec<u64> {
+            Vec::new()
+        }
+        fn write_keys(&self, _: Loc) -> Vec<(String, i64)> {
+            Vec::new()
+        }
+    }
+
+    #[test]
+    fn contributing_records_follow_first_and_last_wins() {
+        let k = |keys: &[(&str, i64)]| keys.iter().map(|(t, i)| (t.to_string(), *i)).collect::<Vec<_>>();
+        // A regular write repeated, a special write overwritten twice.
+        let keys = vec![k(&[("a", 0), ("a", -1)]), k(&[("a", 0)]), k(&[("a", -1)]), k(&[("a", -1), ("b", 0)])];
+        assert_eq!(contributing(&keys), vec![true, false, false, true]);
+    }
+
     #[test]
     fn ops_insert_replace_and_delete() {
         let loc = |offset| Loc { segment: 1, offset, len: 10 };
@@ -320,18 +610,24 @@ mod tests {
             ns: "".into(),
             id: id.into(),
             run_id: Some("r".into()),
+            refs: vec![],
         };
-        index.apply(&cp("a"), loc(1));
-        index.apply(&cp("b"), loc(2));
-        index.apply(&cp("a"), loc(3));
-        index.apply(&IndexOp::Writes { thread: "t".into(), ns: "".into(), checkpoint_id: "a".into() }, loc(4));
+        index.apply(&cp("a"), loc(1), &NoRecords);
+        index.apply(&cp("b"), loc(2), &NoRecords);
+        index.apply(&cp("a"), loc(3), &NoRecords);
+        let writes = IndexOp::Writes { thread: "t".into(), ns: "".into(), checkpoint_id: "a".into(), special: false };
+        index.apply(&writes, loc(4), &NoRecords);
         let ns = index.namespace("t", "").expect("namespace");
         assert_eq!(ns.checkpoints.len(), 2);
         assert_eq!(ns.checkpoints[&CheckpointKey::new("a")].loc, loc(3));
         assert_eq!(ns.checkpoints.last_key_value().map(|(k, _)| k.as_str().into_owned()), Some("b".into()));
-        index.apply(&IndexOp::DeleteCheckpoints { thread: "t".into(), ns: "".into(), ids: vec!["a".into()] }, loc(5));
+        index.apply(
+            &IndexOp::DeleteCheckpoints { thread: "t".into(), ns: "".into(), ids: vec!["a".into()] },
+            loc(5),
+            &NoRecords,
+        );
         assert_eq!(index.counts(), IndexCounts { threads: 1, checkpoints: 1, blobs: 0, write_records: 0 });
-        index.apply(&IndexOp::DeleteThread { thread: "t".into() }, loc(6));
+        index.apply(&IndexOp::DeleteThread { thread: "t".into() }, loc(6), &NoRecords);
         assert!(index.thread("t").is_none());
     }
 }

@@ -29,6 +29,7 @@ mod error;
 pub mod format;
 mod id;
 mod index;
+mod manifest;
 mod memory;
 mod model;
 mod pending;
@@ -36,6 +37,7 @@ pub mod records;
 pub mod recovery;
 mod saver;
 mod segment;
+mod snapshot;
 mod store;
 #[cfg(feature = "testing")]
 pub mod testing;

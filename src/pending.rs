@@ -57,6 +57,7 @@ pub fn encode_writes(
         thread: Cow::Owned(config.thread_id.clone()),
         ns: Cow::Owned(config.checkpoint_ns.clone()),
         checkpoint_id: Cow::Owned(checkpoint_id.to_owned()),
+        special: record.writes.iter().any(|w| w.idx < 0),
     };
     batch.push(&record, op)
 }

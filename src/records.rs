@@ -200,6 +200,35 @@ impl Record for DeleteCheckpointsRecord<'_> {
     const KIND: RecordKind = RecordKind::DeleteCheckpoints;
 }
 
+/// The blob hashes a checkpoint's `channel_versions` name.
+pub fn checkpoint_blob_refs(versions: &ChannelVersions) -> Vec<u64> {
+    versions.iter().map(|(channel, version)| crate::index::blob_hash(channel, version)).collect()
+}
+
+impl crate::index::RecordSource for crate::segment::SegmentSet {
+    fn checkpoint_refs(&self, loc: crate::segment::Loc) -> Vec<u64> {
+        let refs = self.read_record(loc).and_then(|bytes| {
+            let record: CheckpointRecord = decode(bytes.view().body).map_err(crate::Error::InvalidArgument)?;
+            Ok(checkpoint_blob_refs(&record.body.channel_versions))
+        });
+        refs.unwrap_or_else(|error| {
+            tracing::warn!(%error, ?loc, "cannot read a replaced checkpoint; its blobs stay counted live");
+            Vec::new()
+        })
+    }
+
+    fn write_keys(&self, loc: crate::segment::Loc) -> Vec<(String, i64)> {
+        let keys = self.read_record(loc).and_then(|bytes| {
+            let record: WritesRecord = decode(bytes.view().body).map_err(crate::Error::InvalidArgument)?;
+            Ok(record.writes.iter().map(|w| (record.task_id.to_string(), w.idx)).collect())
+        });
+        keys.unwrap_or_else(|error| {
+            tracing::warn!(%error, ?loc, "cannot read a writes record; it stays counted live");
+            vec![(String::new(), i64::MIN)]
+        })
+    }
+}
+
 /// Decode a whole record body; `Err` holds postcard's reason.
 pub fn decode<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, String> {
     postcard::from_bytes(body).map_err(|e| format!("record body does not decode: {e}"))

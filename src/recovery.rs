@@ -22,10 +22,12 @@ use crate::format::{
     parse_frame,
 };
 use crate::index::{Index, IndexOp, blob_hash};
+use crate::manifest::Manifest;
 use crate::records::{
-    BlobKey, CheckpointHead, DeleteCheckpointsRecord, DeleteThreadRecord, WritesKey, decode, decode_prefix,
+    BlobKey, CheckpointRecord, DeleteCheckpointsRecord, DeleteThreadRecord, WritesRecord, checkpoint_blob_refs, decode,
+    decode_prefix,
 };
-use crate::segment::{Loc, SEGMENT_SUFFIX, Segment, SegmentSet, TEMP_SUFFIX, segment_path, sync_dir};
+use crate::segment::{Loc, SEGMENT_SUFFIX, Segment, SegmentSet, segment_path, sync_dir};
 use crate::vfs::{OpenMode, Vfs};
 
 /// How recovery treats damage.
@@ -68,8 +70,11 @@ pub struct RecoveryReport {
     pub torn_tail: Option<Damage>,
     /// Damaged frames skipped ([`RecoveryMode::SkipCorrupted`] only).
     pub skipped: Vec<Damage>,
-    /// Leftover temporary files removed.
-    pub removed_temp_files: Vec<PathBuf>,
+    /// Files removed: temporary files and segments the manifest does not list (a crashed
+    /// rotation's new segment, a crashed compaction's output, compacted segments).
+    pub removed_files: Vec<PathBuf>,
+    /// Whether the index came from the snapshot (then only the log after it was replayed).
+    pub used_snapshot: bool,
     /// Wall time of the scan.
     pub elapsed: Duration,
 }
@@ -86,59 +91,124 @@ pub struct Recovered {
     pub report: RecoveryReport,
     /// Sequence number for the next frame written.
     pub next_frame_seq: u64,
+    /// The segment list; `None` for a new store.
+    pub manifest: Option<Manifest>,
+    /// The next unused segment number.
+    pub next_segment: u32,
 }
 
-/// Scan `dir` and rebuild the index.
+/// Open the log in `dir`: read the manifest, remove what it does not list, and rebuild the
+/// index (from the snapshot plus the log after it when the snapshot is valid, else by replaying
+/// every segment).
 pub fn recover(vfs: &dyn Vfs, dir: &Path, mode: RecoveryMode) -> Result<Recovered> {
     let started = Instant::now();
     let mut report = RecoveryReport::default();
-    let seqs = list_segments(vfs, dir, &mut report)?;
-    let mut index = Index::default();
-    let segments = Arc::new(SegmentSet::default());
-    let mut active = None;
-    let mut last_frame_seq = 0;
-    for (i, &seq) in seqs.iter().enumerate() {
-        if i > 0 && seq != seqs[i - 1] + 1 {
-            let missing = segment_path(dir, seqs[i - 1] + 1);
-            let damage = Damage { file: missing.clone(), offset: 0, len: 0, reason: "segment file is missing".into() };
-            if mode != RecoveryMode::SkipCorrupted {
-                return Err(Error::corruption(
-                    missing,
-                    0,
-                    "segment file is missing: the sequence of segments has a gap",
-                ));
-            }
-            report.skipped.push(damage);
+    let on_disk = list_segments(vfs, dir, &mut report)?;
+    let next_segment = on_disk.iter().max().map_or(1, |max| max + 1);
+    let mut manifest = match Manifest::load(vfs, dir)? {
+        Some(manifest) => manifest,
+        None if on_disk.is_empty() => {
+            report.elapsed = started.elapsed();
+            return Ok(Recovered {
+                index: Index::default(),
+                segments: Arc::new(SegmentSet::default()),
+                active: None,
+                report,
+                next_frame_seq: 1,
+                manifest: None,
+                next_segment,
+            });
         }
-        let is_last = i + 1 == seqs.len();
-        let segment = Segment::sealed(vfs, seq, segment_path(dir, seq))?;
-        let end = scan_segment(&segment, is_last, mode, &mut last_frame_seq, &mut index, &mut report)?;
+        None if mode == RecoveryMode::SkipCorrupted => {
+            report.skipped.push(Damage {
+                file: Manifest::path(dir),
+                offset: 0,
+                len: 0,
+                reason: "MANIFEST is missing: segments taken in numeric order".into(),
+            });
+            Manifest { generation: 0, segments: on_disk.clone() }
+        }
+        None => {
+            return Err(Error::corruption(Manifest::path(dir), 0, "MANIFEST is missing but segment files exist"));
+        }
+    };
+    let next_segment = next_segment.max(manifest.segments.iter().max().map_or(1, |max| max + 1));
+    for &seq in on_disk.iter().filter(|seq| !manifest.segments.contains(seq)) {
+        let path = segment_path(dir, seq);
+        vfs.remove_file(&path).map_err(|e| Error::io("remove unlisted segment", &path, e))?;
+        report.removed_files.push(path);
+    }
+    let mut listed = Vec::with_capacity(manifest.segments.len());
+    for &seq in &manifest.segments {
+        if on_disk.contains(&seq) {
+            listed.push(seq);
+        } else if mode == RecoveryMode::SkipCorrupted {
+            let file = segment_path(dir, seq);
+            report.skipped.push(Damage {
+                file,
+                offset: 0,
+                len: 0,
+                reason: "segment listed in MANIFEST is missing".into(),
+            });
+        } else {
+            return Err(Error::corruption(segment_path(dir, seq), 0, "segment listed in MANIFEST is missing"));
+        }
+    }
+    manifest.segments = listed;
+    if !report.removed_files.is_empty() {
+        sync_dir(vfs, dir)?;
+    }
+
+    let segments = Arc::new(SegmentSet::default());
+    for &seq in &manifest.segments {
+        segments.insert(Arc::new(Segment::sealed(vfs, seq, segment_path(dir, seq))?));
+    }
+    let (mut index, start, mut max_frame_seq) = match crate::snapshot::load(vfs, dir, &manifest, &segments) {
+        Some(loaded) => {
+            report.used_snapshot = true;
+            (loaded.index, loaded.resume, loaded.last_frame_seq)
+        }
+        None => (Index::default(), (0, SEGMENT_HEADER_LEN as u64), 0),
+    };
+    let mut active = None;
+    for (i, &seq) in manifest.segments.iter().enumerate().skip(start.0) {
+        let is_last = i + 1 == manifest.segments.len();
+        let segment =
+            segments.get(seq).ok_or_else(|| Error::corruption(segment_path(dir, seq), 0, "segment not open"))?;
+        let from = if i == start.0 { start.1 } else { SEGMENT_HEADER_LEN as u64 };
+        let end = scan_segment(&segment, from, is_last, mode, &mut max_frame_seq, &mut index, &segments, &mut report)?;
         report.segments += 1;
         if is_last {
             let path = segment.path.clone();
-            drop(segment); // unmap before the file is modified
+            drop(segment);
             active = Some(reopen_active(vfs, seq, path, end, &mut report)?);
-        } else {
-            segments.insert(Arc::new(segment));
         }
     }
     if let Some((segment, _, _)) = &active {
         segments.insert(segment.clone());
     }
     report.elapsed = started.elapsed();
-    Ok(Recovered { index, segments, active, report, next_frame_seq: last_frame_seq + 1 })
+    Ok(Recovered {
+        index,
+        segments,
+        active,
+        report,
+        next_frame_seq: max_frame_seq + 1,
+        manifest: Some(manifest),
+        next_segment,
+    })
 }
 
-/// Sequence numbers of the segment files in `dir`, sorted; removes leftover temporary files.
+/// Numbers of the segment files in `dir`, sorted; removes leftover temporary files.
 fn list_segments(vfs: &dyn Vfs, dir: &Path, report: &mut RecoveryReport) -> Result<Vec<u32>> {
     let mut seqs = Vec::new();
     let names = vfs.list(dir).map_err(|e| Error::io("list directory", dir, e))?;
     for name in names {
         let path = dir.join(&name);
-        if name.ends_with(TEMP_SUFFIX) {
-            // A segment whose creation did not finish: it never held data.
-            vfs.remove_file(&path).map_err(|e| Error::io("remove temporary segment", &path, e))?;
-            report.removed_temp_files.push(path);
+        if name.ends_with(".tmp") {
+            // A segment, manifest or snapshot whose writing did not finish.
+            vfs.remove_file(&path).map_err(|e| Error::io("remove temporary file", &path, e))?;
+            report.removed_files.push(path);
         } else if let Some(stem) = name.strip_suffix(SEGMENT_SUFFIX) {
             let seq = stem
                 .parse::<u32>()
@@ -148,20 +218,20 @@ fn list_segments(vfs: &dyn Vfs, dir: &Path, report: &mut RecoveryReport) -> Resu
             seqs.push(seq);
         }
     }
-    if !report.removed_temp_files.is_empty() {
-        sync_dir(vfs, dir)?;
-    }
     seqs.sort_unstable();
     Ok(seqs)
 }
 
 /// Replay one segment into `index`; returns the end of its valid data.
+#[allow(clippy::too_many_arguments)]
 fn scan_segment(
     segment: &Segment,
+    from: u64,
     is_last: bool,
     mode: RecoveryMode,
-    last_frame_seq: &mut u64,
+    max_frame_seq: &mut u64,
     index: &mut Index,
+    segments: &SegmentSet,
     report: &mut RecoveryReport,
 ) -> Result<u64> {
     let data = segment.mapped_bytes().ok_or_else(|| Error::corruption(&segment.path, 0, "segment is not mapped"))?;
@@ -175,18 +245,17 @@ fn scan_segment(
     }
     let seq = header.seq;
     let len = data.len() as u64;
-    let mut offset = SEGMENT_HEADER_LEN as u64;
+    let mut offset = from;
     // The previous frame of this segment: the next must follow it exactly.
     let mut previous: Option<u64> = None;
     while offset < len {
         let at = offset as usize;
-        let parsed = parse_frame(&data[at..], seq).and_then(|(frame, records)| {
-            check_frame_order(&frame, offset, previous, *last_frame_seq).map(|()| (frame, records))
-        });
+        let parsed = parse_frame(&data[at..], seq)
+            .and_then(|(frame, records)| check_frame_order(&frame, offset, previous).map(|()| (frame, records)));
         let failure = match parsed {
             Ok((frame, records)) => {
                 previous = Some(frame.frame_seq);
-                *last_frame_seq = frame.frame_seq;
+                *max_frame_seq = (*max_frame_seq).max(frame.frame_seq);
                 for (relative, record) in records {
                     let loc = Loc {
                         segment: segment.seq,
@@ -195,7 +264,7 @@ fn scan_segment(
                     };
                     let op = index_op(&record)
                         .map_err(|reason| Error::corruption(&segment.path, u64::from(loc.offset), reason))?;
-                    index.apply(&op, loc);
+                    index.apply(&op, loc, segments);
                     report.records += 1;
                 }
                 report.frames += 1;
@@ -244,18 +313,15 @@ fn scan_segment(
 }
 
 /// A frame is in its place if its sequence number follows the previous frame of the segment
-/// (or exceeds every earlier frame, for the first of a segment) and it claims no durability
-/// beyond its own offset. A duplicated or misplaced frame fails here even though its CRCs pass.
-fn check_frame_order(frame: &FrameHeader, offset: u64, previous: Option<u64>, last: u64) -> Result<(), String> {
+/// and it claims no durability beyond its own offset. A duplicated or misplaced frame fails
+/// here even though its CRCs pass.
+fn check_frame_order(frame: &FrameHeader, offset: u64, previous: Option<u64>) -> Result<(), String> {
     if frame.synced_upto > offset {
         return Err(format!("frame claims {} bytes durable, beyond its own offset", frame.synced_upto));
     }
     match previous {
         Some(previous) if frame.frame_seq != previous + 1 => {
             Err(format!("frame out of sequence: expected frame {}, found frame {}", previous + 1, frame.frame_seq))
-        }
-        None if frame.frame_seq <= last => {
-            Err(format!("frame out of sequence: frame {} does not follow frame {last}", frame.frame_seq))
         }
         _ => Ok(()),
     }
@@ -305,12 +371,14 @@ fn reopen_active(
 pub fn index_op<'a>(record: &RecordView<'a>) -> Result<IndexOp<'a>, String> {
     Ok(match record.kind {
         RecordKind::Checkpoint => {
-            let head: CheckpointHead = decode_prefix(record.body)?;
+            let full: CheckpointRecord = decode(record.body)?;
+            let head = full.head;
             IndexOp::Checkpoint {
                 thread: head.thread_id,
                 ns: head.checkpoint_ns,
                 id: head.checkpoint_id,
                 run_id: head.run_id,
+                refs: checkpoint_blob_refs(&full.body.channel_versions),
             }
         }
         RecordKind::Blob => {
@@ -318,8 +386,10 @@ pub fn index_op<'a>(record: &RecordView<'a>) -> Result<IndexOp<'a>, String> {
             IndexOp::Blob { hash: blob_hash(&key.channel, &key.version), thread: key.thread_id, ns: key.checkpoint_ns }
         }
         RecordKind::Writes => {
-            let key: WritesKey = decode_prefix(record.body)?;
-            IndexOp::Writes { thread: key.thread_id, ns: key.checkpoint_ns, checkpoint_id: key.checkpoint_id }
+            let full: WritesRecord = decode(record.body)?;
+            let special = full.writes.iter().any(|w| w.idx < 0);
+            let key = full.key;
+            IndexOp::Writes { thread: key.thread_id, ns: key.checkpoint_ns, checkpoint_id: key.checkpoint_id, special }
         }
         RecordKind::DeleteThread => {
             let record: DeleteThreadRecord = decode(record.body)?;

@@ -16,6 +16,7 @@ use crate::commit::{Batch, CommitStats, Committer, Durability, Writer, WriterOpt
 use crate::error::{Error, Result};
 use crate::id::CheckpointIdGenerator;
 use crate::index::{CheckpointKey, CheckpointSlot, Index, IndexOp, NamespaceIndex, blob_hash};
+use crate::manifest::{Layout, Manifest};
 use crate::model::{
     Blob, ChannelVersion, ChannelVersions, Checkpoint, CheckpointTuple, Config, DeltaChannelHistory, ListQuery,
     Metadata, PruneStrategy,
@@ -23,7 +24,7 @@ use crate::model::{
 use crate::pending::{encode_writes, load_pending_writes, record_error};
 use crate::records::{
     BlobKey, BlobRecord, BlobRef, CheckpointBody, CheckpointHead, CheckpointRecord, DeleteCheckpointsRecord,
-    DeleteThreadRecord, WritesRecord, decode, decode_prefix,
+    DeleteThreadRecord, WritesRecord, checkpoint_blob_refs, decode, decode_prefix,
 };
 use crate::recovery::{RecoveryMode, RecoveryReport, recover};
 use crate::saver::{Ancestor, CheckpointSaver, check_thread_id, metadata_matches, run_id_of, walk_delta_history};
@@ -143,11 +144,17 @@ impl LogStore {
             preallocate: options.preallocate,
             buffer_bytes: options.buffer_bytes,
         };
+        let manifest = recovered.manifest.unwrap_or(Manifest { generation: 0, segments: Vec::new() });
+        let layout = Arc::new(Layout::new(
+            vfs.clone(),
+            dir.clone(),
+            recovered.segments.clone(),
+            manifest,
+            recovered.next_segment,
+        ));
         let writer = match recovered.active {
             Some((active, capacity, end)) => Writer::resume(
-                vfs.clone(),
-                dir.clone(),
-                recovered.segments.clone(),
+                layout.clone(),
                 active,
                 capacity,
                 end,
@@ -155,9 +162,7 @@ impl LogStore {
                 writer_options,
                 stats.clone(),
             ),
-            None => {
-                Writer::create(vfs.clone(), dir.clone(), recovered.segments.clone(), 1, writer_options, stats.clone())?
-            }
+            None => Writer::create(layout.clone(), writer_options, stats.clone())?,
         };
         let max_id = recovered.index.max_checkpoint_id.as_ref().map(|key| key.as_str().into_owned());
         tracing::info!(
@@ -264,7 +269,7 @@ impl LogStore {
         channel: &str,
         version: &ChannelVersion,
     ) -> Result<Option<Loc>> {
-        let Some(&loc) = ns.blobs.get(&blob_hash(channel, version)) else { return Ok(None) };
+        let Some(loc) = ns.blobs.get(&blob_hash(channel, version)).map(|slot| slot.loc) else { return Ok(None) };
         let bytes = self.segments.read_record(loc)?;
         let key: BlobKey =
             decode_prefix(bytes.view().body).map_err(|reason| record_error(&self.segments, loc, reason))?;
@@ -391,7 +396,7 @@ impl LogStore {
         let target_name: Cow<'static, str> = Cow::Owned(target.to_owned());
         for (ns_name, ns) in &thread.namespaces {
             let ns_owned: Cow<'static, str> = Cow::Owned(ns_name.to_string());
-            let mut blob_locs: Vec<Loc> = ns.blobs.values().copied().collect();
+            let mut blob_locs: Vec<Loc> = ns.blobs.values().map(|slot| slot.loc).collect();
             blob_locs.sort_unstable();
             for loc in blob_locs {
                 let bytes = self.segments.read_record(loc)?;
@@ -411,12 +416,12 @@ impl LogStore {
                     ns: ns_owned.clone(),
                     id: Cow::Owned(record.head.checkpoint_id.to_string()),
                     run_id: record.head.run_id.as_ref().map(|run| Cow::Owned(run.to_string())),
+                    refs: checkpoint_blob_refs(&record.body.channel_versions),
                 };
                 batch.push(&record, op)?;
             }
-            let mut write_locs: Vec<(&CheckpointKey, Loc)> =
-                ns.writes.iter().flat_map(|(key, locs)| locs.iter().map(move |&loc| (key, loc))).collect();
-            write_locs.sort_by_key(|&(_, loc)| loc);
+            // Each checkpoint's writes in commit order (their order decides the resolution).
+            let write_locs = ns.writes.iter().flat_map(|(key, locs)| locs.iter().map(move |&loc| (key, loc)));
             for (key, loc) in write_locs {
                 let bytes = self.segments.read_record(loc)?;
                 let mut record: WritesRecord =
@@ -426,6 +431,7 @@ impl LogStore {
                     thread: target_name.clone(),
                     ns: ns_owned.clone(),
                     checkpoint_id: Cow::Owned(key.as_str().into_owned()),
+                    special: record.writes.iter().any(|w| w.idx < 0),
                 };
                 batch.push(&record, op)?;
             }
@@ -625,6 +631,7 @@ impl CheckpointSaver for LogStore {
             ns: Cow::Owned(ns_name.clone()),
             id: Cow::Owned(checkpoint.id.clone()),
             run_id: run_id_of(metadata).map(|run| Cow::Owned(run.to_owned())),
+            refs: checkpoint_blob_refs(&checkpoint.channel_versions),
         };
         batch.push(&record, op)?;
         self.commit(batch)?;

@@ -40,7 +40,7 @@ fn decode_any(body: &[u8]) {
 pub const FUZZ_DIR: &str = "/fuzz-store";
 
 /// Split input into the files of a store directory: a little-endian u16 length before each
-/// file; the files are segments 1, 2, ... in order.
+/// file; the files are segments 1, 2, ... in order, and a MANIFEST listing them is added.
 pub fn files_from_bytes(data: &[u8]) -> Vec<(PathBuf, Vec<u8>)> {
     let mut files = Vec::new();
     let mut rest = data;
@@ -50,6 +50,8 @@ pub fn files_from_bytes(data: &[u8]) -> Vec<(PathBuf, Vec<u8>)> {
         files.push((Path::new(FUZZ_DIR).join(name), rest[2..2 + len].to_vec()));
         rest = &rest[2 + len..];
     }
+    let manifest = crate::manifest::Manifest { generation: 1, segments: (1..=files.len() as u32).collect() };
+    files.push((crate::manifest::Manifest::path(Path::new(FUZZ_DIR)), manifest.encode()));
     files
 }
 
