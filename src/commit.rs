@@ -416,6 +416,26 @@ impl Committer {
         Ok(())
     }
 
+    /// Seal the active segment if it holds data, so everything written so far is in sealed
+    /// segments (compaction works on those).
+    pub fn seal_active(&self) -> Result<()> {
+        self.check_poison()?;
+        let mut writer = self.writer.lock();
+        if writer.write_offset == SEGMENT_HEADER_LEN as u64 {
+            return Ok(());
+        }
+        let result = writer.rotate(0);
+        if let Err(error) = &result {
+            self.set_poison(error);
+        }
+        result
+    }
+
+    /// Poison the store after a failure outside the write path (a compaction's manifest switch).
+    pub fn poison(&self, error: &Error) {
+        self.set_poison(error);
+    }
+
     /// Write buffered bytes and fdatasync: everything committed so far survives a power cut.
     pub fn flush(&self) -> Result<()> {
         self.check_poison()?;

@@ -43,6 +43,12 @@ impl CheckpointIdGenerator {
     }
 }
 
+/// When a time-ordered uuid (version 1, 6 or 7) was made; `None` for any other id.
+pub(crate) fn uuid_time(uuid: &Uuid) -> Option<std::time::SystemTime> {
+    let (seconds, nanos) = uuid.get_timestamp()?.to_unix();
+    UNIX_EPOCH.checked_add(std::time::Duration::new(seconds, nanos))
+}
+
 /// The 60-bit timestamp of a uuid6 string, or `None` if `id` is not one.
 fn v6_ticks(id: &str) -> Option<u64> {
     let uuid = Uuid::try_parse(id).ok()?;

@@ -444,47 +444,27 @@ impl Index {
                 }
                 _ => (false, false),
             },
-            _ => (false, false),
+            // In place: a checkpoint's writes keep their commit order.
+            IndexOp::Writes { checkpoint_id, .. } => {
+                match namespace
+                    .writes
+                    .get_mut(&CheckpointKey::new(checkpoint_id))
+                    .and_then(|locs| locs.iter_mut().find(|l| **l == from))
+                {
+                    Some(loc) => {
+                        *loc = to;
+                        (true, true)
+                    }
+                    None => (false, false),
+                }
+            }
+            IndexOp::DeleteThread { .. } | IndexOp::DeleteCheckpoints { .. } => (false, false),
         };
         if live {
             sub_live(&mut self.usage, from);
             add_live(&mut self.usage, to);
         }
         moved
-    }
-
-    /// Replace the first `from.len()` writes records of a checkpoint with `to`, if the list
-    /// still starts with exactly `from` (compaction merges a prefix of a checkpoint's records).
-    pub fn relocate_writes(
-        &mut self,
-        thread: &str,
-        ns: &str,
-        checkpoint: &CheckpointKey,
-        from: &[Loc],
-        to: &[Loc],
-    ) -> bool {
-        for &loc in to {
-            self.usage.entry(loc.segment).or_default().records += loc.disk_len();
-        }
-        let Some(locs) = self
-            .threads
-            .get_mut(thread)
-            .and_then(|t| t.namespaces.get_mut(ns))
-            .and_then(|n| n.writes.get_mut(checkpoint))
-        else {
-            return false;
-        };
-        if !locs.starts_with(from) {
-            return false;
-        }
-        locs.splice(..from.len(), to.iter().copied());
-        for &loc in from {
-            sub_live(&mut self.usage, loc);
-        }
-        for &loc in to {
-            add_live(&mut self.usage, loc);
-        }
-        true
     }
 
     /// Remove a blob entry that nothing reads if it still points at `loc` (compaction drops

@@ -25,16 +25,19 @@
 #[cfg(feature = "tokio")]
 mod async_saver;
 mod commit;
+pub mod compaction;
 mod error;
 pub mod format;
 mod id;
 mod index;
+mod logstore;
 mod manifest;
 mod memory;
 mod model;
 mod pending;
 pub mod records;
 pub mod recovery;
+mod retention;
 mod saver;
 mod segment;
 mod snapshot;
@@ -46,16 +49,19 @@ pub mod vfs;
 #[cfg(feature = "tokio")]
 pub use async_saver::AsyncSaver;
 pub use commit::Durability;
+pub use compaction::CompactionStats;
 pub use error::{Error, Result};
 pub use id::CheckpointIdGenerator;
+pub use logstore::LogStore;
 pub use memory::MemorySaver;
 pub use model::{
     Blob, ChannelVersion, ChannelVersions, Checkpoint, CheckpointTuple, Config, DeltaChannelHistory, ListQuery,
     Metadata, PendingWrite, PruneStrategy,
 };
 pub use recovery::{Damage, RecoveryMode, RecoveryReport};
+pub use retention::RetentionStats;
 pub use saver::{CheckpointSaver, metadata_matches, next_version, write_slot};
-pub use store::{LOCK_FILE, LogStore, Options, StoreStats};
+pub use store::{AutoCompaction, LOCK_FILE, Options, Retention, SegmentSpace, SpaceStats, StoreStats};
 
 /// The README's examples, compiled and run as doctests so they stay true.
 #[cfg(doctest)]

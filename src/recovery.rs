@@ -328,7 +328,7 @@ fn check_frame_order(frame: &FrameHeader, offset: u64, previous: Option<u64>) ->
 }
 
 /// The first offset at or after `from` (aligned) where a whole valid frame starts.
-fn next_valid_frame(data: &[u8], from: u64, seq: u64) -> Option<(u64, FrameHeader)> {
+pub(crate) fn next_valid_frame(data: &[u8], from: u64, seq: u64) -> Option<(u64, FrameHeader)> {
     let mut at = from.div_ceil(FRAME_ALIGN) * FRAME_ALIGN;
     while at as usize + FRAME_HEADER_LEN <= data.len() {
         let slot = &data[at as usize..];

@@ -118,6 +118,14 @@ impl Segment {
         }
     }
 
+    /// Size of the file: the mapped length when sealed, the file's length when active.
+    pub fn file_len(&self) -> u64 {
+        match &self.storage {
+            Storage::Sealed { map } => map.len() as u64,
+            Storage::Active { file, .. } => file.len().unwrap_or(0),
+        }
+    }
+
     /// All bytes of a sealed (mapped) segment.
     pub fn mapped_bytes(&self) -> Option<&[u8]> {
         match &self.storage {
@@ -208,6 +216,11 @@ impl SegmentSet {
     /// Add or replace a segment (replacing is how a segment goes from active to sealed).
     pub fn insert(&self, segment: Arc<Segment>) {
         self.segments.write().insert(segment.seq, segment);
+    }
+
+    /// Drop a retired segment from the set (readers holding it keep it alive).
+    pub fn remove(&self, seq: u32) {
+        self.segments.write().remove(&seq);
     }
 
     /// The segment with this sequence number.

@@ -9,10 +9,12 @@ use std::collections::BinaryHeap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::SystemTime;
 
 use parking_lot::RwLock;
 
 use crate::commit::{Batch, CommitStats, Committer, Durability, Writer, WriterOptions};
+use crate::compaction::CompactionStats;
 use crate::error::{Error, Result};
 use crate::id::CheckpointIdGenerator;
 use crate::index::{CheckpointKey, CheckpointSlot, Index, IndexOp, NamespaceIndex, blob_hash};
@@ -27,9 +29,10 @@ use crate::records::{
     DeleteThreadRecord, WritesRecord, checkpoint_blob_refs, decode, decode_prefix,
 };
 use crate::recovery::{RecoveryMode, RecoveryReport, recover};
+use crate::retention::{self, RetentionStats};
 use crate::saver::{Ancestor, CheckpointSaver, check_thread_id, metadata_matches, run_id_of, walk_delta_history};
 use crate::segment::{Loc, SegmentSet};
-use crate::vfs::{LockGuard, RealFs, Vfs};
+use crate::vfs::{LockGuard, Vfs};
 
 /// Name of the lock file in a store directory.
 pub const LOCK_FILE: &str = "LOCK";
@@ -51,6 +54,42 @@ pub struct Options {
     /// Durability `None`: bytes buffered in memory before they are written to the file.
     /// Default: 1 MiB.
     pub buffer_bytes: usize,
+    /// Background compaction; `None` turns it off. Default: on, see [`AutoCompaction`].
+    pub auto_compaction: Option<AutoCompaction>,
+    /// Retention applied by [`LogStore::apply_retention`] and, with an interval, in the
+    /// background. Default: keep everything.
+    pub retention: Retention,
+}
+
+/// When the background compactor rewrites the oldest segments.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AutoCompaction {
+    /// Compact a prefix of sealed segments once this share of its bytes is garbage. Default 0.5.
+    pub garbage_ratio: f64,
+    /// ... and it holds at least this many garbage bytes. Default 32 MiB.
+    pub min_garbage_bytes: u64,
+    /// How often the compactor looks. Default 10 s.
+    pub interval: std::time::Duration,
+}
+
+impl Default for AutoCompaction {
+    fn default() -> Self {
+        AutoCompaction { garbage_ratio: 0.5, min_garbage_bytes: 32 << 20, interval: std::time::Duration::from_secs(10) }
+    }
+}
+
+/// What to keep. A checkpoint is removed if it is not among the newest `keep_last` of its
+/// namespace, or if it is older than `max_age` (by the time in its uuid6 id, else its `ts`). A
+/// kept checkpoint whose parent is removed gets no parent, cleanly; its values and pending
+/// writes are untouched.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Retention {
+    /// Keep at most this many checkpoints per (thread, namespace).
+    pub keep_last: Option<usize>,
+    /// Remove checkpoints older than this.
+    pub max_age: Option<std::time::Duration>,
+    /// Apply in the background this often (`None`: only when asked).
+    pub interval: Option<std::time::Duration>,
 }
 
 impl Default for Options {
@@ -62,6 +101,8 @@ impl Default for Options {
             recovery: RecoveryMode::TolerateTornTail,
             max_value_bytes: 1 << 30,
             buffer_bytes: 1 << 20,
+            auto_compaction: Some(AutoCompaction::default()),
+            retention: Retention::default(),
         }
     }
 }
@@ -96,9 +137,8 @@ pub struct StoreStats {
     pub bytes_written: u64,
 }
 
-/// The embedded, log-structured checkpoint store. Share it across threads (`&LogStore` or
-/// `Arc<LogStore>`); every method takes `&self`.
-pub struct LogStore {
+/// The store's state, shared by [`LogStore`] and its background worker.
+pub(crate) struct Engine {
     dir: PathBuf,
     options: Options,
     index: RwLock<Index>,
@@ -110,18 +150,13 @@ pub struct LogStore {
     closed: AtomicBool,
     /// The directory lock; dropped (unlocking the directory) by `close` or drop.
     lock: parking_lot::Mutex<Option<LockGuard>>,
+    layout: Arc<Layout>,
+    /// One compaction at a time.
+    compacting: parking_lot::Mutex<()>,
 }
 
-impl LogStore {
-    /// Open (or create) the store in `dir`. Fails at once with [`Error::Locked`] if another
-    /// `LogStore`, in this process or another, has it open.
-    pub fn open(dir: impl AsRef<Path>, options: Options) -> Result<LogStore> {
-        LogStore::open_with(RealFs::shared(), dir, options)
-    }
-
-    /// [`open`](Self::open) on another file system (the fault injector or power-loss simulator
-    /// of the `testing` feature, for example).
-    pub fn open_with(vfs: Arc<dyn Vfs>, dir: impl AsRef<Path>, options: Options) -> Result<LogStore> {
+impl Engine {
+    pub(crate) fn open_with(vfs: Arc<dyn Vfs>, dir: impl AsRef<Path>, options: Options) -> Result<Engine> {
         let dir = dir.as_ref().to_path_buf();
         if options.segment_size < 4096 || options.segment_size > u64::from(u32::MAX) {
             return Err(Error::invalid(format!(
@@ -172,7 +207,7 @@ impl LogStore {
             elapsed_ms = recovered.report.elapsed.as_millis() as u64,
             "opened store"
         );
-        Ok(LogStore {
+        Ok(Engine {
             dir,
             options,
             index: RwLock::new(recovered.index),
@@ -183,39 +218,41 @@ impl LogStore {
             report: recovered.report,
             closed: AtomicBool::new(false),
             lock: parking_lot::Mutex::new(Some(lock)),
+            layout,
+            compacting: parking_lot::Mutex::new(()),
         })
     }
 
     /// The store directory.
-    pub fn dir(&self) -> &Path {
+    pub(crate) fn dir(&self) -> &Path {
         &self.dir
     }
 
     /// The options the store was opened with.
-    pub fn options(&self) -> &Options {
+    pub(crate) fn options(&self) -> &Options {
         &self.options
     }
 
     /// What recovery found when the store was opened.
-    pub fn recovery_report(&self) -> &RecoveryReport {
+    pub(crate) fn recovery_report(&self) -> &RecoveryReport {
         &self.report
     }
 
     /// A new checkpoint id (uuid6), greater than every id made by this process and every id in
     /// the store when it was opened.
-    pub fn next_checkpoint_id(&self) -> String {
+    pub(crate) fn next_checkpoint_id(&self) -> String {
         self.ids.next_id()
     }
 
     /// Make everything committed so far durable (writes buffered bytes, fdatasync).
-    pub fn flush(&self) -> Result<()> {
+    pub(crate) fn flush(&self) -> Result<()> {
         self.check_open()?;
         self.committer.flush()
     }
 
     /// Flush and close, releasing the directory lock so the store can be opened again. Later
     /// calls fail with [`Error::Closed`]; closing twice is harmless.
-    pub fn close(&self) -> Result<()> {
+    pub(crate) fn close(&self) -> Result<()> {
         if self.closed.swap(true, Ordering::SeqCst) {
             return Ok(());
         }
@@ -225,7 +262,7 @@ impl LogStore {
     }
 
     /// Counters of the index and the write path.
-    pub fn stats(&self) -> StoreStats {
+    pub(crate) fn stats(&self) -> StoreStats {
         let counts = self.index.read().counts();
         StoreStats {
             threads: counts.threads,
@@ -440,7 +477,7 @@ impl LogStore {
     }
 }
 
-impl Drop for LogStore {
+impl Drop for Engine {
     fn drop(&mut self) {
         if !self.closed.load(Ordering::SeqCst)
             && let Err(error) = self.close()
@@ -458,7 +495,7 @@ struct ListSource<'a> {
     entries: Box<dyn Iterator<Item = (&'a CheckpointKey, &'a CheckpointSlot)> + 'a>,
 }
 
-impl CheckpointSaver for LogStore {
+impl CheckpointSaver for Engine {
     fn get_tuple(&self, config: &Config) -> Result<Option<CheckpointTuple>> {
         self.check_open()?;
         check_thread_id(&config.thread_id)?;
@@ -703,24 +740,175 @@ impl CheckpointSaver for LogStore {
                         batch.push(&DeleteThreadRecord { thread_id: Cow::Borrowed(thread) }, op)?;
                     }
                     PruneStrategy::KeepLatest => {
-                        for (ns_name, ns) in &thread_index.namespaces {
-                            let latest = ns.checkpoints.last_key_value().map(|(key, _)| key);
-                            let mut doomed: Vec<&CheckpointKey> = ns
-                                .checkpoints
-                                .keys()
-                                .chain(ns.writes.keys())
-                                .filter(|key| Some(*key) != latest)
-                                .collect();
-                            doomed.sort_unstable();
-                            doomed.dedup();
-                            let doomed = doomed.into_iter().map(|key| Cow::Owned(key.as_str().into_owned())).collect();
-                            push_delete_checkpoints(&mut batch, thread, ns_name, doomed)?;
-                        }
+                        let _ = thread_index;
+                        let keep_latest = Retention { keep_last: Some(1), ..Retention::default() };
+                        let plans = retention::plan(
+                            &index,
+                            &keep_latest,
+                            Some(std::slice::from_ref(thread)),
+                            true,
+                            SystemTime::now(),
+                        );
+                        self.retention_batch(&index, &plans, &mut batch)?;
                     }
                 }
             }
         }
         self.commit(batch)
+    }
+}
+
+impl Engine {
+    /// Records that carry out retention `plans`: kept checkpoints whose parent goes are
+    /// rewritten without one, then the removals.
+    fn retention_batch(
+        &self,
+        index: &Index,
+        plans: &[retention::NamespacePlan],
+        batch: &mut Batch,
+    ) -> Result<RetentionStats> {
+        let mut stats = RetentionStats::default();
+        for plan in plans {
+            let Some(ns) = index.namespace(&plan.thread, &plan.ns) else { continue };
+            let removed: std::collections::HashSet<String> =
+                plan.remove.iter().map(|k| k.as_str().into_owned()).collect();
+            for key in &plan.keep {
+                let Some(slot) = ns.checkpoints.get(key) else { continue };
+                let bytes = self.segments.read_record(slot.loc)?;
+                let mut record: CheckpointRecord =
+                    decode(bytes.view().body).map_err(|reason| record_error(&self.segments, slot.loc, reason))?;
+                if !record.head.parent_id.as_deref().is_some_and(|parent| removed.contains(parent)) {
+                    continue;
+                }
+                record.head.parent_id = None;
+                let op = IndexOp::Checkpoint {
+                    thread: Cow::Owned(plan.thread.clone()),
+                    ns: Cow::Owned(plan.ns.clone()),
+                    id: Cow::Owned(key.as_str().into_owned()),
+                    run_id: record.head.run_id.as_ref().map(|run| Cow::Owned(run.to_string())),
+                    refs: checkpoint_blob_refs(&record.body.channel_versions),
+                };
+                batch.push(&record, op)?;
+                stats.parents_cleared += 1;
+            }
+            stats.checkpoints_removed += plan.remove.iter().filter(|k| ns.checkpoints.contains_key(*k)).count() as u64;
+            let ids = plan.remove.iter().map(|key| Cow::Owned(key.as_str().into_owned())).collect();
+            push_delete_checkpoints(batch, &plan.thread, &plan.ns, ids)?;
+        }
+        Ok(stats)
+    }
+
+    /// Apply [`Options::retention`] to every thread now.
+    pub(crate) fn apply_retention(&self) -> Result<RetentionStats> {
+        self.check_open()?;
+        let mut batch = Batch::new();
+        let stats = {
+            let index = self.index.read();
+            let plans = retention::plan(&index, &self.options.retention, None, false, SystemTime::now());
+            self.retention_batch(&index, &plans, &mut batch)?
+        };
+        self.commit(batch)?;
+        Ok(stats)
+    }
+
+    /// Bytes per segment: on disk, in records, live.
+    pub(crate) fn space(&self) -> SpaceStats {
+        let manifest = self.layout.manifest();
+        let index = self.index.read();
+        let mut space = SpaceStats::default();
+        for seq in manifest.segments {
+            let usage = index.usage.get(&seq).copied().unwrap_or_default();
+            let file_bytes = self.segments.get(seq).map_or(0, |s| s.file_len());
+            space.file_bytes += file_bytes;
+            space.record_bytes += usage.records;
+            space.live_bytes += usage.live;
+            space.segments.push(SegmentSpace { seq, file_bytes, record_bytes: usage.records, live_bytes: usage.live });
+        }
+        space
+    }
+
+    /// Seal the active segment and compact every segment: all garbage is reclaimed.
+    pub(crate) fn compact_all(&self) -> Result<CompactionStats> {
+        self.check_open()?;
+        let _one = self.compacting.lock();
+        self.committer.seal_active()?;
+        let manifest = self.layout.manifest();
+        let sealed = &manifest.segments[..manifest.segments.len().saturating_sub(1)];
+        self.compact_segments(sealed)
+    }
+
+    /// Compact the longest prefix of sealed segments whose garbage passes `policy`, if any.
+    pub(crate) fn compact_if_needed(&self, policy: &AutoCompaction) -> Result<Option<CompactionStats>> {
+        self.check_open()?;
+        let Some(_one) = self.compacting.try_lock() else { return Ok(None) };
+        let space = self.space();
+        let sealed = &space.segments[..space.segments.len().saturating_sub(1)];
+        let (mut bytes, mut garbage, mut best) = (0u64, 0u64, 0usize);
+        for (i, segment) in sealed.iter().enumerate() {
+            bytes += segment.file_bytes;
+            garbage += segment.file_bytes.saturating_sub(segment.live_bytes);
+            if bytes > 0 && garbage as f64 >= policy.garbage_ratio * bytes as f64 && garbage >= policy.min_garbage_bytes
+            {
+                best = i + 1;
+            }
+        }
+        if best == 0 {
+            return Ok(None);
+        }
+        let seqs: Vec<u32> = sealed[..best].iter().map(|s| s.seq).collect();
+        self.compact_segments(&seqs).map(Some)
+    }
+
+    fn compact_segments(&self, seqs: &[u32]) -> Result<CompactionStats> {
+        if seqs.is_empty() {
+            return Ok(CompactionStats::default());
+        }
+        let victims: Vec<_> = seqs
+            .iter()
+            .map(|&seq| self.segments.get(seq).ok_or_else(|| Error::invalid(format!("segment {seq} is not open"))))
+            .collect::<Result<_>>()?;
+        let stats = crate::compaction::compact_prefix(
+            &self.layout,
+            &self.index,
+            &victims,
+            self.options.segment_size,
+            &|error| self.committer.poison(error),
+        )?;
+        tracing::info!(?stats, "compacted");
+        Ok(stats)
+    }
+}
+
+/// Space used by one segment.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SegmentSpace {
+    /// Segment number.
+    pub seq: u32,
+    /// Size of the file (the active segment's includes its preallocated tail).
+    pub file_bytes: u64,
+    /// Bytes of records in it.
+    pub record_bytes: u64,
+    /// Bytes of records still needed.
+    pub live_bytes: u64,
+}
+
+/// Space used by the store, per segment in log order.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SpaceStats {
+    /// Every segment, in log order; the last is the active one.
+    pub segments: Vec<SegmentSpace>,
+    /// Total size of the segment files.
+    pub file_bytes: u64,
+    /// Total bytes of records.
+    pub record_bytes: u64,
+    /// Total bytes of live records.
+    pub live_bytes: u64,
+}
+
+impl SpaceStats {
+    /// Share of record bytes that is garbage (0 when empty).
+    pub fn garbage_ratio(&self) -> f64 {
+        if self.record_bytes == 0 { 0.0 } else { 1.0 - self.live_bytes as f64 / self.record_bytes as f64 }
     }
 }
 

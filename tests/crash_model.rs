@@ -20,7 +20,7 @@ fn random_bytes(seed: u64, len: usize) -> Vec<u8> {
 
 #[test]
 fn random_sequences_survive_crashes_in_every_durability_mode() {
-    let mut totals = (0, 0, 0, 0);
+    let mut totals = (0, 0, 0, 0, 0);
     for seed in 0..150u64 {
         for durability in [Durability::Sync, Durability::Flush, Durability::None] {
             let ops = decode_ops(&random_bytes(seed, 150));
@@ -30,13 +30,14 @@ fn random_sequences_survive_crashes_in_every_durability_mode() {
             totals.1 += report.crashes;
             totals.2 += report.torn_writes;
             totals.3 += report.recoveries;
+            totals.4 += report.compactions;
         }
     }
     println!(
-        "model: {} calls, {} power cuts, {} torn writes, {} recoveries checked",
-        totals.0, totals.1, totals.2, totals.3
+        "model: {} calls, {} power cuts, {} torn writes, {} recoveries checked, {} compactions",
+        totals.0, totals.1, totals.2, totals.3, totals.4
     );
-    assert!(totals.1 > 300 && totals.3 >= totals.1, "{totals:?}");
+    assert!(totals.1 > 300 && totals.3 >= totals.1 && totals.4 > 100, "{totals:?}");
 }
 
 #[test]

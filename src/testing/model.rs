@@ -79,6 +79,8 @@ pub enum ModelOp {
     },
     /// Clean close and reopen.
     Reopen,
+    /// Compact every segment; the logical state must not change.
+    Compact,
 }
 
 /// Operations from arbitrary bytes (at most 64), three bytes each.
@@ -97,7 +99,8 @@ pub fn decode_ops(data: &[u8]) -> Vec<ModelOp> {
                 12 => ModelOp::Flush,
                 13 => ModelOp::Crash { seed: (u64::from(a) << 8) | u64::from(b) },
                 14 => ModelOp::CrashDuring { nth_io: a % 12 + 1, seed: u64::from(b) + 1 },
-                _ => ModelOp::Reopen,
+                _ if a & 1 == 0 => ModelOp::Reopen,
+                _ => ModelOp::Compact,
             }
         })
         .collect()
@@ -144,6 +147,8 @@ pub struct ModelReport {
     pub faults: u64,
     /// Recoveries whose state was checked.
     pub recoveries: u64,
+    /// Compactions run.
+    pub compactions: u64,
 }
 
 fn everything(saver: &dyn CheckpointSaver) -> crate::Result<Vec<CheckpointTuple>> {
@@ -300,7 +305,13 @@ pub fn run_model(ops: &[ModelOp], durability: Durability) -> Result<ModelReport,
     let sim = SimFs::new();
     let faults = FaultFs::new(sim.vfs());
     // Small segments, so runs cross segment boundaries and crash during rotations.
-    let options = Options { durability, segment_size: 4096, buffer_bytes: 2048, ..Options::default() };
+    let options = Options {
+        durability,
+        segment_size: 4096,
+        buffer_bytes: 2048,
+        auto_compaction: None, // compactions are the model's own operations
+        ..Options::default()
+    };
     let mut harness = Harness {
         sim,
         faults,
@@ -327,6 +338,14 @@ pub fn run_model(ops: &[ModelOp], durability: Durability) -> Result<ModelReport,
                 if got != everything(&harness.visible).map_err(|e| e.to_string())? {
                     return Err("state after a clean reopen differs from the reference".into());
                 }
+            }
+            ModelOp::Compact => {
+                harness.store()?.compact().map_err(|e| format!("compact: {e}"))?;
+                let got = everything(harness.store()?).map_err(|e| e.to_string())?;
+                if got != everything(&harness.visible).map_err(|e| e.to_string())? {
+                    return Err("compaction changed what the store returns".into());
+                }
+                harness.report.compactions += 1;
             }
             ModelOp::Crash { seed } => {
                 harness.sim.crash(*seed);

@@ -1,0 +1,329 @@
+//! Online compaction: rewrite the live records of the oldest segments and retire the files.
+//!
+//! Compaction works on a *prefix* of the log (the first segments of the manifest, all sealed).
+//! That keeps replay correct without versions: every record a dropped tombstone deleted is in
+//! the prefix too (it is older), so tombstones can go; and a live record copied to the output,
+//! which takes the prefix's place in the manifest, still replays before everything newer.
+//!
+//! Steps, and what a crash after each leaves (see docs/design.md, "Compaction"):
+//! 1. Copy: decide liveness from the index (read lock), copy live records verbatim into new
+//!    segment files, fsync them. Crash: the outputs are not in the manifest; removed at open.
+//! 2. Switch (index write lock held, so no reader or writer sees a half state): re-check blobs
+//!    dropped as unreferenced (copy any that gained a reader), write the new manifest
+//!    atomically, point index entries that still name the old location at the copy.
+//!    Crash: either manifest is complete and consistent.
+//! 3. Retire: drop the old segments from the open set (readers holding one keep their view:
+//!    the map outlives the unlinked file) and unlink them. Crash: unlisted files removed at open.
+//!
+//! A failure before the switch abandons the outputs and leaves the store as it was; a failure
+//! during the switch poisons the store (the manifest's durable state is unknown).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::RwLock;
+
+use crate::error::{Error, Result};
+use crate::format::{FRAME_HEADER_LEN, FrameHeader, SEGMENT_HEADER_LEN, align_up, parse_frame, salted_hasher};
+use crate::index::{Index, IndexOp};
+use crate::manifest::Layout;
+use crate::recovery::{index_op, next_valid_frame};
+use crate::segment::{Loc, Segment, segment_path, sync_dir};
+use crate::vfs::VfsFile;
+
+/// What a compaction did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CompactionStats {
+    /// Segments rewritten (and retired).
+    pub segments_rewritten: u64,
+    /// Segments written.
+    pub segments_written: u64,
+    /// Bytes of the rewritten segments.
+    pub bytes_before: u64,
+    /// Bytes of the segments written in their place.
+    pub bytes_after: u64,
+    /// Bytes of live records copied.
+    pub bytes_copied: u64,
+    /// Live records copied.
+    pub records_copied: u64,
+    /// Dead records and tombstones dropped.
+    pub records_dropped: u64,
+    /// Wall time.
+    pub elapsed: Duration,
+}
+
+/// A record copied into the output: the op it makes, where it was, where it is now.
+struct Moved {
+    op: IndexOp<'static>,
+    from: Loc,
+    to: Loc,
+}
+
+/// A blob nothing read when it was dropped; it is copied late if that changed by the switch.
+struct DroppedBlob {
+    op: IndexOp<'static>,
+    loc: Loc,
+    bytes: Vec<u8>,
+}
+
+/// Writes copied records into fresh segments, framed like the live log.
+struct Output<'a> {
+    layout: &'a Layout,
+    segment_size: u64,
+    /// Finished and current segments: (number, file, bytes written).
+    files: Vec<(u32, Arc<dyn VfsFile>, u64)>,
+    frame_seq: u64,
+    payload: Vec<u8>,
+    /// Records in `payload`: offset in payload, body length.
+    pending: Vec<(usize, u32)>,
+    placed: Vec<Loc>,
+}
+
+impl<'a> Output<'a> {
+    fn new(layout: &'a Layout, segment_size: u64) -> Self {
+        Output {
+            layout,
+            segment_size,
+            files: Vec::new(),
+            frame_seq: 0,
+            payload: Vec::new(),
+            pending: Vec::new(),
+            placed: Vec::new(),
+        }
+    }
+
+    /// Queue a record (header and body, verbatim); its location is known once its frame is
+    /// written (`flush_frame`).
+    fn push(&mut self, record: &[u8], body_len: u32) -> Result<()> {
+        if !self.payload.is_empty() && self.payload.len() + record.len() > (1 << 20) {
+            self.flush_frame()?;
+        }
+        self.pending.push((self.payload.len(), body_len));
+        self.payload.extend_from_slice(record);
+        Ok(())
+    }
+
+    fn flush_frame(&mut self) -> Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let span = align_up((FRAME_HEADER_LEN + self.payload.len()) as u64);
+        let needs_new = self
+            .files
+            .last()
+            .is_none_or(|(_, _, used)| used + span > self.segment_size.max(span + SEGMENT_HEADER_LEN as u64));
+        if needs_new {
+            let seq = self.layout.new_segment_number();
+            let capacity = self.segment_size.max(span + SEGMENT_HEADER_LEN as u64);
+            let segment = Segment::create(&*self.layout.vfs, &self.layout.dir, seq, capacity, false)?;
+            let file = segment.active_file().cloned().ok_or_else(|| Error::invalid("new segment is not writable"))?;
+            self.files.push((seq, file, SEGMENT_HEADER_LEN as u64));
+            self.frame_seq = 0;
+        }
+        let Some((seq, file, used)) = self.files.last_mut() else { return Err(Error::invalid("no output segment")) };
+        self.frame_seq += 1;
+        let mut crc = salted_hasher(u64::from(*seq));
+        crc.update(&self.payload);
+        let header = FrameHeader {
+            payload_len: self.payload.len() as u32,
+            record_count: self.pending.len() as u32,
+            frame_seq: self.frame_seq,
+            synced_upto: *used,
+            payload_crc: crc.finalize(),
+        };
+        let mut frame = header.encode(u64::from(*seq)).to_vec();
+        frame.extend_from_slice(&self.payload);
+        frame.resize(span as usize, 0);
+        let path = segment_path(&self.layout.dir, *seq);
+        file.write_all_at(&frame, *used).map_err(|e| Error::io("write", &path, e))?;
+        for &(at, len) in &self.pending {
+            let offset = *used + FRAME_HEADER_LEN as u64 + at as u64;
+            self.placed.push(Loc { segment: *seq, offset: offset as u32, len });
+        }
+        *used += span;
+        self.payload.clear();
+        self.pending.clear();
+        Ok(())
+    }
+
+    /// Write the last frame, trim every output to its data and make it durable.
+    fn finish(&mut self) -> Result<()> {
+        self.flush_frame()?;
+        for (seq, file, used) in &self.files {
+            let path = segment_path(&self.layout.dir, *seq);
+            file.set_len(*used).map_err(|e| Error::io("trim compacted segment", &path, e))?;
+            file.sync_all().map_err(|e| Error::io("fsync compacted segment", &path, e))?;
+        }
+        Ok(())
+    }
+
+    /// Remove the outputs (compaction abandoned).
+    fn abandon(&self) {
+        for (seq, _, _) in &self.files {
+            let _ = self.layout.vfs.remove_file(&segment_path(&self.layout.dir, *seq));
+        }
+    }
+}
+
+/// Compact `victims`, the first segments of the manifest (all sealed).
+pub fn compact_prefix(
+    layout: &Layout,
+    index: &RwLock<Index>,
+    victims: &[Arc<Segment>],
+    segment_size: u64,
+    on_switch_failure: &dyn Fn(&Error),
+) -> Result<CompactionStats> {
+    let started = Instant::now();
+    let mut stats = CompactionStats { segments_rewritten: victims.len() as u64, ..CompactionStats::default() };
+    let mut output = Output::new(layout, segment_size);
+    let mut moved_ops = Vec::new();
+    let mut dropped_blobs = Vec::new();
+    let copied = copy_live(victims, index, &mut output, &mut moved_ops, &mut dropped_blobs, &mut stats)
+        .and_then(|()| output.finish());
+    if let Err(error) = copied {
+        output.abandon();
+        return Err(error);
+    }
+
+    // The switch: no reader or writer sees the index between the manifest and the moves.
+    let mut index = index.write();
+    let late: Vec<&DroppedBlob> = dropped_blobs
+        .iter()
+        .filter(|blob| match &blob.op {
+            IndexOp::Blob { thread, ns, hash } => !index.drop_unreferenced_blob(thread, ns, *hash, blob.loc),
+            _ => false,
+        })
+        .collect();
+    if !late.is_empty() {
+        // Read again since it was judged garbage: keep it after all.
+        let appended =
+            late.iter().try_for_each(|blob| output.push(&blob.bytes, blob.loc.len)).and_then(|()| output.finish());
+        if let Err(error) = appended {
+            output.abandon();
+            return Err(error);
+        }
+        for blob in &late {
+            moved_ops.push((blob.op.clone(), blob.loc));
+        }
+        stats.records_copied += late.len() as u64;
+    }
+    let moves: Vec<Moved> = moved_ops
+        .into_iter()
+        .zip(output.placed.iter().copied())
+        .map(|((op, from), to)| Moved { op, from, to })
+        .collect();
+    let old: Vec<u32> = victims.iter().map(|s| s.seq).collect();
+    let new: Vec<u32> = output.files.iter().map(|(seq, _, _)| *seq).collect();
+    for (seq, _, used) in &output.files {
+        stats.bytes_after += used;
+        layout.segments.insert(Arc::new(Segment::sealed(&*layout.vfs, *seq, segment_path(&layout.dir, *seq))?));
+    }
+    stats.segments_written = new.len() as u64;
+    if let Err(error) = layout.replace_prefix(&old, &new) {
+        on_switch_failure(&error);
+        return Err(error);
+    }
+    for entry in &moves {
+        index.relocate(&entry.op, entry.from, entry.to);
+    }
+    index.forget_segments(&old);
+    drop(index);
+
+    // Retire: readers holding a victim keep their map; the unlinked file goes with the last one.
+    for seq in &old {
+        layout.segments.remove(*seq);
+        let path = segment_path(&layout.dir, *seq);
+        if let Err(error) = layout.vfs.remove_file(&path) {
+            tracing::warn!(%error, path = %path.display(), "cannot remove a compacted segment; it is removed at the next open");
+        }
+    }
+    sync_dir(&*layout.vfs, &layout.dir)?;
+    stats.elapsed = started.elapsed();
+    Ok(stats)
+}
+
+/// Step 1: copy every live record of the victims, in log order, into `output`.
+fn copy_live(
+    victims: &[Arc<Segment>],
+    index: &RwLock<Index>,
+    output: &mut Output<'_>,
+    moved: &mut Vec<(IndexOp<'static>, Loc)>,
+    dropped_blobs: &mut Vec<DroppedBlob>,
+    stats: &mut CompactionStats,
+) -> Result<()> {
+    for segment in victims {
+        let data =
+            segment.mapped_bytes().ok_or_else(|| Error::corruption(&segment.path, 0, "segment is not sealed"))?;
+        stats.bytes_before += data.len() as u64;
+        let seq = u64::from(segment.seq);
+        let mut offset = SEGMENT_HEADER_LEN as u64;
+        while (offset as usize) < data.len() {
+            let frame = match parse_frame(&data[offset as usize..], seq) {
+                Ok(frame) => frame,
+                // Damage skipped at open (SkipCorrupted): skip it here too.
+                Err(_) => match next_valid_frame(data, offset + 8, seq) {
+                    Some((next, _)) => {
+                        offset = next;
+                        continue;
+                    }
+                    None => break,
+                },
+            };
+            let (header, records) = frame;
+            // One read lock per frame: writers are never held up for long.
+            let index = index.read();
+            for (relative, record) in records {
+                let loc = Loc {
+                    segment: segment.seq,
+                    offset: (offset as usize + relative) as u32,
+                    len: record.body.len() as u32,
+                };
+                let op = index_op(&record)
+                    .map_err(|reason| Error::corruption(&segment.path, u64::from(loc.offset), reason))?;
+                let start = loc.offset as usize;
+                let bytes = &data[start..start + loc.disk_len() as usize];
+                let live = index.is_live(&op, loc);
+                if live {
+                    output.push(bytes, loc.len)?;
+                    moved.push((to_static(&op), loc));
+                    stats.records_copied += 1;
+                    stats.bytes_copied += loc.disk_len();
+                } else {
+                    if let IndexOp::Blob { thread, ns, hash } = &op
+                        && index
+                            .namespace(thread, ns)
+                            .and_then(|n| n.blobs.get(hash))
+                            .is_some_and(|slot| slot.loc == loc)
+                    {
+                        dropped_blobs.push(DroppedBlob { op: to_static(&op), loc, bytes: bytes.to_vec() });
+                    }
+                    stats.records_dropped += 1;
+                }
+            }
+            offset += header.span();
+        }
+    }
+    Ok(())
+}
+
+fn to_static(op: &IndexOp<'_>) -> IndexOp<'static> {
+    use std::borrow::Cow;
+    let own = |s: &Cow<'_, str>| Cow::Owned(s.to_string());
+    match op {
+        IndexOp::Checkpoint { thread, ns, id, run_id, refs } => IndexOp::Checkpoint {
+            thread: own(thread),
+            ns: own(ns),
+            id: own(id),
+            run_id: run_id.as_ref().map(own),
+            refs: refs.clone(),
+        },
+        IndexOp::Blob { thread, ns, hash } => IndexOp::Blob { thread: own(thread), ns: own(ns), hash: *hash },
+        IndexOp::Writes { thread, ns, checkpoint_id, special } => {
+            IndexOp::Writes { thread: own(thread), ns: own(ns), checkpoint_id: own(checkpoint_id), special: *special }
+        }
+        IndexOp::DeleteThread { thread } => IndexOp::DeleteThread { thread: own(thread) },
+        IndexOp::DeleteCheckpoints { thread, ns, ids } => {
+            IndexOp::DeleteCheckpoints { thread: own(thread), ns: own(ns), ids: ids.iter().map(own).collect() }
+        }
+    }
+}

@@ -1,0 +1,223 @@
+//! `LogStore`: the public handle of the engine, and its background worker (automatic
+//! compaction and retention).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex};
+
+use crate::compaction::CompactionStats;
+use crate::error::Result;
+use crate::model::{
+    Blob, ChannelVersions, Checkpoint, CheckpointTuple, Config, DeltaChannelHistory, ListQuery, Metadata, PruneStrategy,
+};
+use crate::recovery::RecoveryReport;
+use crate::retention::RetentionStats;
+use crate::saver::CheckpointSaver;
+use crate::store::{Engine, Options, SpaceStats, StoreStats};
+use crate::vfs::{RealFs, Vfs};
+
+/// The embedded, log-structured checkpoint store. Share it across threads (`&LogStore` or
+/// `Arc<LogStore>`); every method takes `&self`.
+///
+/// Unless [`Options::auto_compaction`] is `None` and [`Options::retention`] has no interval, a
+/// background thread compacts and applies retention; `close` (or drop) stops it.
+pub struct LogStore {
+    engine: Arc<Engine>,
+    worker: Mutex<Option<Worker>>,
+}
+
+struct Worker {
+    stop: Arc<(Mutex<bool>, Condvar)>,
+    thread: JoinHandle<()>,
+}
+
+impl LogStore {
+    /// Open (or create) the store in `dir`. Fails at once with [`crate::Error::Locked`] if
+    /// another `LogStore`, in this process or another, has it open.
+    pub fn open(dir: impl AsRef<Path>, options: Options) -> Result<LogStore> {
+        LogStore::open_with(RealFs::shared(), dir, options)
+    }
+
+    /// [`open`](Self::open) on another file system (the fault injector or power-loss simulator
+    /// of the `testing` feature, for example).
+    pub fn open_with(vfs: Arc<dyn Vfs>, dir: impl AsRef<Path>, options: Options) -> Result<LogStore> {
+        let engine = Arc::new(Engine::open_with(vfs, dir, options)?);
+        let worker = Worker::start(&engine);
+        Ok(LogStore { engine, worker: Mutex::new(worker) })
+    }
+
+    /// The store directory.
+    pub fn dir(&self) -> &Path {
+        self.engine.dir()
+    }
+
+    /// The options the store was opened with.
+    pub fn options(&self) -> &Options {
+        self.engine.options()
+    }
+
+    /// What recovery found when the store was opened.
+    pub fn recovery_report(&self) -> &RecoveryReport {
+        self.engine.recovery_report()
+    }
+
+    /// A new checkpoint id (uuid6), greater than every id made by this process and every id in
+    /// the store when it was opened.
+    pub fn next_checkpoint_id(&self) -> String {
+        self.engine.next_checkpoint_id()
+    }
+
+    /// Make everything committed so far durable (writes buffered bytes, fdatasync).
+    pub fn flush(&self) -> Result<()> {
+        self.engine.flush()
+    }
+
+    /// Stop the background worker, flush, write the index snapshot and release the directory.
+    /// Later calls fail with [`crate::Error::Closed`]; closing twice is harmless.
+    pub fn close(&self) -> Result<()> {
+        if let Some(worker) = self.worker.lock().take() {
+            worker.stop();
+        }
+        self.engine.close()
+    }
+
+    /// Counters of the index and the write path.
+    pub fn stats(&self) -> StoreStats {
+        self.engine.stats()
+    }
+
+    /// Bytes on disk, in records and live, per segment.
+    pub fn space(&self) -> SpaceStats {
+        self.engine.space()
+    }
+
+    /// Seal the active segment and rewrite every segment's live records, reclaiming all
+    /// garbage. Readers and writers keep working meanwhile.
+    pub fn compact(&self) -> Result<CompactionStats> {
+        self.engine.compact_all()
+    }
+
+    /// Apply [`Options::retention`] (`keep_last`, `max_age`) to every thread now.
+    pub fn apply_retention(&self) -> Result<RetentionStats> {
+        self.engine.apply_retention()
+    }
+}
+
+impl Drop for LogStore {
+    fn drop(&mut self) {
+        if let Err(error) = self.close() {
+            tracing::warn!(%error, dir = %self.engine.dir().display(), "close at drop failed");
+        }
+    }
+}
+
+impl Worker {
+    /// Start the worker if the options ask for background work.
+    fn start(engine: &Arc<Engine>) -> Option<Worker> {
+        let options = engine.options();
+        let compaction = options.auto_compaction.clone();
+        let retention_every = options.retention.interval;
+        let tick = match (&compaction, retention_every) {
+            (None, None) => return None,
+            (Some(c), None) => c.interval,
+            (None, Some(r)) => r,
+            (Some(c), Some(r)) => c.interval.min(r),
+        };
+        let stop = Arc::new((Mutex::new(false), Condvar::new()));
+        let (engine, signal) = (engine.clone(), stop.clone());
+        let spawned = std::thread::Builder::new().name("logsaver-background".into()).spawn(move || {
+            let mut last_retention = Instant::now();
+            loop {
+                {
+                    let (stopped, wake) = &*signal;
+                    let mut stopped = stopped.lock();
+                    if !*stopped {
+                        wake.wait_for(&mut stopped, tick.max(Duration::from_millis(10)));
+                    }
+                    if *stopped {
+                        return;
+                    }
+                }
+                if let Some(policy) = &compaction
+                    && let Err(error) = engine.compact_if_needed(policy)
+                {
+                    tracing::warn!(%error, "background compaction failed");
+                }
+                if let Some(every) = retention_every
+                    && last_retention.elapsed() >= every
+                {
+                    last_retention = Instant::now();
+                    if let Err(error) = engine.apply_retention() {
+                        tracing::warn!(%error, "background retention failed");
+                    }
+                }
+            }
+        });
+        match spawned {
+            Ok(thread) => Some(Worker { stop, thread }),
+            Err(error) => {
+                tracing::warn!(%error, "cannot start the background worker; compaction and retention run only when asked");
+                None
+            }
+        }
+    }
+
+    fn stop(self) {
+        let (stopped, wake) = &*self.stop;
+        *stopped.lock() = true;
+        wake.notify_all();
+        let _ = self.thread.join();
+    }
+}
+
+impl CheckpointSaver for LogStore {
+    fn get_tuple(&self, config: &Config) -> Result<Option<CheckpointTuple>> {
+        self.engine.get_tuple(config)
+    }
+
+    fn list(&self, query: &ListQuery) -> Result<Vec<CheckpointTuple>> {
+        self.engine.list(query)
+    }
+
+    fn put(
+        &self,
+        config: &Config,
+        checkpoint: &Checkpoint,
+        metadata: &Metadata,
+        new_versions: &ChannelVersions,
+    ) -> Result<Config> {
+        self.engine.put(config, checkpoint, metadata, new_versions)
+    }
+
+    fn put_writes(&self, config: &Config, writes: &[(String, Blob)], task_id: &str, task_path: &str) -> Result<()> {
+        self.engine.put_writes(config, writes, task_id, task_path)
+    }
+
+    fn delete_thread(&self, thread_id: &str) -> Result<()> {
+        self.engine.delete_thread(thread_id)
+    }
+
+    fn delete_for_runs(&self, run_ids: &[String]) -> Result<()> {
+        self.engine.delete_for_runs(run_ids)
+    }
+
+    fn copy_thread(&self, source: &str, target: &str) -> Result<()> {
+        self.engine.copy_thread(source, target)
+    }
+
+    fn prune(&self, thread_ids: &[String], strategy: PruneStrategy) -> Result<()> {
+        self.engine.prune(thread_ids, strategy)
+    }
+
+    fn get_delta_channel_history(
+        &self,
+        config: &Config,
+        channels: &[String],
+    ) -> Result<BTreeMap<String, DeltaChannelHistory>> {
+        self.engine.get_delta_channel_history(config, channels)
+    }
+}
