@@ -436,6 +436,26 @@ impl Committer {
         self.set_poison(error);
     }
 
+    /// Flush, then trim the active segment's preallocated tail (the next open starts a new
+    /// segment on its first write).
+    pub fn close(&self) -> Result<()> {
+        self.check_poison()?;
+        let mut writer = self.writer.lock();
+        let result = writer.sync().and_then(|()| {
+            let end = writer.write_offset;
+            let path = writer.active.path.clone();
+            let file = writer.active.active_file().ok_or_else(|| Error::invalid("active segment is sealed"))?;
+            file.set_len(end).map_err(|e| Error::io("trim active segment", &path, e))?;
+            file.sync_all().map_err(|e| Error::io("fsync", &path, e))?;
+            writer.capacity = end;
+            Ok(())
+        });
+        if let Err(error) = &result {
+            self.set_poison(error);
+        }
+        result
+    }
+
     /// Write buffered bytes and fdatasync: everything committed so far survives a power cut.
     pub fn flush(&self) -> Result<()> {
         self.check_poison()?;

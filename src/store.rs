@@ -256,7 +256,8 @@ impl Engine {
         if self.closed.swap(true, Ordering::SeqCst) {
             return Ok(());
         }
-        let flushed = self.committer.flush();
+        // Flushed and trimmed: a closed store holds no preallocated space.
+        let flushed = self.committer.close();
         self.lock.lock().take();
         flushed
     }
