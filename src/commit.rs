@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 use crate::format::{
     FRAME_HEADER_LEN, FrameHeader, SEGMENT_HEADER_LEN, align_up, begin_record, finish_record, salted_hasher,
 };
-use crate::index::{Index, IndexOp};
+use crate::index::{Applied, Index, IndexOp};
 use crate::manifest::Layout;
 use crate::records::Record;
 use crate::segment::{Loc, Segment, SegmentSet};
@@ -387,14 +387,19 @@ impl Committer {
     /// The leader's work for one group: write, sync, index.
     fn lead(&self, group: &[(u64, Batch)], index: &RwLock<Index>) -> Result<()> {
         let batches: Vec<&Batch> = group.iter().map(|(_, batch)| batch).collect();
-        let placed = {
+        let (placed, end) = {
             let mut writer = self.writer.lock();
             let written = writer.append(&batches).and_then(|placed| {
                 match writer.options.durability {
                     Durability::Sync => writer.sync()?,
                     Durability::Flush | Durability::None => {}
                 }
-                Ok(placed)
+                let end = Applied {
+                    segment: writer.active.seq,
+                    offset: writer.write_offset,
+                    frame_seq: writer.next_frame_seq - 1,
+                };
+                Ok((placed, end))
             });
             match written {
                 Ok(placed) => placed,
@@ -412,6 +417,7 @@ impl Committer {
                 index.apply(op, Loc { segment, offset: (base + *at as u64) as u32, len: *len }, &*self.segments);
             }
         }
+        index.applied = end;
         self.stats.commits.fetch_add(group.len() as u64, Ordering::Relaxed);
         Ok(())
     }

@@ -25,7 +25,7 @@ use parking_lot::RwLock;
 
 use crate::error::{Error, Result};
 use crate::format::{FRAME_HEADER_LEN, FrameHeader, SEGMENT_HEADER_LEN, align_up, parse_frame, salted_hasher};
-use crate::index::{Index, IndexOp};
+use crate::index::{Applied, Index, IndexOp};
 use crate::manifest::Layout;
 use crate::recovery::{index_op, next_valid_frame};
 use crate::segment::{Loc, Segment, segment_path, sync_dir};
@@ -227,6 +227,17 @@ pub fn compact_prefix(
         index.relocate(&entry.op, entry.from, entry.to);
     }
     index.forget_segments(&old);
+    // If the last frame applied was in a victim, the index now covers the log up to the end of
+    // the output (or, with no output, up to the start of the first segment kept).
+    if old.contains(&index.applied.segment) {
+        index.applied = match output.files.last() {
+            Some((seq, _, used)) => Applied { segment: *seq, offset: *used, frame_seq: output.frame_seq },
+            None => match layout.manifest().segments.first() {
+                Some(&first) => Applied { segment: first, offset: SEGMENT_HEADER_LEN as u64, frame_seq: 0 },
+                None => Applied::default(),
+            },
+        };
+    }
     drop(index);
 
     // Retire: readers holding a victim keep their map; the unlinked file goes with the last one.

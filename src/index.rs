@@ -118,10 +118,17 @@ impl Hasher for PassThroughHasher {
 #[derive(Default)]
 pub struct RunTable {
     ids: HashMap<Box<str>, NonZeroU32>,
-    names: Vec<Box<str>>,
+    pub(crate) names: Vec<Box<str>>,
 }
 
 impl RunTable {
+    /// A table holding `names`, interned as 1, 2, ... in order.
+    pub(crate) fn from_names(names: Vec<Box<str>>) -> Self {
+        let ids =
+            names.iter().enumerate().filter_map(|(i, n)| Some((n.clone(), NonZeroU32::new(i as u32 + 1)?))).collect();
+        RunTable { ids, names }
+    }
+
     fn intern(&mut self, run_id: &str) -> NonZeroU32 {
         if let Some(&id) = self.ids.get(run_id) {
             return id;
@@ -233,13 +240,26 @@ pub struct SegmentUsage {
 /// The whole index.
 #[derive(Default)]
 pub struct Index {
-    threads: HashMap<Box<str>, ThreadIndex>,
+    pub(crate) threads: HashMap<Box<str>, ThreadIndex>,
     /// Interned run ids.
     pub runs: RunTable,
     /// The largest checkpoint id ever indexed (seeds the id generator after reopen).
     pub max_checkpoint_id: Option<CheckpointKey>,
     /// Liveness per segment.
     pub usage: HashMap<u32, SegmentUsage>,
+    /// The end of the last frame applied: what a snapshot of this index covers.
+    pub applied: Applied,
+}
+
+/// A position in the log: just after a frame.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Applied {
+    /// Segment number (0: nothing applied yet).
+    pub segment: u32,
+    /// Offset just past the frame.
+    pub offset: u64,
+    /// The frame's sequence number.
+    pub frame_seq: u64,
 }
 
 fn add_live(usage: &mut HashMap<u32, SegmentUsage>, loc: Loc) {

@@ -21,7 +21,7 @@ use crate::format::{
     FRAME_ALIGN, FRAME_HEADER_LEN, FrameHeader, FrameSlot, RecordKind, RecordView, SEGMENT_HEADER_LEN, SegmentHeader,
     parse_frame,
 };
-use crate::index::{Index, IndexOp, blob_hash};
+use crate::index::{Applied, Index, IndexOp, blob_hash};
 use crate::manifest::Manifest;
 use crate::records::{
     BlobKey, CheckpointRecord, DeleteCheckpointsRecord, DeleteThreadRecord, WritesRecord, checkpoint_blob_refs, decode,
@@ -175,8 +175,22 @@ pub fn recover(vfs: &dyn Vfs, dir: &Path, mode: RecoveryMode) -> Result<Recovere
         let is_last = i + 1 == manifest.segments.len();
         let segment =
             segments.get(seq).ok_or_else(|| Error::corruption(segment_path(dir, seq), 0, "segment not open"))?;
-        let from = if i == start.0 { start.1 } else { SEGMENT_HEADER_LEN as u64 };
-        let end = scan_segment(&segment, from, is_last, mode, &mut max_frame_seq, &mut index, &segments, &mut report)?;
+        // Resuming after the snapshot: the next frame must follow the last one it covers.
+        let (from, previous) = match i == start.0 && start.1 > SEGMENT_HEADER_LEN as u64 {
+            true => (start.1, Some(max_frame_seq)),
+            false => (SEGMENT_HEADER_LEN as u64, None),
+        };
+        let end = scan_segment(
+            &segment,
+            from,
+            previous,
+            is_last,
+            mode,
+            &mut max_frame_seq,
+            &mut index,
+            &segments,
+            &mut report,
+        )?;
         report.segments += 1;
         if is_last {
             let path = segment.path.clone();
@@ -227,6 +241,7 @@ fn list_segments(vfs: &dyn Vfs, dir: &Path, report: &mut RecoveryReport) -> Resu
 fn scan_segment(
     segment: &Segment,
     from: u64,
+    mut previous: Option<u64>,
     is_last: bool,
     mode: RecoveryMode,
     max_frame_seq: &mut u64,
@@ -245,9 +260,8 @@ fn scan_segment(
     }
     let seq = header.seq;
     let len = data.len() as u64;
+    // `previous`: the previous frame of this segment; the next must follow it exactly.
     let mut offset = from;
-    // The previous frame of this segment: the next must follow it exactly.
-    let mut previous: Option<u64> = None;
     while offset < len {
         let at = offset as usize;
         let parsed = parse_frame(&data[at..], seq)
@@ -256,6 +270,11 @@ fn scan_segment(
             Ok((frame, records)) => {
                 previous = Some(frame.frame_seq);
                 *max_frame_seq = (*max_frame_seq).max(frame.frame_seq);
+                index.applied = Applied {
+                    segment: segment.seq,
+                    offset: (offset + frame.span()).min(len),
+                    frame_seq: frame.frame_seq,
+                };
                 for (relative, record) in records {
                     let loc = Loc {
                         segment: segment.seq,

@@ -258,6 +258,9 @@ impl Engine {
         }
         // Flushed and trimmed: a closed store holds no preallocated space.
         let flushed = self.committer.close();
+        if flushed.is_ok() {
+            self.write_snapshot();
+        }
         self.lock.lock().take();
         flushed
     }
@@ -876,7 +879,21 @@ impl Engine {
             &|error| self.committer.poison(error),
         )?;
         tracing::info!(?stats, "compacted");
+        // The old snapshot names retired segments: replace it (after making what it covers
+        // durable).
+        if self.committer.flush().is_ok() {
+            self.write_snapshot();
+        }
         Ok(stats)
+    }
+
+    /// Write the index snapshot; a failure only costs a slower next open.
+    fn write_snapshot(&self) {
+        let index = self.index.read();
+        let manifest = self.layout.manifest();
+        if let Err(error) = crate::snapshot::write(&*self.layout.vfs, &self.dir, &manifest, &self.segments, &index) {
+            tracing::warn!(%error, "cannot write the index snapshot; the next open replays the log");
+        }
     }
 }
 

@@ -7,7 +7,7 @@ use std::fs::OpenOptions;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
-use common::{checkpoint, data_end, everything, meta, segment_files, workload};
+use common::{checkpoint, data_end, drop_snapshot, everything, meta, segment_files, workload};
 use logsaver::{
     Blob, ChannelVersion, CheckpointIdGenerator, CheckpointSaver, Config, Durability, Error, ListQuery, LogStore,
     MemorySaver, Options, RecoveryMode,
@@ -140,6 +140,7 @@ fn torn_tail_is_truncated_and_reported_and_the_store_keeps_working() {
         let store = open(dir.path());
         puts_with_last_frame(&store, &segment, 10)
     };
+    drop_snapshot(dir.path()); // these tests exercise the log scan
     // Tear the last frame: its second half never reached the disk.
     let file = OpenOptions::new().write(true).open(&segment).expect("open");
     let half = (after - before) / 2;
@@ -170,6 +171,7 @@ fn torn_tail_is_an_error_under_absolute_consistency() {
         let store = open(dir.path());
         puts_with_last_frame(&store, &segment, 3)
     };
+    drop_snapshot(dir.path());
     flip_byte(&segment, (before + after) / 2);
     let strict = Options { recovery: RecoveryMode::AbsoluteConsistency, ..Options::default() };
     match LogStore::open(dir.path(), strict) {
@@ -192,6 +194,7 @@ fn damage_before_synced_data_is_an_error_naming_file_and_offset() {
         let store = open(dir.path());
         puts_with_last_frame(&store, &segment, 10);
     }
+    drop_snapshot(dir.path());
     // The first frame starts right after the 64-byte segment header.
     flip_byte(&segment, 64 + 40);
     match LogStore::open(dir.path(), Options::default()) {
@@ -219,6 +222,7 @@ fn damage_in_a_sealed_segment_is_an_error() {
         let store = LogStore::open(dir.path(), options.clone()).expect("open");
         workload(&store, &CheckpointIdGenerator::new(None), "s", 3, 10);
     }
+    drop_snapshot(dir.path());
     let files = segment_files(dir.path());
     assert!(files.len() >= 3);
     let sealed = &files[0];

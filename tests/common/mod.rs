@@ -66,3 +66,8 @@ pub fn data_end(path: &Path) -> u64 {
     let bytes = std::fs::read(path).expect("read segment");
     bytes.iter().rposition(|&b| b != 0).map_or(0, |i| i as u64 + 1)
 }
+
+/// Remove the index snapshot, so the next open replays (and checks) the whole log.
+pub fn drop_snapshot(dir: &Path) {
+    let _ = std::fs::remove_file(dir.join("INDEX"));
+}
