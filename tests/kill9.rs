@@ -1,7 +1,8 @@
 //! kill -9: a child process writes with `Durability::Sync` from four threads and prints each
-//! checkpoint and write once its call has returned; the parent kills it at a random moment,
-//! reopens the store and checks that every acknowledged item is there, byte for byte. 50
-//! rounds on one store, so each round also recovers from the previous kill.
+//! checkpoint and write once its call has returned, while a fifth thread compacts in a loop; the
+//! parent kills it at a random moment (often mid-compaction), reopens the store and checks that
+//! every acknowledged item is there, byte for byte. 50 rounds on one store, so each round also
+//! recovers from the previous kill.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -25,7 +26,19 @@ fn payload(name: &str) -> Vec<u8> {
 #[test]
 fn kill9_child() {
     let (Ok(dir), Ok(round)) = (std::env::var(CHILD_DIR), std::env::var(CHILD_ROUND)) else { return };
-    let store = Arc::new(LogStore::open(&dir, Options::with_durability(Durability::Sync)).expect("child open"));
+    let options = Options { segment_size: 1 << 20, ..Options::with_durability(Durability::Sync) };
+    let store = Arc::new(LogStore::open(&dir, options).expect("child open"));
+    // A fifth thread deletes finished rounds' threads and compacts in a loop, so kills also land
+    // in the middle of compactions.
+    let compactor = {
+        let store = store.clone();
+        std::thread::spawn(move || {
+            loop {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+                store.compact().expect("compact");
+            }
+        })
+    };
     let workers: Vec<_> = (0..4)
         .map(|worker| {
             let (store, round) = (store.clone(), round.clone());
@@ -51,6 +64,7 @@ fn kill9_child() {
     for worker in workers {
         let _ = worker.join();
     }
+    let _ = compactor.join();
 }
 
 #[test]

@@ -27,7 +27,20 @@ from logsaver import _native
 from logsaver.errors import InvalidArgumentError
 
 _DURABILITIES = ("sync", "flush", "none")
-_OPTIONS = ("segment_size", "preallocate", "recovery", "max_value_bytes", "buffer_bytes")
+_OPTIONS = (
+    "segment_size",
+    "preallocate",
+    "recovery",
+    "max_value_bytes",
+    "buffer_bytes",
+    "auto_compaction",
+    "compaction_garbage_ratio",
+    "compaction_min_garbage_bytes",
+    "compaction_interval_seconds",
+    "keep_last",
+    "max_age_seconds",
+    "retention_interval_seconds",
+)
 _STRATEGIES = ("keep_latest", "delete")
 
 
@@ -63,7 +76,10 @@ class LogSaver(BaseCheckpointSaver[str]):
         serde: the serializer for channel values and writes (default: LangGraph's
             JsonPlusSerializer). Looked up at every call, so it can be replaced afterwards.
         **options: segment_size, preallocate, recovery ("tolerate_torn_tail",
-            "absolute_consistency", "skip_corrupted"), max_value_bytes, buffer_bytes.
+            "absolute_consistency", "skip_corrupted"), max_value_bytes, buffer_bytes;
+            auto_compaction (default True), compaction_garbage_ratio, compaction_min_garbage_bytes,
+            compaction_interval_seconds; retention: keep_last, max_age_seconds,
+            retention_interval_seconds (apply in the background that often).
     """
 
     def __init__(
@@ -103,6 +119,22 @@ class LogSaver(BaseCheckpointSaver[str]):
     def flush(self) -> None:
         """Make everything written so far survive a power cut (for durability "flush"/"none")."""
         self._store.flush()
+
+    def compact(self) -> dict[str, Any]:
+        """Rewrite every segment's live records, reclaiming all garbage. Readers and writers keep
+        working meanwhile. Returns bytes_before/bytes_after (the segments rewritten, and what
+        replaced them), store_bytes_before/store_bytes_after (all segment files, including the
+        active segment's preallocated space), segments_rewritten, segments_written,
+        bytes_copied, records_copied, records_dropped and seconds."""
+        return self._store.compact()
+
+    def apply_retention(self) -> dict[str, int]:
+        """Apply keep_last / max_age_seconds now: checkpoints_removed, parents_cleared."""
+        return self._store.apply_retention()
+
+    def space(self) -> dict[str, Any]:
+        """file_bytes, record_bytes, live_bytes, garbage_ratio, segments."""
+        return self._store.space()
 
     def stats(self) -> dict[str, int]:
         """Counters: threads, checkpoints, blobs, write records, segments, commits, fsyncs, bytes."""

@@ -9,9 +9,11 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use std::time::Duration;
+
 use logsaver::{
-    Blob, ChannelVersion, ChannelVersions, Checkpoint, CheckpointSaver, CheckpointTuple, Config, Durability, Error,
-    ListQuery, LogStore, Metadata, Options, PendingWrite, PruneStrategy, RecoveryMode,
+    AutoCompaction, Blob, ChannelVersion, ChannelVersions, Checkpoint, CheckpointSaver, CheckpointTuple, Config,
+    Durability, Error, ListQuery, LogStore, Metadata, Options, PendingWrite, PruneStrategy, RecoveryMode, Retention,
 };
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
@@ -157,7 +159,11 @@ struct Store {
 #[pymethods]
 impl Store {
     #[new]
-    #[pyo3(signature = (path, durability="sync", *, segment_size=None, preallocate=None, recovery=None, max_value_bytes=None, buffer_bytes=None))]
+    #[pyo3(signature = (
+        path, durability="sync", *, segment_size=None, preallocate=None, recovery=None, max_value_bytes=None,
+        buffer_bytes=None, auto_compaction=true, compaction_garbage_ratio=None, compaction_min_garbage_bytes=None,
+        compaction_interval_seconds=None, keep_last=None, max_age_seconds=None, retention_interval_seconds=None,
+    ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -168,9 +174,21 @@ impl Store {
         recovery: Option<&str>,
         max_value_bytes: Option<u64>,
         buffer_bytes: Option<usize>,
+        auto_compaction: bool,
+        compaction_garbage_ratio: Option<f64>,
+        compaction_min_garbage_bytes: Option<u64>,
+        compaction_interval_seconds: Option<f64>,
+        keep_last: Option<usize>,
+        max_age_seconds: Option<f64>,
+        retention_interval_seconds: Option<f64>,
     ) -> PyResult<Self> {
         let defaults = Options::default();
+        let seconds = |s: f64| {
+            Duration::try_from_secs_f64(s)
+                .map_err(|_| Error::InvalidArgument(format!("{s} is not a duration in seconds")))
+        };
         let options = (|| -> Result<Options, Error> {
+            let auto = AutoCompaction::default();
             Ok(Options {
                 durability: parse_durability(durability)?,
                 segment_size: segment_size.unwrap_or(defaults.segment_size),
@@ -178,6 +196,19 @@ impl Store {
                 recovery: recovery.map(parse_recovery).transpose()?.unwrap_or(defaults.recovery),
                 max_value_bytes: max_value_bytes.unwrap_or(defaults.max_value_bytes),
                 buffer_bytes: buffer_bytes.unwrap_or(defaults.buffer_bytes),
+                auto_compaction: match auto_compaction {
+                    false => None,
+                    true => Some(AutoCompaction {
+                        garbage_ratio: compaction_garbage_ratio.unwrap_or(auto.garbage_ratio),
+                        min_garbage_bytes: compaction_min_garbage_bytes.unwrap_or(auto.min_garbage_bytes),
+                        interval: compaction_interval_seconds.map(seconds).transpose()?.unwrap_or(auto.interval),
+                    }),
+                },
+                retention: Retention {
+                    keep_last,
+                    max_age: max_age_seconds.map(seconds).transpose()?,
+                    interval: retention_interval_seconds.map(seconds).transpose()?,
+                },
             })
         })()
         .map_err(|e| to_py_err(py, e))?;
@@ -340,6 +371,46 @@ impl Store {
     /// Flush and close; later calls raise SaverClosedError. Closing twice is harmless.
     fn close(&self, py: Python<'_>) -> PyResult<()> {
         py.detach(|| self.inner.close()).map_err(|e| to_py_err(py, e))
+    }
+
+    /// Rewrite every segment's live records; returns what it did.
+    fn compact<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let before = self.inner.space().file_bytes;
+        let stats = py.detach(|| self.inner.compact()).map_err(|e| to_py_err(py, e))?;
+        let after = self.inner.space().file_bytes;
+        let out = PyDict::new(py);
+        out.set_item("bytes_before", stats.bytes_before)?;
+        out.set_item("bytes_after", stats.bytes_after)?;
+        out.set_item("store_bytes_before", before)?;
+        out.set_item("store_bytes_after", after)?;
+        out.set_item("segments_rewritten", stats.segments_rewritten)?;
+        out.set_item("segments_written", stats.segments_written)?;
+        out.set_item("bytes_copied", stats.bytes_copied)?;
+        out.set_item("records_copied", stats.records_copied)?;
+        out.set_item("records_dropped", stats.records_dropped)?;
+        out.set_item("seconds", stats.elapsed.as_secs_f64())?;
+        Ok(out)
+    }
+
+    /// Apply the retention options now.
+    fn apply_retention<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let stats = py.detach(|| self.inner.apply_retention()).map_err(|e| to_py_err(py, e))?;
+        let out = PyDict::new(py);
+        out.set_item("checkpoints_removed", stats.checkpoints_removed)?;
+        out.set_item("parents_cleared", stats.parents_cleared)?;
+        Ok(out)
+    }
+
+    /// Bytes on disk, in records and live, and the garbage ratio.
+    fn space<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let space = self.inner.space();
+        let out = PyDict::new(py);
+        out.set_item("file_bytes", space.file_bytes)?;
+        out.set_item("record_bytes", space.record_bytes)?;
+        out.set_item("live_bytes", space.live_bytes)?;
+        out.set_item("garbage_ratio", space.garbage_ratio())?;
+        out.set_item("segments", space.segments.len())?;
+        Ok(out)
     }
 
     /// Counters of the index and write path.

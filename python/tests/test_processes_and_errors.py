@@ -178,3 +178,26 @@ def test_concurrent_writes_from_a_thread_pool_match_inmemory(saver):
     assert len(ours) == 160
     assert ours == theirs
     assert saver.stats()["fsyncs"] < saver.stats()["commits"], "group commit shared fsyncs"
+
+
+def test_compact_and_retention_from_python(tmp_path):
+    from test_graphs import counter_graph
+
+    with LogSaver(tmp_path / "c", segment_size=64 * 1024, auto_compaction=False, keep_last=2) as saver:
+        graph = counter_graph(saver, steps=20)
+        for t in range(8):
+            graph.invoke({"log": [], "count": 0}, {"configurable": {"thread_id": f"t{t}"}})
+        for t in range(6):
+            saver.delete_thread(f"t{t}")
+        before = saver.space()
+        assert before["garbage_ratio"] > 0.5
+        removed = saver.apply_retention()
+        assert removed["checkpoints_removed"] == 2 * (22 - 2)
+        stats = saver.compact()
+        assert set(stats) >= {"bytes_before", "bytes_after", "segments_rewritten", "bytes_copied", "seconds"}
+        assert stats["bytes_after"] < stats["bytes_before"] / 4, stats
+        state = graph.get_state({"configurable": {"thread_id": "t7"}})
+        assert state.values["count"] == 20
+        assert len(list(saver.list({"configurable": {"thread_id": "t7"}}))) == 2
+    with LogSaver(tmp_path / "c") as saver:
+        assert counter_graph(saver, steps=20).get_state({"configurable": {"thread_id": "t6"}}).values["count"] == 20
