@@ -120,7 +120,8 @@ struct Floor {
 
 impl Floor {
     fn new(path: &Path) -> Floor {
-        let file = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(path).expect("floor file");
+        let file =
+            OpenOptions::new().read(true).write(true).create(true).truncate(true).open(path).expect("floor file");
         let len = 256u64 << 20;
         let zeros = vec![0u8; 1 << 20];
         for i in 0..(len >> 20) {
@@ -141,7 +142,9 @@ impl Floor {
 }
 
 fn puts(c: &mut Criterion) {
-    for (durability, synchronous) in [(Durability::Sync, "FULL"), (Durability::Flush, "NORMAL"), (Durability::None, "OFF")] {
+    for (durability, synchronous) in
+        [(Durability::Sync, "FULL"), (Durability::Flush, "NORMAL"), (Durability::None, "OFF")]
+    {
         let mut group = c.benchmark_group(format!("put_{durability:?}").to_lowercase());
         group.sample_size(20).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(3));
         for size in SIZES {
@@ -220,7 +223,8 @@ fn reads(c: &mut Criterion) {
         let cp = checkpoint(&ids, 1024, step);
         let metadata = serde_json::json!({"step": step, "source": if step % 2 == 0 { "loop" } else { "input" }});
         config = log.put(&config, &cp, metadata.as_object().expect("object"), &cp.channel_versions).expect("put");
-        log.put_writes(&config, &[("messages".into(), Blob::new("msgpack", value.clone()))], "task", "").expect("writes");
+        log.put_writes(&config, &[("messages".into(), Blob::new("msgpack", value.clone()))], "task", "")
+            .expect("writes");
         sqlite.put("bench", &cp.id, None, &value);
         sqlite.put_write("bench", &cp.id, "task", &value);
         if step == 500 {
@@ -231,7 +235,9 @@ fn reads(c: &mut Criterion) {
     let by_id = by_id.expect("middle checkpoint");
     let mut group = c.benchmark_group("read");
     group.sample_size(30).warm_up_time(Duration::from_millis(300)).measurement_time(Duration::from_secs(2));
-    group.bench_function("get_tuple_latest/logsaver", |b| b.iter(|| log.get_tuple(&Config::thread("bench")).expect("get")));
+    group.bench_function("get_tuple_latest/logsaver", |b| {
+        b.iter(|| log.get_tuple(&Config::thread("bench")).expect("get"))
+    });
     group.bench_function("get_tuple_latest/sqlite", |b| b.iter(|| sqlite.get_latest("bench")));
     group.bench_function("get_tuple_by_id/logsaver", |b| b.iter(|| log.get_tuple(&by_id).expect("get")));
     for limit in [10, 100] {
@@ -240,7 +246,9 @@ fn reads(c: &mut Criterion) {
         });
     }
     group.bench_function("list_filter_limit_10/logsaver", |b| {
-        b.iter(|| log.list(&ListQuery::thread("bench").filter("source", serde_json::json!("input")).limit(10)).expect("list"))
+        b.iter(|| {
+            log.list(&ListQuery::thread("bench").filter("source", serde_json::json!("input")).limit(10)).expect("list")
+        })
     });
     group.finish();
     let mut group = c.benchmark_group("put_writes");
@@ -251,8 +259,13 @@ fn reads(c: &mut Criterion) {
         let log = store(&dir.path().join("log-writes"), Durability::Flush);
         b.iter(|| {
             task += 1;
-            log.put_writes(&target, &[("messages".into(), Blob::new("msgpack", vec![1u8; 512]))], &format!("t{task}"), "")
-                .expect("put_writes")
+            log.put_writes(
+                &target,
+                &[("messages".into(), Blob::new("msgpack", vec![1u8; 512]))],
+                &format!("t{task}"),
+                "",
+            )
+            .expect("put_writes")
         })
     });
     group.finish();
@@ -260,7 +273,8 @@ fn reads(c: &mut Criterion) {
 
 /// Median estimate (ns) criterion saved for a benchmark, if it ran.
 fn median_ns(group: &str, id: &str) -> Option<f64> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/criterion").join(group).join(id).join("new/estimates.json");
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("target/criterion").join(group).join(id).join("new/estimates.json");
     let json: serde_json::Value = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
     json.get("median")?.get("point_estimate")?.as_f64()
 }
@@ -286,14 +300,18 @@ fn ratio_table() {
         line(&format!("sqlite FULL put / durable put, {size} B"), r, "speedup", None);
     }
     for size in SIZES {
-        let r = median_ns("put_flush", &format!("sqlite/{size}")).zip(median_ns("put_flush", &format!("logsaver/{size}"))).map(|(a, b)| a / b);
+        let r = median_ns("put_flush", &format!("sqlite/{size}"))
+            .zip(median_ns("put_flush", &format!("logsaver/{size}")))
+            .map(|(a, b)| a / b);
         line(&format!("sqlite NORMAL put / Flush put, {size} B"), r, ">= 10", r.map(|r| r >= 10.0));
     }
     let one = median_ns("concurrent_sync_put", "writers/1");
     let eight = median_ns("concurrent_sync_put", "writers/8");
     let r = one.zip(eight).map(|(a, b)| a / b);
     line("8 durable writers / 1 writer, throughput", r, ">= 4", r.map(|r| r >= 4.0));
-    let r = median_ns("read", "get_tuple_latest/sqlite").zip(median_ns("read", "get_tuple_latest/logsaver")).map(|(a, b)| a / b);
+    let r = median_ns("read", "get_tuple_latest/sqlite")
+        .zip(median_ns("read", "get_tuple_latest/logsaver"))
+        .map(|(a, b)| a / b);
     line("sqlite latest get / logsaver latest get_tuple", r, ">= 10", r.map(|r| r >= 10.0));
 }
 

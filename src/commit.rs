@@ -20,7 +20,7 @@ use crate::format::{
 use crate::index::{Applied, Index, IndexOp};
 use crate::manifest::Layout;
 use crate::records::Record;
-use crate::segment::{Loc, Segment, SegmentSet};
+use crate::segment::{Loc, PreparedSegment, Segment, SegmentSet};
 
 /// What a call promises about its data when it returns.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -114,7 +114,13 @@ pub struct WriterOptions {
     pub preallocate: bool,
     /// Durability `None`: bytes buffered before they are written to the file.
     pub buffer_bytes: usize,
+    /// Prepare (create and preallocate) the next segment on a background thread, so rotation
+    /// does not stall a commit for the zero-fill.
+    pub prepare_ahead: bool,
 }
+
+/// The next segment, being prepared on a background thread.
+type Preparing = std::thread::JoinHandle<Result<PreparedSegment>>;
 
 /// The active segment and its offsets. Only the commit leader (and `flush`) touch it.
 pub struct Writer {
@@ -127,6 +133,8 @@ pub struct Writer {
     synced_offset: u64,
     /// Sequence number of the next frame.
     next_frame_seq: u64,
+    /// The next segment, if one is being prepared ahead.
+    preparing: Option<Preparing>,
     options: WriterOptions,
     stats: Arc<CommitStats>,
 }
@@ -142,7 +150,60 @@ impl Writer {
         options: WriterOptions,
         stats: Arc<CommitStats>,
     ) -> Self {
-        Writer { layout, active, capacity, write_offset, synced_offset: write_offset, next_frame_seq, options, stats }
+        let mut writer = Writer {
+            layout,
+            active,
+            capacity,
+            write_offset,
+            synced_offset: write_offset,
+            next_frame_seq,
+            preparing: None,
+            options,
+            stats,
+        };
+        writer.prepare_next();
+        writer
+    }
+
+    /// Start preparing the next segment in the background (if configured).
+    fn prepare_next(&mut self) {
+        if !self.options.prepare_ahead || self.preparing.is_some() {
+            return;
+        }
+        let layout = self.layout.clone();
+        let (seq, size, preallocate) =
+            (layout.new_segment_number(), self.options.segment_size, self.options.preallocate);
+        let spawned = std::thread::Builder::new()
+            .name("logsaver-prepare".into())
+            .spawn(move || Segment::prepare(&*layout.vfs, &layout.dir, seq, size, preallocate));
+        match spawned {
+            Ok(handle) => self.preparing = Some(handle),
+            Err(error) => tracing::warn!(%error, "cannot prepare segments ahead; creating them on rotation"),
+        }
+    }
+
+    /// The next segment with room for `capacity` bytes: the one prepared ahead if it is big
+    /// enough, else a new one made now.
+    fn next_segment(&mut self, capacity: u64) -> Result<Segment> {
+        let layout = self.layout.clone();
+        if let Some(handle) = self.preparing.take() {
+            let prepared = handle.join().map_err(|_| Error::Background("segment preparation panicked".into()))??;
+            if prepared.capacity >= capacity {
+                return prepared.install(&*layout.vfs, &layout.dir);
+            }
+            prepared.discard(&*layout.vfs);
+        }
+        let seq = layout.new_segment_number();
+        Segment::create(&*layout.vfs, &layout.dir, seq, capacity, self.options.preallocate)
+    }
+
+    /// Wait for and remove a segment prepared ahead (closing).
+    fn discard_prepared(&mut self) {
+        if let Some(handle) = self.preparing.take()
+            && let Ok(Ok(prepared)) = handle.join()
+        {
+            prepared.discard(&*self.layout.vfs);
+        }
     }
 
     /// Start a fresh store: its first segment, listed in a new manifest.
@@ -283,17 +344,17 @@ impl Writer {
         let layout = self.layout.clone();
         layout.segments.insert(Arc::new(Segment::sealed(&*layout.vfs, self.active.seq, path)?));
 
-        let seq = layout.new_segment_number();
         let capacity = self.options.segment_size.max(align_up(SEGMENT_HEADER_LEN as u64 + needed));
-        let next = Arc::new(Segment::create(&*layout.vfs, &layout.dir, seq, capacity, self.options.preallocate)?);
+        let next = Arc::new(self.next_segment(capacity)?);
         // Listed before it receives data: an unlisted segment is removed at open.
-        layout.append_segment(seq)?;
+        layout.append_segment(next.seq)?;
         self.active = next;
         self.stats.segments_created.fetch_add(1, Ordering::Relaxed);
         layout.segments.insert(self.active.clone());
         self.capacity = capacity;
         self.write_offset = SEGMENT_HEADER_LEN as u64;
         self.synced_offset = self.write_offset;
+        self.prepare_next();
         Ok(())
     }
 }
@@ -454,6 +515,7 @@ impl Committer {
             file.set_len(end).map_err(|e| Error::io("trim active segment", &path, e))?;
             file.sync_all().map_err(|e| Error::io("fsync", &path, e))?;
             writer.capacity = end;
+            writer.discard_prepared();
             Ok(())
         });
         if let Err(error) = &result {

@@ -21,6 +21,31 @@ pub const SEGMENT_SUFFIX: &str = ".seg";
 /// Suffix of a segment still being prepared; removed at open.
 pub const TEMP_SUFFIX: &str = ".seg.tmp";
 
+/// A segment file made ready ahead of use, still under its temporary name.
+pub struct PreparedSegment {
+    /// Its number.
+    pub seq: u32,
+    /// Its size.
+    pub capacity: u64,
+    temp: PathBuf,
+    file: Arc<dyn VfsFile>,
+}
+
+impl PreparedSegment {
+    /// Rename it into place and sync the directory: now it is segment `seq`.
+    pub fn install(self, vfs: &dyn Vfs, dir: &Path) -> Result<Segment> {
+        let path = segment_path(dir, self.seq);
+        vfs.rename(&self.temp, &path).map_err(|e| Error::io("rename new segment", &path, e))?;
+        sync_dir(vfs, dir)?;
+        Ok(Segment::active(self.seq, path, self.file))
+    }
+
+    /// Remove it (not needed after all).
+    pub fn discard(self, vfs: &dyn Vfs) {
+        let _ = vfs.remove_file(&self.temp);
+    }
+}
+
 /// Where a record lives: segment, offset of its header in the segment, length of its body.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Loc {
@@ -80,8 +105,13 @@ impl Segment {
     /// `capacity` (zero-filled when `preallocate`, so later fdatasyncs need not journal size or
     /// block allocation changes), synced, then renamed into place and the directory synced.
     pub fn create(vfs: &dyn Vfs, dir: &Path, seq: u32, capacity: u64, preallocate: bool) -> Result<Segment> {
+        Segment::prepare(vfs, dir, seq, capacity, preallocate)?.install(vfs, dir)
+    }
+
+    /// The first half of [`create`](Self::create): the file under its temporary name, header
+    /// written, preallocated and synced. Nothing refers to it yet (removed at open if left).
+    pub fn prepare(vfs: &dyn Vfs, dir: &Path, seq: u32, capacity: u64, preallocate: bool) -> Result<PreparedSegment> {
         let temp = dir.join(format!("{seq:010}{TEMP_SUFFIX}"));
-        let path = segment_path(dir, seq);
         let file = vfs.open(&temp, OpenMode::CreateNew).map_err(|e| Error::io("create segment", &temp, e))?;
         let created_unix_ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
         let header = SegmentHeader { seq: u64::from(seq), capacity, created_unix_ms };
@@ -93,9 +123,7 @@ impl Segment {
             file.set_len(capacity).map_err(|e| Error::io("size segment", &temp, e))?;
         }
         file.sync_all().map_err(|e| Error::io("fsync new segment", &temp, e))?;
-        vfs.rename(&temp, &path).map_err(|e| Error::io("rename new segment", &path, e))?;
-        sync_dir(vfs, dir)?;
-        Ok(Segment::active(seq, path, file))
+        Ok(PreparedSegment { seq, capacity, temp, file })
     }
 
     /// Wrap an open file as the active segment.

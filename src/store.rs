@@ -54,6 +54,9 @@ pub struct Options {
     /// Durability `None`: bytes buffered in memory before they are written to the file.
     /// Default: 1 MiB.
     pub buffer_bytes: usize,
+    /// Create and preallocate the next segment on a background thread, so a rotation does not
+    /// stall a commit for the zero-fill. Default: true.
+    pub prepare_segments_ahead: bool,
     /// Background compaction; `None` turns it off. Default: on, see [`AutoCompaction`].
     pub auto_compaction: Option<AutoCompaction>,
     /// Retention applied by [`LogStore::apply_retention`] and, with an interval, in the
@@ -101,6 +104,7 @@ impl Default for Options {
             recovery: RecoveryMode::TolerateTornTail,
             max_value_bytes: 1 << 30,
             buffer_bytes: 1 << 20,
+            prepare_segments_ahead: true,
             auto_compaction: Some(AutoCompaction::default()),
             retention: Retention::default(),
         }
@@ -178,6 +182,7 @@ impl Engine {
             segment_size: options.segment_size,
             preallocate: options.preallocate,
             buffer_bytes: options.buffer_bytes,
+            prepare_ahead: options.prepare_segments_ahead,
         };
         let manifest = recovered.manifest.unwrap_or(Manifest { generation: 0, segments: Vec::new() });
         let layout = Arc::new(Layout::new(

@@ -46,6 +46,8 @@ fn run_fault(fault: Fault, options: Options) -> String {
     let sim = SimFs::new();
     let faults = FaultFs::new(sim.vfs());
     let reference = MemorySaver::new();
+    // Every I/O on the calling thread, so the n-th operation is the same one in every run.
+    let options = Options { prepare_segments_ahead: false, ..options };
     let store = LogStore::open_with(faults.vfs(), Path::new(DIR), options.clone()).expect("open");
     faults.arm(fault);
     let mut failed = None;
@@ -106,7 +108,11 @@ fn failed_preallocation_and_rename_of_a_new_segment() {
 fn read_only_directory_is_a_clear_error() {
     let faults = FaultFs::new(SimFs::new().vfs());
     faults.arm(Fault { kind: FaultKind::OpenWrite, nth: 1, errno: 30, sticky: true });
-    match LogStore::open_with(faults.vfs(), Path::new(DIR), Options::default()) {
+    match LogStore::open_with(
+        faults.vfs(),
+        Path::new(DIR),
+        Options { prepare_segments_ahead: false, ..Options::default() },
+    ) {
         Err(error @ Error::Io { .. }) => {
             let message = error.to_string();
             assert!(message.contains("Read-only file system") && message.contains("/store/LOCK"), "{message}");

@@ -309,7 +309,8 @@ pub fn run_model(ops: &[ModelOp], durability: Durability) -> Result<ModelReport,
         durability,
         segment_size: 4096,
         buffer_bytes: 2048,
-        auto_compaction: None, // compactions are the model's own operations
+        auto_compaction: None,         // compactions are the model's own operations
+        prepare_segments_ahead: false, // keep every I/O on the caller's thread: reproducible runs
         ..Options::default()
     };
     let mut harness = Harness {

@@ -1,0 +1,197 @@
+"""A real LangGraph agent loop on LogSaver (durability "sync" and "flush"), SqliteSaver and
+InMemorySaver, side by side in one run.
+
+Each thread is a conversation: an agent node and a tool node take turns, each appending a
+message to a growing message list, for TURNS turns (two super-steps per turn). Reported per
+saver: microseconds per put / put_writes (timed inside the graph run), per get_tuple (latest)
+and list (limit 10) on the finished threads, end-to-end steps per second, and disk bytes per
+step. Usage (from the repository root, with the test venv):
+
+    .venv/bin/python benches/langgraph_bench.py            # 10 and 100 turns, 4 threads
+    .venv/bin/python benches/langgraph_bench.py --quick    # a short smoke pass (CI)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import operator
+import os
+import shutil
+import sqlite3
+import statistics
+import tempfile
+import time
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+from typing import Annotated, Any, TypedDict
+
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.checkpoint.sqlite import SqliteSaver
+from langgraph.graph import END, START, StateGraph
+
+from logsaver import LogSaver
+
+
+class State(TypedDict):
+    messages: Annotated[list[dict[str, str]], operator.add]
+    turn: int
+
+
+class Timed(BaseCheckpointSaver):
+    """Delegates to a saver and records how long each call takes."""
+
+    def __init__(self, inner: BaseCheckpointSaver) -> None:
+        super().__init__(serde=inner.serde)
+        self.inner = inner
+        self.times: dict[str, list[float]] = defaultdict(list)
+
+    def _timed(self, name: str, fn, *args, **kwargs):
+        started = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            self.times[name].append(time.perf_counter() - started)
+
+    def get_tuple(self, config):
+        return self._timed("get_tuple", self.inner.get_tuple, config)
+
+    def list(self, config, **kwargs) -> Iterator:
+        return iter(self._timed("list", lambda: [*self.inner.list(config, **kwargs)]))
+
+    def put(self, config, checkpoint, metadata, new_versions):
+        return self._timed("put", self.inner.put, config, checkpoint, metadata, new_versions)
+
+    def put_writes(self, config, writes: Sequence[tuple[str, Any]], task_id: str, task_path: str = "") -> None:
+        return self._timed("put_writes", self.inner.put_writes, config, writes, task_id, task_path)
+
+    def get_next_version(self, current, channel):
+        return self.inner.get_next_version(current, channel)
+
+
+def agent_graph(checkpointer: BaseCheckpointSaver, turns: int):
+    def agent(state: State) -> dict:
+        n = state["turn"]
+        content = f"thinking about step {n}: " + "lorem ipsum dolor sit amet " * 8
+        return {"messages": [{"role": "ai", "content": content, "tool_call": f"search({n})"}], "turn": n + 1}
+
+    def tools(state: State) -> dict:
+        n = state["turn"]
+        return {"messages": [{"role": "tool", "content": f"result {n}: " + "data " * 40}]}
+
+    builder = StateGraph(State)
+    builder.add_node("agent", agent)
+    builder.add_node("tools", tools)
+    builder.add_edge(START, "agent")
+    builder.add_conditional_edges("agent", lambda s: END if s["turn"] >= turns else "tools")
+    builder.add_edge("tools", "agent")
+    return builder.compile(checkpointer=checkpointer)
+
+
+def dir_bytes(path: str) -> int:
+    total = 0
+    for root, _, files in os.walk(path):
+        for name in files:
+            total += os.path.getsize(os.path.join(root, name))
+    return total
+
+
+def make_saver(kind: str, workdir: str):
+    if kind == "logsaver-sync":
+        return LogSaver(os.path.join(workdir, "log"), durability="sync", segment_size=8 << 20), os.path.join(workdir, "log")
+    if kind == "logsaver-flush":
+        return LogSaver(os.path.join(workdir, "log"), durability="flush", segment_size=8 << 20), os.path.join(workdir, "log")
+    if kind == "sqlite":
+        os.makedirs(os.path.join(workdir, "sqlite"))
+        conn = sqlite3.connect(os.path.join(workdir, "sqlite", "checkpoints.db"), check_same_thread=False)
+        return SqliteSaver(conn), os.path.join(workdir, "sqlite")
+    return InMemorySaver(), None
+
+
+def us(samples: list[float]) -> float:
+    return statistics.median(samples) * 1e6 if samples else float("nan")
+
+
+def run(kind: str, turns: int, threads: int) -> dict[str, Any]:
+    workdir = tempfile.mkdtemp(prefix="lgbench-")
+    try:
+        saver, path = make_saver(kind, workdir)
+        timed = Timed(saver)
+        graph = agent_graph(timed, turns)
+        started = time.perf_counter()
+        for t in range(threads):
+            graph.invoke({"messages": [{"role": "user", "content": "hello"}], "turn": 0}, {"configurable": {"thread_id": f"t{t}"}})
+        elapsed = time.perf_counter() - started
+        steps = len(timed.times["put"])
+        if hasattr(saver, "flush"):
+            saver.flush()
+        disk = dir_bytes(path) if path else None
+        # Reads on the finished threads.
+        reads = Timed(saver)
+        for _ in range(200):
+            for t in range(threads):
+                reads.get_tuple({"configurable": {"thread_id": f"t{t}", "checkpoint_ns": ""}})
+        for _ in range(50):
+            for t in range(threads):
+                reads.list({"configurable": {"thread_id": f"t{t}"}}, limit=10)
+        if hasattr(saver, "close"):
+            saver.close()
+        return {
+            "saver": kind,
+            "turns": turns,
+            "threads": threads,
+            "steps": steps,
+            "steps_per_s": steps / elapsed,
+            "put_us": us(timed.times["put"]),
+            "put_writes_us": us(timed.times["put_writes"]),
+            "get_tuple_us": us(reads.times["get_tuple"]),
+            "list10_us": us(reads.times["list"]),
+            "disk_bytes_per_step": (disk / steps) if disk is not None else None,
+        }
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--turns", default="10,100", help="comma-separated turn counts")
+    parser.add_argument("--threads", type=int, default=4)
+    parser.add_argument("--quick", action="store_true", help="a short smoke pass")
+    parser.add_argument("--json", help="also write the results to this file")
+    args = parser.parse_args()
+    turns = [3] if args.quick else [int(t) for t in args.turns.split(",")]
+    threads = 2 if args.quick else args.threads
+    kinds = ["logsaver-sync", "logsaver-flush", "sqlite", "inmemory"]
+    results = [run(kind, t, threads) for t in turns for kind in kinds]
+
+    header = f"{'saver':<16}{'turns':>6}{'steps/s':>10}{'put µs':>9}{'writes µs':>10}{'get µs':>8}{'list10 µs':>10}{'disk B/step':>12}"
+    print(header)
+    for r in results:
+        disk = f"{r['disk_bytes_per_step']:.0f}" if r["disk_bytes_per_step"] is not None else "-"
+        print(
+            f"{r['saver']:<16}{r['turns']:>6}{r['steps_per_s']:>10.0f}{r['put_us']:>9.1f}{r['put_writes_us']:>10.1f}"
+            f"{r['get_tuple_us']:>8.1f}{r['list10_us']:>10.1f}{disk:>12}"
+        )
+    print("\nratios (targets in brackets):")
+    for t in turns:
+        by = {r["saver"]: r for r in results if r["turns"] == t}
+        sync, flush, sqlite, mem = by["logsaver-sync"], by["logsaver-flush"], by["sqlite"], by["inmemory"]
+        durable = (sqlite["put_us"] + sqlite["put_writes_us"]) / (sync["put_us"] + sync["put_writes_us"])
+        checks = [
+            ("durable writes vs SqliteSaver (speedup)", durable, ">= 5", durable >= 5),
+            ("flush put vs InMemorySaver put (speedup)", mem["put_us"] / flush["put_us"], ">= 1", flush["put_us"] <= mem["put_us"]),
+            ("flush put_writes vs InMemorySaver (speedup)", mem["put_writes_us"] / flush["put_writes_us"], ">= 1", flush["put_writes_us"] <= mem["put_writes_us"]),
+            ("get_tuple vs InMemorySaver (speedup)", mem["get_tuple_us"] / sync["get_tuple_us"], ">= 1", sync["get_tuple_us"] <= mem["get_tuple_us"]),
+            ("list vs InMemorySaver (speedup)", mem["list10_us"] / sync["list10_us"], ">= 1", sync["list10_us"] <= mem["list10_us"]),
+            ("disk bytes vs SqliteSaver", sync["disk_bytes_per_step"] / sqlite["disk_bytes_per_step"], "<= 0.5", sync["disk_bytes_per_step"] <= 0.5 * sqlite["disk_bytes_per_step"]),
+        ]
+        for name, value, target, met in checks:
+            print(f"  {t:>3} turns  {name:<46}{value:>8.2f}  [{target}] {'met' if met else 'MISSED'}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
