@@ -30,6 +30,7 @@ mod error;
 pub mod format;
 mod id;
 mod index;
+pub mod inspect;
 mod logstore;
 mod manifest;
 mod memory;

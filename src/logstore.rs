@@ -101,6 +101,31 @@ impl LogStore {
         self.engine.compact_all()
     }
 
+    /// Every thread with its checkpoint count, bytes and newest checkpoint, sorted by id.
+    pub fn threads(&self) -> Vec<crate::inspect::ThreadSummary> {
+        self.engine.thread_summaries()
+    }
+
+    /// Read back and decode every indexed record and check every checkpoint's blob
+    /// references; `progress` gets (done, total). Open with `use_snapshot: false` (and
+    /// `RecoveryMode::SkipCorrupted` to list damage instead of failing) to also check every
+    /// frame of the log.
+    pub fn verify(&self, progress: &mut dyn FnMut(u64, u64)) -> crate::inspect::VerifyReport {
+        self.engine.verify(progress)
+    }
+
+    /// Store writes with the `idx` slots given (for importers restoring an export exactly;
+    /// `put_writes` assigns slots itself).
+    pub fn put_raw_writes(
+        &self,
+        config: &Config,
+        task_id: &str,
+        task_path: &str,
+        writes: &[(i64, String, Blob)],
+    ) -> Result<()> {
+        self.engine.put_raw_writes(config, task_id, task_path, writes)
+    }
+
     /// Apply [`Options::retention`] (`keep_last`, `max_age`) to every thread now.
     pub fn apply_retention(&self) -> Result<RetentionStats> {
         self.engine.apply_retention()

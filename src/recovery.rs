@@ -100,7 +100,7 @@ pub struct Recovered {
 /// Open the log in `dir`: read the manifest, remove what it does not list, and rebuild the
 /// index (from the snapshot plus the log after it when the snapshot is valid, else by replaying
 /// every segment).
-pub fn recover(vfs: &dyn Vfs, dir: &Path, mode: RecoveryMode) -> Result<Recovered> {
+pub fn recover(vfs: &dyn Vfs, dir: &Path, mode: RecoveryMode, use_snapshot: bool) -> Result<Recovered> {
     let started = Instant::now();
     let mut report = RecoveryReport::default();
     let on_disk = list_segments(vfs, dir, &mut report)?;
@@ -163,7 +163,8 @@ pub fn recover(vfs: &dyn Vfs, dir: &Path, mode: RecoveryMode) -> Result<Recovere
     for &seq in &manifest.segments {
         segments.insert(Arc::new(Segment::sealed(vfs, seq, segment_path(dir, seq))?));
     }
-    let (mut index, start, mut max_frame_seq) = match crate::snapshot::load(vfs, dir, &manifest, &segments) {
+    let snapshot = if use_snapshot { crate::snapshot::load(vfs, dir, &manifest, &segments) } else { None };
+    let (mut index, start, mut max_frame_seq) = match snapshot {
         Some(loaded) => {
             report.used_snapshot = true;
             (loaded.index, loaded.resume, loaded.last_frame_seq)

@@ -57,6 +57,9 @@ pub struct Options {
     /// Create and preallocate the next segment on a background thread, so a rotation does not
     /// stall a commit for the zero-fill. Default: true.
     pub prepare_segments_ahead: bool,
+    /// Load the index snapshot at open when it is valid. Default: true; `false` replays (and so
+    /// checks) every frame of the log.
+    pub use_snapshot: bool,
     /// Background compaction; `None` turns it off. Default: on, see [`AutoCompaction`].
     pub auto_compaction: Option<AutoCompaction>,
     /// Retention applied by [`LogStore::apply_retention`] and, with an interval, in the
@@ -105,6 +108,7 @@ impl Default for Options {
             max_value_bytes: 1 << 30,
             buffer_bytes: 1 << 20,
             prepare_segments_ahead: true,
+            use_snapshot: true,
             auto_compaction: Some(AutoCompaction::default()),
             retention: Retention::default(),
         }
@@ -145,8 +149,8 @@ pub struct StoreStats {
 pub(crate) struct Engine {
     dir: PathBuf,
     options: Options,
-    index: RwLock<Index>,
-    segments: Arc<SegmentSet>,
+    pub(crate) index: RwLock<Index>,
+    pub(crate) segments: Arc<SegmentSet>,
     committer: Committer,
     stats: Arc<CommitStats>,
     ids: CheckpointIdGenerator,
@@ -175,7 +179,7 @@ impl Engine {
             None => return Err(Error::Locked { path: dir }),
         };
 
-        let recovered = recover(&*vfs, &dir, options.recovery)?;
+        let recovered = recover(&*vfs, &dir, options.recovery, options.use_snapshot)?;
         let stats = Arc::new(CommitStats::default());
         let writer_options = WriterOptions {
             durability: options.durability,
@@ -295,6 +299,11 @@ impl Engine {
 
     fn commit(&self, batch: Batch) -> Result<()> {
         self.committer.commit(batch, &self.index)
+    }
+
+    pub(crate) fn commit_batch(&self, batch: Batch) -> Result<()> {
+        self.check_open()?;
+        self.commit(batch)
     }
 
     fn check_value(&self, what: impl FnOnce() -> String, value: &Blob) -> Result<()> {

@@ -199,8 +199,8 @@ fn run_agent(store: &LogStore, n: usize, args: &DemoArgs, progress: &ProgressBar
             let _ = write!(body, "{}{message}", if i > 0 { "," } else { "" });
         }
         body.push(']');
-        update("messages", Blob::new("msgpack", body.into_bytes()), &mut checkpoint);
-        update("step", Blob::new("msgpack", (step as u64).to_le_bytes().to_vec()), &mut checkpoint);
+        update("messages", Blob::new("json", body.into_bytes()), &mut checkpoint);
+        update("step", Blob::new("json", step.to_string().into_bytes()), &mut checkpoint);
         if step % 3 == 0 {
             update("scratch", Blob::new("json", format!("{{\"note\":{step}}}").into_bytes()), &mut checkpoint);
         }

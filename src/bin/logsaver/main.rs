@@ -2,6 +2,7 @@
 //! store and shows what it wrote.
 
 mod demo;
+mod ops;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -20,6 +21,85 @@ struct Cli {
 enum Command {
     /// Simulate a fleet of agents writing checkpoints, then reopen the store and browse a thread.
     Demo(DemoArgs),
+    /// Segments, live and dead bytes, garbage ratio, threads, checkpoints, writes, index memory.
+    Stats {
+        /// Store directory.
+        dir: PathBuf,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Threads with their checkpoint count, bytes and last update.
+    Threads {
+        /// Store directory.
+        dir: PathBuf,
+        /// Sort by: thread, checkpoints, bytes, updated.
+        #[arg(long, default_value = "thread")]
+        sort: String,
+        /// Threads per page.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        /// Threads to skip.
+        #[arg(long, default_value_t = 0)]
+        offset: usize,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The checkpoints of a thread, newest first, with step, source, parent and size.
+    History {
+        /// Store directory.
+        dir: PathBuf,
+        /// Thread id.
+        thread: String,
+        /// Only this namespace ("" is the root graph).
+        #[arg(long)]
+        ns: Option<String>,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// A checkpoint (the latest by default): metadata, channels, pending writes.
+    Show {
+        /// Store directory.
+        dir: PathBuf,
+        /// Thread id.
+        thread: String,
+        /// Checkpoint id (default: the latest).
+        checkpoint: Option<String>,
+        /// Namespace.
+        #[arg(long, default_value = "")]
+        ns: String,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check every frame, record and blob reference; exit status 1 if anything is wrong.
+    Verify {
+        /// Store directory.
+        dir: PathBuf,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Rewrite the live records and reclaim the garbage.
+    Compact {
+        /// Store directory.
+        dir: PathBuf,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Every checkpoint and pending write as JSON Lines on stdout (values base64).
+    Export {
+        /// Store directory.
+        dir: PathBuf,
+    },
+    /// Read `export` output from stdin into a store (created if missing); idempotent.
+    Import {
+        /// Store directory.
+        dir: PathBuf,
+    },
 }
 
 /// Options of `logsaver demo`.
@@ -69,13 +149,29 @@ impl From<DurabilityArg> for Durability {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Demo(args) => demo::run(&args),
+        Command::Demo(args) => demo::run(&args).map(|()| true),
+        Command::Stats { dir, json } => ops::stats(&dir, json).map(|()| true),
+        Command::Threads { dir, sort, limit, offset, json } => {
+            ops::threads(&dir, &sort, limit, offset, json).map(|()| true)
+        }
+        Command::History { dir, thread, ns, json } => ops::history(&dir, &thread, ns.as_deref(), json).map(|()| true),
+        Command::Show { dir, thread, checkpoint, ns, json } => {
+            ops::show(&dir, &thread, checkpoint.as_deref(), &ns, json).map(|()| true)
+        }
+        Command::Verify { dir, json } => ops::verify(&dir, json),
+        Command::Compact { dir, json } => ops::compact(&dir, json).map(|()| true),
+        Command::Export { dir } => ops::export(&dir).map(|()| true),
+        Command::Import { dir } => ops::import(&dir).map(|n| {
+            eprintln!("imported {n} records");
+            true
+        }),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
         Err(error) => {
             eprintln!("error: {error}");
-            ExitCode::FAILURE
+            ExitCode::from(2)
         }
     }
 }

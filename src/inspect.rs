@@ -1,0 +1,216 @@
+//! What the operator CLI needs beyond the saver trait: per-thread summaries, a full
+//! verification pass, and a raw write path for importers.
+
+use std::borrow::Cow;
+use std::path::PathBuf;
+
+use crate::commit::Batch;
+use crate::error::{Error, Result};
+use crate::index::{IndexOp, blob_hash};
+use crate::model::{Blob, Config};
+use crate::records::BlobRef;
+use crate::records::{
+    BlobKey, BlobRecord, CheckpointRecord, WriteEntry, WritesKey, WritesRecord, decode, decode_prefix,
+};
+use crate::saver::required_checkpoint_id;
+use crate::store::Engine;
+
+/// One thread at a glance.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ThreadSummary {
+    /// Thread id.
+    pub thread_id: String,
+    /// Namespaces.
+    pub namespaces: usize,
+    /// Checkpoints, all namespaces.
+    pub checkpoints: usize,
+    /// Bytes of its records (checkpoints, blobs, writes) on disk.
+    pub bytes: u64,
+    /// The id of its newest checkpoint (the time of the last update, for uuid6 ids).
+    pub latest_checkpoint_id: Option<String>,
+}
+
+/// A problem `verify` found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    /// The file.
+    pub file: PathBuf,
+    /// Byte offset in it.
+    pub offset: u64,
+    /// What is wrong.
+    pub what: String,
+}
+
+/// What `verify` checked and found.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct VerifyReport {
+    /// Records read back and decoded through the index.
+    pub records_checked: u64,
+    /// Blob references of checkpoints checked.
+    pub references_checked: u64,
+    /// Everything wrong, with file and offset.
+    pub problems: Vec<Problem>,
+}
+
+impl Engine {
+    /// Every thread, sorted by id.
+    pub(crate) fn thread_summaries(&self) -> Vec<ThreadSummary> {
+        let index = self.index.read();
+        let mut out: Vec<ThreadSummary> = index
+            .threads()
+            .map(|(thread_id, thread)| {
+                let mut summary = ThreadSummary {
+                    thread_id: thread_id.to_owned(),
+                    namespaces: thread.namespaces.len(),
+                    checkpoints: 0,
+                    bytes: 0,
+                    latest_checkpoint_id: None,
+                };
+                let mut latest = None;
+                for ns in thread.namespaces.values() {
+                    summary.checkpoints += ns.checkpoints.len();
+                    summary.bytes += ns.checkpoints.values().map(|s| s.loc.disk_len()).sum::<u64>();
+                    summary.bytes += ns.blobs.values().map(|b| b.loc.disk_len()).sum::<u64>();
+                    summary.bytes += ns.writes.values().flatten().map(|l| l.disk_len()).sum::<u64>();
+                    if let Some((key, _)) = ns.checkpoints.last_key_value()
+                        && latest.as_ref().is_none_or(|l| key > l)
+                    {
+                        latest = Some(key.clone());
+                    }
+                }
+                summary.latest_checkpoint_id = latest.map(|k| k.as_str().into_owned());
+                summary
+            })
+            .collect();
+        out.sort_by(|a, b| a.thread_id.cmp(&b.thread_id));
+        out
+    }
+
+    /// Read back every indexed record (checking its CRC and decoding it) and every blob
+    /// reference of every checkpoint. `progress` is called with (done, total) records.
+    pub(crate) fn verify(&self, progress: &mut dyn FnMut(u64, u64)) -> VerifyReport {
+        let mut report = VerifyReport::default();
+        let index = self.index.read();
+        let total = index.counts();
+        let total = total.checkpoints + total.blobs + total.write_records;
+        let file_of = |seq: u32| {
+            self.segments.get(seq).map(|s| s.path.clone()).unwrap_or_else(|| PathBuf::from(format!("segment {seq}")))
+        };
+        let problem = |report: &mut VerifyReport, loc: crate::segment::Loc, what: String| {
+            report.problems.push(Problem { file: file_of(loc.segment), offset: u64::from(loc.offset), what })
+        };
+        for (thread, thread_index) in index.threads() {
+            for (ns_name, ns) in &thread_index.namespaces {
+                for slot in ns.blobs.values() {
+                    match self
+                        .segments
+                        .read_record(slot.loc)
+                        .and_then(|b| decode::<BlobRecord>(b.view().body).map(|_| ()).map_err(Error::InvalidArgument))
+                    {
+                        Ok(()) => {}
+                        Err(e) => problem(&mut report, slot.loc, format!("blob of thread {thread:?}: {e}")),
+                    }
+                    report.records_checked += 1;
+                }
+                for &loc in ns.writes.values().flatten() {
+                    if let Err(e) = self
+                        .segments
+                        .read_record(loc)
+                        .and_then(|b| decode::<WritesRecord>(b.view().body).map(|_| ()).map_err(Error::InvalidArgument))
+                    {
+                        problem(&mut report, loc, format!("pending writes of thread {thread:?}: {e}"));
+                    }
+                    report.records_checked += 1;
+                }
+                for (key, slot) in &ns.checkpoints {
+                    report.records_checked += 1;
+                    progress(report.records_checked, total);
+                    let bytes = match self.segments.read_record(slot.loc) {
+                        Ok(bytes) => bytes,
+                        Err(e) => {
+                            problem(
+                                &mut report,
+                                slot.loc,
+                                format!("checkpoint {} of thread {thread:?}: {e}", key.as_str()),
+                            );
+                            continue;
+                        }
+                    };
+                    let record: CheckpointRecord = match decode(bytes.view().body) {
+                        Ok(record) => record,
+                        Err(e) => {
+                            problem(&mut report, slot.loc, format!("checkpoint {}: {e}", key.as_str()));
+                            continue;
+                        }
+                    };
+                    for (channel, version) in record.body.channel_versions.iter() {
+                        report.references_checked += 1;
+                        let Some(blob) = ns.blobs.get(&blob_hash(channel, version)) else {
+                            problem(
+                                &mut report,
+                                slot.loc,
+                                format!(
+                                    "checkpoint {} of thread {thread:?} (ns {ns_name:?}) names channel {channel:?} version {version}, which has no stored value",
+                                    key.as_str()
+                                ),
+                            );
+                            continue;
+                        };
+                        let matches = self.segments.read_record(blob.loc).ok().and_then(|b| {
+                            let k: BlobKey = decode_prefix(b.view().body).ok()?;
+                            Some(k.channel == channel.as_str() && *k.version == *version && k.thread_id == thread)
+                        });
+                        if matches != Some(true) {
+                            problem(
+                                &mut report,
+                                blob.loc,
+                                format!(
+                                    "blob index entry for channel {channel:?} version {version} points at another record"
+                                ),
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        progress(total, total);
+        report
+    }
+
+    /// Store writes with explicit `idx` slots (an import restoring exactly what was exported).
+    pub(crate) fn put_raw_writes(
+        &self,
+        config: &Config,
+        task_id: &str,
+        task_path: &str,
+        writes: &[(i64, String, Blob)],
+    ) -> Result<()> {
+        let checkpoint_id = required_checkpoint_id(config)?;
+        let record = WritesRecord {
+            key: WritesKey {
+                thread_id: Cow::Borrowed(&config.thread_id),
+                checkpoint_ns: Cow::Borrowed(&config.checkpoint_ns),
+                checkpoint_id: Cow::Borrowed(checkpoint_id),
+            },
+            task_id: Cow::Borrowed(task_id),
+            task_path: Cow::Borrowed(task_path),
+            writes: writes
+                .iter()
+                .map(|(idx, channel, value)| WriteEntry {
+                    idx: *idx,
+                    channel: Cow::Borrowed(channel),
+                    value: BlobRef::of(value),
+                })
+                .collect(),
+        };
+        let op = IndexOp::Writes {
+            thread: Cow::Owned(config.thread_id.clone()),
+            ns: Cow::Owned(config.checkpoint_ns.clone()),
+            checkpoint_id: Cow::Owned(checkpoint_id.to_owned()),
+            special: writes.iter().any(|(idx, _, _)| *idx < 0),
+        };
+        let mut batch = Batch::new();
+        batch.push(&record, op)?;
+        self.commit_batch(batch)
+    }
+}

@@ -1,0 +1,140 @@
+//! The operator CLI end to end: stats, threads, history, show, verify, compact, export/import,
+//! and its errors.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use std::io::Write;
+
+fn logsaver(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_logsaver")).args(args).output().expect("run logsaver");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn demo_store(dir: &Path) {
+    let (code, _, err) = logsaver(&["demo", dir.to_str().expect("utf-8"), "--threads", "12", "--steps", "6"]);
+    assert_eq!(code, 0, "{err}");
+}
+
+fn json(text: &str) -> serde_json::Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+#[test]
+fn read_commands_report_the_store_as_text_and_json() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("s");
+    demo_store(&store);
+    let s = store.to_str().expect("utf-8");
+
+    let (code, out, _) = logsaver(&["stats", s, "--json"]);
+    assert_eq!(code, 0);
+    let stats = json(&out);
+    assert_eq!(stats["threads"], 12);
+    assert_eq!(stats["checkpoints"], 72);
+    assert!(stats["garbage_ratio"].as_f64().is_some());
+
+    let (code, out, _) = logsaver(&["threads", s, "--json", "--limit", "5", "--offset", "10", "--sort", "thread"]);
+    assert_eq!(code, 0);
+    let threads = json(&out);
+    assert_eq!(threads["total"], 12);
+    assert_eq!(threads["threads"].as_array().map(Vec::len), Some(2));
+    assert_eq!(threads["threads"][0]["thread_id"], "agent-0010");
+
+    let (code, out, _) = logsaver(&["history", s, "agent-0003", "--json"]);
+    assert_eq!(code, 0);
+    let history = json(&out);
+    assert_eq!(history.as_array().map(Vec::len), Some(6));
+    assert_eq!(history[0]["parent_checkpoint_id"], history[1]["checkpoint_id"]);
+
+    let (code, out, _) = logsaver(&["show", s, "agent-0003", "--json"]);
+    assert_eq!(code, 0);
+    let shown = json(&out);
+    assert_eq!(shown["checkpoint_id"], history[0]["checkpoint_id"]);
+    let channels = shown["channels"].as_array().expect("channels");
+    assert!(channels.iter().any(|c| c["channel"] == "messages" && c["value"].is_array()), "json values shown decoded");
+
+    let (code, out, _) = logsaver(&["history", s, "agent-0003"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("newest first"));
+}
+
+#[test]
+fn verify_passes_a_sound_store_and_names_file_and_offset_of_damage() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("s");
+    demo_store(&store);
+    let s = store.to_str().expect("utf-8");
+    let (code, out, _) = logsaver(&["verify", s]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("no problems found"));
+    // Damage the middle of the (only) segment's data.
+    let segment = std::fs::read_dir(&store)
+        .expect("dir")
+        .map(|e| e.expect("entry").path())
+        .find(|p| p.extension().is_some_and(|e| e == "seg"))
+        .expect("a segment");
+    let mut bytes = std::fs::read(&segment).expect("read");
+    let at = bytes.len() / 3;
+    bytes[at] ^= 0xff;
+    std::fs::write(&segment, &bytes).expect("write");
+    let (code, out, _) = logsaver(&["verify", s, "--json"]);
+    assert_eq!(code, 1, "{out}");
+    let report = json(&out);
+    let problems = report["problems"].as_array().expect("problems");
+    assert!(!problems.is_empty());
+    assert!(
+        problems[0]["file"].as_str().is_some_and(|f| f.ends_with(".seg")) && problems[0]["offset"].as_u64().is_some()
+    );
+}
+
+#[test]
+fn export_import_round_trips_byte_for_byte_and_import_is_idempotent() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    demo_store(&a);
+    let (code, exported, _) = logsaver(&["export", a.to_str().expect("utf-8")]);
+    assert_eq!(code, 0);
+    assert!(exported.lines().count() > 72);
+    for _ in 0..2 {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_logsaver"))
+            .args(["import", b.to_str().expect("utf-8")])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn import");
+        child.stdin.take().expect("stdin").write_all(exported.as_bytes()).expect("feed");
+        assert!(child.wait().expect("wait").success());
+    }
+    let (code, again, _) = logsaver(&["export", b.to_str().expect("utf-8")]);
+    assert_eq!(code, 0);
+    assert!(again == exported, "export a | import b | export b differs");
+}
+
+#[test]
+fn compact_reports_sizes_and_errors_are_clear() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("s");
+    demo_store(&store);
+    let s = store.to_str().expect("utf-8");
+    let (code, out, _) = logsaver(&["compact", s, "--json"]);
+    assert_eq!(code, 0);
+    let stats = json(&out);
+    assert!(stats["bytes_before"].as_u64().is_some() && stats["bytes_after"].as_u64().is_some());
+
+    let missing = dir.path().join("nothing-here");
+    let (code, _, err) = logsaver(&["stats", missing.to_str().expect("utf-8")]);
+    assert_eq!(code, 2);
+    assert!(err.contains("no logsaver store") && err.contains("nothing-here"), "{err}");
+
+    let open = logsaver::LogStore::open(&store, logsaver::Options::default()).expect("hold the store");
+    let (code, _, err) = logsaver(&["stats", s]);
+    assert_eq!(code, 2);
+    assert!(err.contains("locked"), "{err}");
+    drop(open);
+}
