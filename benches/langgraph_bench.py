@@ -124,9 +124,6 @@ def run(kind: str, turns: int, threads: int) -> dict[str, Any]:
             graph.invoke({"messages": [{"role": "user", "content": "hello"}], "turn": 0}, {"configurable": {"thread_id": f"t{t}"}})
         elapsed = time.perf_counter() - started
         steps = len(timed.times["put"])
-        if hasattr(saver, "flush"):
-            saver.flush()
-        disk = dir_bytes(path) if path else None
         # Reads on the finished threads.
         reads = Timed(saver)
         for _ in range(200):
@@ -135,8 +132,12 @@ def run(kind: str, turns: int, threads: int) -> dict[str, Any]:
         for _ in range(50):
             for t in range(threads):
                 reads.list({"configurable": {"thread_id": f"t{t}"}}, limit=10)
+        # Disk use once closed: LogSaver trims its preallocated tail at close.
         if hasattr(saver, "close"):
             saver.close()
+        if kind == "sqlite":
+            saver.conn.close()
+        disk = dir_bytes(path) if path else None
         return {
             "saver": kind,
             "turns": turns,

@@ -309,8 +309,8 @@ fn ratio_table() {
     let eight = median_ns("concurrent_sync_put", "writers/8");
     let r = one.zip(eight).map(|(a, b)| a / b);
     line("8 durable writers / 1 writer, throughput", r, ">= 4", r.map(|r| r >= 4.0));
-    let r = median_ns("read", "get_tuple_latest/sqlite")
-        .zip(median_ns("read", "get_tuple_latest/logsaver"))
+    let r = median_ns("read", "get_tuple_latest_sqlite")
+        .zip(median_ns("read", "get_tuple_latest_logsaver"))
         .map(|(a, b)| a / b);
     line("sqlite latest get / logsaver latest get_tuple", r, ">= 10", r.map(|r| r >= 10.0));
 }

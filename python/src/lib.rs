@@ -209,6 +209,7 @@ impl Store {
                     max_age: max_age_seconds.map(seconds).transpose()?,
                     interval: retention_interval_seconds.map(seconds).transpose()?,
                 },
+                ..defaults
             })
         })()
         .map_err(|e| to_py_err(py, e))?;
