@@ -3,7 +3,8 @@
 #   1. the formatting check,
 #   2. the Rust tests (unit, integration, doc; all features; benches compiled and smoke-run),
 #   3. the Python binding, built with maturin into .venv, and its pytest suite (LangGraph's
-#      conformance suite, real graphs, cross-process tests),
+#      conformance suite, real graphs, cross-process tests, migration to and from SQLite and
+#      a real PostgreSQL server, which it installs with apt-get and starts on loopback),
 #   4. every fuzz target for FUZZ_SECONDS (default 60) each, starting from the committed corpus
 #      (cargo-fuzz is installed if missing; libFuzzer needs RUSTC_BOOTSTRAP=1 on stable).
 # CI (.ci/run) runs exactly this.
@@ -24,6 +25,13 @@ cargo fmt --all -- --check
 step "rust tests (release, all features)"
 cargo test --release --all-features --all-targets
 cargo test --release --all-features --doc
+
+step "system packages (PostgreSQL for the migration tests)"
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update
+    apt-get install -y postgresql
+fi
 
 step "python environment (.venv)"
 if [ ! -x .venv/bin/python ]; then

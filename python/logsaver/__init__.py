@@ -12,10 +12,12 @@ from logsaver.errors import (
     StoreLockedError,
     StorePoisonedError,
 )
+from logsaver.migrate import migrate
 from logsaver.saver import LogSaver
 
 __all__ = [
     "LogSaver",
+    "migrate",
     "LogSaverError",
     "StoreLockedError",
     "CorruptionError",
