@@ -50,6 +50,9 @@ step "python binding (maturin develop --release)"
 step "python tests"
 (cd python && "$root/.venv/bin/python" -m pytest -q)
 
+step "python benchmark, quick pass (so it cannot rot)"
+"$root/.venv/bin/python" benches/langgraph_bench.py --quick
+
 step "fuzz smoke (${FUZZ_SECONDS:-60} s per target)"
 if ! cargo fuzz --version >/dev/null 2>&1; then
     cargo install cargo-fuzz --locked
