@@ -1,18 +1,14 @@
 //! What the operator CLI needs beyond the saver trait: per-thread summaries, a full
 //! verification pass, and a raw write path for importers.
 
-use std::borrow::Cow;
 use std::path::PathBuf;
 
 use crate::commit::Batch;
 use crate::error::{Error, Result};
-use crate::index::{IndexOp, blob_hash};
+use crate::index::blob_hash;
 use crate::model::{Blob, Config};
-use crate::records::BlobRef;
-use crate::records::{
-    BlobKey, BlobRecord, CheckpointRecord, WriteEntry, WritesKey, WritesRecord, decode, decode_prefix,
-};
-use crate::saver::required_checkpoint_id;
+use crate::pending::encode_slotted_writes;
+use crate::records::{BlobKey, BlobRecord, CheckpointRecord, WritesRecord, decode, decode_prefix};
 use crate::store::Engine;
 
 /// One thread at a glance.
@@ -185,32 +181,10 @@ impl Engine {
         task_path: &str,
         writes: &[(i64, String, Blob)],
     ) -> Result<()> {
-        let checkpoint_id = required_checkpoint_id(config)?;
-        let record = WritesRecord {
-            key: WritesKey {
-                thread_id: Cow::Borrowed(&config.thread_id),
-                checkpoint_ns: Cow::Borrowed(&config.checkpoint_ns),
-                checkpoint_id: Cow::Borrowed(checkpoint_id),
-            },
-            task_id: Cow::Borrowed(task_id),
-            task_path: Cow::Borrowed(task_path),
-            writes: writes
-                .iter()
-                .map(|(idx, channel, value)| WriteEntry {
-                    idx: *idx,
-                    channel: Cow::Borrowed(channel),
-                    value: BlobRef::of(value),
-                })
-                .collect(),
-        };
-        let op = IndexOp::Writes {
-            thread: Cow::Owned(config.thread_id.clone()),
-            ns: Cow::Owned(config.checkpoint_ns.clone()),
-            checkpoint_id: Cow::Owned(checkpoint_id.to_owned()),
-            special: writes.iter().any(|(idx, _, _)| *idx < 0),
-        };
+        let slotted: Vec<(i64, &str, &Blob)> =
+            writes.iter().map(|(idx, channel, value)| (*idx, channel.as_str(), value)).collect();
         let mut batch = Batch::new();
-        batch.push(&record, op)?;
+        encode_slotted_writes(&mut batch, config, task_id, task_path, &slotted)?;
         self.commit_batch(batch)
     }
 }

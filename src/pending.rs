@@ -18,7 +18,8 @@ use crate::records::{BlobRef, WriteEntry, WritesKey, WritesRecord, decode};
 use crate::saver::{WriteBatch, required_checkpoint_id, resolve_pending_writes, write_slot};
 use crate::segment::{Loc, SegmentSet};
 
-/// Encode one `put_writes` call. `max_value` bounds each value.
+/// Encode one `put_writes` call: each write takes its position as `idx`, or its special
+/// channel's fixed slot. `max_value` bounds each value.
 pub fn encode_writes(
     batch: &mut Batch,
     config: &Config,
@@ -27,8 +28,7 @@ pub fn encode_writes(
     task_path: &str,
     max_value: u64,
 ) -> Result<()> {
-    let checkpoint_id = required_checkpoint_id(config)?;
-    let mut entries = Vec::with_capacity(writes.len());
+    let mut slotted = Vec::with_capacity(writes.len());
     for (position, (channel, value)) in writes.iter().enumerate() {
         if value.bytes.len() as u64 > max_value {
             return Err(Error::TooLarge {
@@ -37,12 +37,21 @@ pub fn encode_writes(
                 limit: max_value,
             });
         }
-        entries.push(WriteEntry {
-            idx: write_slot(channel, position),
-            channel: Cow::Borrowed(channel),
-            value: BlobRef::of(value),
-        });
+        slotted.push((write_slot(channel, position), channel.as_str(), value));
     }
+    encode_slotted_writes(batch, config, task_id, task_path, &slotted)
+}
+
+/// Encode writes whose `idx` slots are already decided (`put_writes`, or an import restoring
+/// exactly what was exported).
+pub fn encode_slotted_writes(
+    batch: &mut Batch,
+    config: &Config,
+    task_id: &str,
+    task_path: &str,
+    writes: &[(i64, &str, &Blob)],
+) -> Result<()> {
+    let checkpoint_id = required_checkpoint_id(config)?;
     let record = WritesRecord {
         key: WritesKey {
             thread_id: Cow::Borrowed(&config.thread_id),
@@ -51,13 +60,20 @@ pub fn encode_writes(
         },
         task_id: Cow::Borrowed(task_id),
         task_path: Cow::Borrowed(task_path),
-        writes: entries,
+        writes: writes
+            .iter()
+            .map(|&(idx, channel, value)| WriteEntry {
+                idx,
+                channel: Cow::Borrowed(channel),
+                value: BlobRef::of(value),
+            })
+            .collect(),
     };
     let op = IndexOp::Writes {
         thread: Cow::Owned(config.thread_id.clone()),
         ns: Cow::Owned(config.checkpoint_ns.clone()),
         checkpoint_id: Cow::Owned(checkpoint_id.to_owned()),
-        special: record.writes.iter().any(|w| w.idx < 0),
+        special: writes.iter().any(|&(idx, _, _)| idx < 0),
     };
     batch.push(&record, op)
 }
