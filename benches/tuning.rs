@@ -8,7 +8,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use logsaver::{Blob, ChannelVersion, Checkpoint, CheckpointIdGenerator, CheckpointSaver, Config, Durability, LogStore, Options};
+use logsaver::{
+    Blob, ChannelVersion, Checkpoint, CheckpointIdGenerator, CheckpointSaver, Config, Durability, LogStore, Options,
+};
 
 fn full() -> bool {
     std::env::args().any(|a| a == "--bench")
@@ -38,7 +40,9 @@ fn run(options: Options, writers: usize, per_writer: usize, size: usize) -> Run 
                         cp.channel_values.insert("state".into(), value.clone());
                         cp.channel_versions.insert("state".into(), ChannelVersion::Int(i as i64 + 1));
                         let t = Instant::now();
-                        store.put(&Config::thread(format!("w{w}")), &cp, &Default::default(), &cp.channel_versions).expect("put");
+                        store
+                            .put(&Config::thread(format!("w{w}")), &cp, &Default::default(), &cp.channel_versions)
+                            .expect("put");
                         lat.push(t.elapsed());
                     }
                     lat
@@ -74,7 +78,11 @@ fn main() {
     }
     for writers in [1usize, 2, 4, 8, 16] {
         let options = base.clone();
-        rows.push(("group commit: writers".into(), writers.to_string(), run(options, writers, 2000 / scale / writers.min(4), 1024)));
+        rows.push((
+            "group commit: writers".into(),
+            writers.to_string(),
+            run(options, writers, 2000 / scale / writers.min(4), 1024),
+        ));
     }
     println!("\n{:<24} {:<40} {:>10} {:>10} {:>10}", "knob", "setting", "mean", "p99", "puts/s");
     for (knob, setting, r) in &rows {
