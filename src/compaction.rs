@@ -27,7 +27,7 @@ use crate::error::{Error, Result};
 use crate::format::{FRAME_HEADER_LEN, FrameHeader, SEGMENT_HEADER_LEN, align_up, parse_frame, salted_hasher};
 use crate::index::{Applied, Index, IndexOp};
 use crate::manifest::Layout;
-use crate::recovery::{index_op, next_valid_frame};
+use crate::recovery::{located_op, next_valid_frame};
 use crate::segment::{Loc, Segment, segment_path, sync_dir};
 use crate::vfs::VfsFile;
 
@@ -284,13 +284,7 @@ fn copy_live(
             // One read lock per frame: writers are never held up for long.
             let index = index.read();
             for (relative, record) in records {
-                let loc = Loc {
-                    segment: segment.seq,
-                    offset: (offset as usize + relative) as u32,
-                    len: record.body.len() as u32,
-                };
-                let op = index_op(&record)
-                    .map_err(|reason| Error::corruption(&segment.path, u64::from(loc.offset), reason))?;
+                let (loc, op) = located_op(segment, offset, relative, &record)?;
                 let start = loc.offset as usize;
                 let bytes = &data[start..start + loc.disk_len() as usize];
                 let live = index.is_live(&op, loc);

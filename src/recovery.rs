@@ -277,13 +277,7 @@ fn scan_segment(
                     frame_seq: frame.frame_seq,
                 };
                 for (relative, record) in records {
-                    let loc = Loc {
-                        segment: segment.seq,
-                        offset: (offset as usize + relative) as u32,
-                        len: record.body.len() as u32,
-                    };
-                    let op = index_op(&record)
-                        .map_err(|reason| Error::corruption(&segment.path, u64::from(loc.offset), reason))?;
+                    let (loc, op) = located_op(segment, offset, relative, &record)?;
                     index.apply(&op, loc, segments);
                     report.records += 1;
                 }
@@ -385,6 +379,19 @@ fn reopen_active(
     }
     file.sync_data().map_err(|e| Error::io("fdatasync", &path, e))?;
     Ok((Arc::new(Segment::active(seq, path, file)), capacity, end))
+}
+
+/// Where a record of the frame at `frame_offset` lives, and the index op it stands for.
+pub(crate) fn located_op<'a>(
+    segment: &Segment,
+    frame_offset: u64,
+    relative: usize,
+    record: &RecordView<'a>,
+) -> Result<(Loc, IndexOp<'a>)> {
+    let loc =
+        Loc { segment: segment.seq, offset: (frame_offset as usize + relative) as u32, len: record.body.len() as u32 };
+    let op = index_op(record).map_err(|reason| Error::corruption(&segment.path, u64::from(loc.offset), reason))?;
+    Ok((loc, op))
 }
 
 /// The index op a replayed record stands for.
