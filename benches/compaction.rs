@@ -93,7 +93,7 @@ fn reopen(c: &mut Criterion) {
         let snapshot = dir.path().join("INDEX");
         let saved = std::fs::read(&snapshot).expect("snapshot written at close");
         // Only the open is timed; dropping the store closes it (and rewrites the snapshot).
-        let mut time_open = |use_snapshot: bool, iters: u64| {
+        let time_open = |use_snapshot: bool, iters: u64| {
             let mut total = Duration::ZERO;
             for _ in 0..iters {
                 if use_snapshot {
