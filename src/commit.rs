@@ -59,8 +59,9 @@ impl Batch {
         Batch::default()
     }
 
-    /// Encode `record` into the batch; `op` is what committing it does to the index.
-    pub fn push<R: Record>(&mut self, record: &R, op: IndexOp<'static>) -> Result<()> {
+    /// Encode `record` into the batch; committing it applies its [`Record::index_op`].
+    pub fn push<R: Record>(&mut self, record: &R) -> Result<()> {
+        let op = record.index_op().to_static();
         let at = begin_record(&mut self.bytes);
         let bytes = std::mem::take(&mut self.bytes);
         self.bytes =

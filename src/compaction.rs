@@ -27,7 +27,7 @@ use crate::error::{Error, Result};
 use crate::format::{FRAME_HEADER_LEN, FrameHeader, SEGMENT_HEADER_LEN, align_up, parse_frame, salted_hasher};
 use crate::index::{Applied, Index, IndexOp};
 use crate::manifest::Layout;
-use crate::recovery::{located_op, next_valid_frame};
+use crate::recovery::{next_valid_frame, record_loc, replay_op};
 use crate::segment::{Loc, Segment, segment_path, sync_dir};
 use crate::vfs::VfsFile;
 
@@ -284,23 +284,25 @@ fn copy_live(
             // One read lock per frame: writers are never held up for long.
             let index = index.read();
             for (relative, record) in records {
-                let (loc, op) = located_op(segment, offset, relative, &record)?;
+                let loc = record_loc(segment, offset, relative, &record);
                 let start = loc.offset as usize;
                 let bytes = &data[start..start + loc.disk_len() as usize];
-                let live = index.is_live(&op, loc);
-                if live {
+                // Live: copied. An unreferenced blob the index still names: dropped, but kept
+                // in hand in case a checkpoint reads it again before the switch.
+                let (live, unreferenced_blob) = replay_op(segment, loc, &record, |op| {
+                    let live = index.is_live(op, loc);
+                    let named = matches!(op, IndexOp::Blob { thread, ns, hash }
+                        if index.namespace(thread, ns).and_then(|n| n.blobs.get(hash)).is_some_and(|slot| slot.loc == loc));
+                    (live.then(|| op.to_static()), (!live && named).then(|| op.to_static()))
+                })?;
+                if let Some(op) = live {
                     output.push(bytes, loc.len)?;
-                    moved.push((to_static(&op), loc));
+                    moved.push((op, loc));
                     stats.records_copied += 1;
                     stats.bytes_copied += loc.disk_len();
                 } else {
-                    if let IndexOp::Blob { thread, ns, hash } = &op
-                        && index
-                            .namespace(thread, ns)
-                            .and_then(|n| n.blobs.get(hash))
-                            .is_some_and(|slot| slot.loc == loc)
-                    {
-                        dropped_blobs.push(DroppedBlob { op: to_static(&op), loc, bytes: bytes.to_vec() });
+                    if let Some(op) = unreferenced_blob {
+                        dropped_blobs.push(DroppedBlob { op, loc, bytes: bytes.to_vec() });
                     }
                     stats.records_dropped += 1;
                 }
@@ -309,26 +311,4 @@ fn copy_live(
         }
     }
     Ok(())
-}
-
-fn to_static(op: &IndexOp<'_>) -> IndexOp<'static> {
-    use std::borrow::Cow;
-    let own = |s: &Cow<'_, str>| Cow::Owned(s.to_string());
-    match op {
-        IndexOp::Checkpoint { thread, ns, id, run_id, refs } => IndexOp::Checkpoint {
-            thread: own(thread),
-            ns: own(ns),
-            id: own(id),
-            run_id: run_id.as_ref().map(own),
-            refs: refs.clone(),
-        },
-        IndexOp::Blob { thread, ns, hash } => IndexOp::Blob { thread: own(thread), ns: own(ns), hash: *hash },
-        IndexOp::Writes { thread, ns, checkpoint_id, special } => {
-            IndexOp::Writes { thread: own(thread), ns: own(ns), checkpoint_id: own(checkpoint_id), special: *special }
-        }
-        IndexOp::DeleteThread { thread } => IndexOp::DeleteThread { thread: own(thread) },
-        IndexOp::DeleteCheckpoints { thread, ns, ids } => {
-            IndexOp::DeleteCheckpoints { thread: own(thread), ns: own(ns), ids: ids.iter().map(own).collect() }
-        }
-    }
 }

@@ -537,6 +537,33 @@ impl Index {
     }
 }
 
+impl IndexOp<'_> {
+    /// The same op owning its strings (to outlive the record it came from).
+    pub fn to_static(&self) -> IndexOp<'static> {
+        let own = |s: &Cow<'_, str>| Cow::Owned(s.to_string());
+        match self {
+            IndexOp::Checkpoint { thread, ns, id, run_id, refs } => IndexOp::Checkpoint {
+                thread: own(thread),
+                ns: own(ns),
+                id: own(id),
+                run_id: run_id.as_ref().map(own),
+                refs: refs.clone(),
+            },
+            IndexOp::Blob { thread, ns, hash } => IndexOp::Blob { thread: own(thread), ns: own(ns), hash: *hash },
+            IndexOp::Writes { thread, ns, checkpoint_id, special } => IndexOp::Writes {
+                thread: own(thread),
+                ns: own(ns),
+                checkpoint_id: own(checkpoint_id),
+                special: *special,
+            },
+            IndexOp::DeleteThread { thread } => IndexOp::DeleteThread { thread: own(thread) },
+            IndexOp::DeleteCheckpoints { thread, ns, ids } => {
+                IndexOp::DeleteCheckpoints { thread: own(thread), ns: own(ns), ids: ids.iter().map(own).collect() }
+            }
+        }
+    }
+}
+
 fn op_thread<'b>(op: &'b IndexOp<'_>) -> &'b str {
     match op {
         IndexOp::Checkpoint { thread, .. }

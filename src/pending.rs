@@ -12,7 +12,6 @@ use std::borrow::Cow;
 
 use crate::commit::Batch;
 use crate::error::{Error, Result};
-use crate::index::IndexOp;
 use crate::model::{Blob, Config, PendingWrite};
 use crate::records::{BlobRef, WriteEntry, WritesKey, WritesRecord, decode};
 use crate::saver::{WriteBatch, required_checkpoint_id, resolve_pending_writes, write_slot};
@@ -69,13 +68,7 @@ pub fn encode_slotted_writes(
             })
             .collect(),
     };
-    let op = IndexOp::Writes {
-        thread: Cow::Owned(config.thread_id.clone()),
-        ns: Cow::Owned(config.checkpoint_ns.clone()),
-        checkpoint_id: Cow::Owned(checkpoint_id.to_owned()),
-        special: writes.iter().any(|&(idx, _, _)| idx < 0),
-    };
-    batch.push(&record, op)
+    batch.push(&record)
 }
 
 /// Read the writes records at `locs` (in commit order) and resolve them into pending writes.

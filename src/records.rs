@@ -8,7 +8,8 @@ use std::borrow::Cow;
 
 use serde::{Deserialize, Serialize};
 
-use crate::format::RecordKind;
+use crate::format::{RecordKind, RecordView};
+use crate::index::IndexOp;
 use crate::model::{Blob, ChannelVersion, ChannelVersions};
 
 /// A value inside a record: the borrowed form of [`Blob`].
@@ -182,22 +183,86 @@ pub struct DeleteCheckpointsRecord<'a> {
 pub trait Record: Serialize {
     /// The kind tag this body is stored under.
     const KIND: RecordKind;
+
+    /// What this record does to the index. Derived from the record itself, so a commit and a
+    /// replay of the same record cannot disagree.
+    fn index_op(&self) -> IndexOp<'_>;
+}
+
+fn borrow<'b>(s: &'b Cow<'_, str>) -> Cow<'b, str> {
+    Cow::Borrowed(s.as_ref())
 }
 
 impl Record for CheckpointRecord<'_> {
     const KIND: RecordKind = RecordKind::Checkpoint;
+
+    fn index_op(&self) -> IndexOp<'_> {
+        IndexOp::Checkpoint {
+            thread: borrow(&self.head.thread_id),
+            ns: borrow(&self.head.checkpoint_ns),
+            id: borrow(&self.head.checkpoint_id),
+            run_id: self.head.run_id.as_ref().map(borrow),
+            refs: checkpoint_blob_refs(&self.body.channel_versions),
+        }
+    }
 }
+
 impl Record for BlobRecord<'_> {
     const KIND: RecordKind = RecordKind::Blob;
+
+    fn index_op(&self) -> IndexOp<'_> {
+        IndexOp::Blob {
+            thread: borrow(&self.key.thread_id),
+            ns: borrow(&self.key.checkpoint_ns),
+            hash: crate::index::blob_hash(&self.key.channel, &self.key.version),
+        }
+    }
 }
+
 impl Record for WritesRecord<'_> {
     const KIND: RecordKind = RecordKind::Writes;
+
+    fn index_op(&self) -> IndexOp<'_> {
+        IndexOp::Writes {
+            thread: borrow(&self.key.thread_id),
+            ns: borrow(&self.key.checkpoint_ns),
+            checkpoint_id: borrow(&self.key.checkpoint_id),
+            special: self.writes.iter().any(|w| w.idx < 0),
+        }
+    }
 }
+
 impl Record for DeleteThreadRecord<'_> {
     const KIND: RecordKind = RecordKind::DeleteThread;
+
+    fn index_op(&self) -> IndexOp<'_> {
+        IndexOp::DeleteThread { thread: borrow(&self.thread_id) }
+    }
 }
+
 impl Record for DeleteCheckpointsRecord<'_> {
     const KIND: RecordKind = RecordKind::DeleteCheckpoints;
+
+    fn index_op(&self) -> IndexOp<'_> {
+        IndexOp::DeleteCheckpoints {
+            thread: borrow(&self.thread_id),
+            ns: borrow(&self.checkpoint_ns),
+            ids: self.checkpoint_ids.iter().map(borrow).collect(),
+        }
+    }
+}
+
+/// Decode a replayed record and hand its index op to `f` (without copying its strings).
+pub fn with_index_op<T>(record: &RecordView<'_>, f: impl FnOnce(&IndexOp<'_>) -> T) -> Result<T, String> {
+    Ok(match record.kind {
+        RecordKind::Checkpoint => f(&decode::<CheckpointRecord>(record.body)?.index_op()),
+        RecordKind::Blob => {
+            f(&decode_prefix::<BlobKey>(record.body).map(|key| BlobRecord { key, value: None })?.index_op())
+        }
+        RecordKind::Writes => f(&decode::<WritesRecord>(record.body)?.index_op()),
+        RecordKind::DeleteThread => f(&decode::<DeleteThreadRecord>(record.body)?.index_op()),
+        RecordKind::DeleteCheckpoints => f(&decode::<DeleteCheckpointsRecord>(record.body)?.index_op()),
+    })
 }
 
 /// The blob hashes a checkpoint's `channel_versions` name.

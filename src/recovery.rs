@@ -18,15 +18,11 @@ use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 use crate::format::{
-    FRAME_ALIGN, FRAME_HEADER_LEN, FrameHeader, FrameSlot, RecordKind, RecordView, SEGMENT_HEADER_LEN, SegmentHeader,
-    parse_frame,
+    FRAME_ALIGN, FRAME_HEADER_LEN, FrameHeader, FrameSlot, RecordView, SEGMENT_HEADER_LEN, SegmentHeader, parse_frame,
 };
-use crate::index::{Applied, Index, IndexOp, blob_hash};
+use crate::index::{Applied, Index, IndexOp};
 use crate::manifest::Manifest;
-use crate::records::{
-    BlobKey, CheckpointRecord, DeleteCheckpointsRecord, DeleteThreadRecord, WritesRecord, checkpoint_blob_refs, decode,
-    decode_prefix,
-};
+use crate::records::with_index_op;
 use crate::segment::{Loc, SEGMENT_SUFFIX, Segment, SegmentSet, segment_path, sync_dir};
 use crate::vfs::{OpenMode, Vfs};
 
@@ -277,8 +273,8 @@ fn scan_segment(
                     frame_seq: frame.frame_seq,
                 };
                 for (relative, record) in records {
-                    let (loc, op) = located_op(segment, offset, relative, &record)?;
-                    index.apply(&op, loc, segments);
+                    let loc = record_loc(segment, offset, relative, &record);
+                    replay_op(segment, loc, &record, |op| index.apply(op, loc, segments))?;
                     report.records += 1;
                 }
                 report.frames += 1;
@@ -381,54 +377,18 @@ fn reopen_active(
     Ok((Arc::new(Segment::active(seq, path, file)), capacity, end))
 }
 
-/// Where a record of the frame at `frame_offset` lives, and the index op it stands for.
-pub(crate) fn located_op<'a>(
-    segment: &Segment,
-    frame_offset: u64,
-    relative: usize,
-    record: &RecordView<'a>,
-) -> Result<(Loc, IndexOp<'a>)> {
-    let loc =
-        Loc { segment: segment.seq, offset: (frame_offset as usize + relative) as u32, len: record.body.len() as u32 };
-    let op = index_op(record).map_err(|reason| Error::corruption(&segment.path, u64::from(loc.offset), reason))?;
-    Ok((loc, op))
+/// Where a record of the frame at `frame_offset` lives.
+pub(crate) fn record_loc(segment: &Segment, frame_offset: u64, relative: usize, record: &RecordView<'_>) -> Loc {
+    Loc { segment: segment.seq, offset: (frame_offset as usize + relative) as u32, len: record.body.len() as u32 }
 }
 
-/// The index op a replayed record stands for.
-pub fn index_op<'a>(record: &RecordView<'a>) -> Result<IndexOp<'a>, String> {
-    Ok(match record.kind {
-        RecordKind::Checkpoint => {
-            let full: CheckpointRecord = decode(record.body)?;
-            let head = full.head;
-            IndexOp::Checkpoint {
-                thread: head.thread_id,
-                ns: head.checkpoint_ns,
-                id: head.checkpoint_id,
-                run_id: head.run_id,
-                refs: checkpoint_blob_refs(&full.body.channel_versions),
-            }
-        }
-        RecordKind::Blob => {
-            let key: BlobKey = decode_prefix(record.body)?;
-            IndexOp::Blob { hash: blob_hash(&key.channel, &key.version), thread: key.thread_id, ns: key.checkpoint_ns }
-        }
-        RecordKind::Writes => {
-            let full: WritesRecord = decode(record.body)?;
-            let special = full.writes.iter().any(|w| w.idx < 0);
-            let key = full.key;
-            IndexOp::Writes { thread: key.thread_id, ns: key.checkpoint_ns, checkpoint_id: key.checkpoint_id, special }
-        }
-        RecordKind::DeleteThread => {
-            let record: DeleteThreadRecord = decode(record.body)?;
-            IndexOp::DeleteThread { thread: record.thread_id }
-        }
-        RecordKind::DeleteCheckpoints => {
-            let record: DeleteCheckpointsRecord = decode(record.body)?;
-            IndexOp::DeleteCheckpoints {
-                thread: record.thread_id,
-                ns: record.checkpoint_ns,
-                ids: record.checkpoint_ids,
-            }
-        }
-    })
+/// Hand the index op of the replayed record at `loc` to `f`; a record that passed its CRC but
+/// does not decode is corruption at `loc`.
+pub(crate) fn replay_op<T>(
+    segment: &Segment,
+    loc: Loc,
+    record: &RecordView<'_>,
+    f: impl FnOnce(&IndexOp<'_>) -> T,
+) -> Result<T> {
+    with_index_op(record, f).map_err(|reason| Error::corruption(&segment.path, u64::from(loc.offset), reason))
 }

@@ -17,7 +17,7 @@ use crate::commit::{Batch, CommitStats, Committer, Durability, Writer, WriterOpt
 use crate::compaction::CompactionStats;
 use crate::error::{Error, Result};
 use crate::id::CheckpointIdGenerator;
-use crate::index::{CheckpointKey, CheckpointSlot, Index, IndexOp, NamespaceIndex, blob_hash};
+use crate::index::{CheckpointKey, CheckpointSlot, Index, NamespaceIndex, blob_hash};
 use crate::manifest::{Layout, Manifest};
 use crate::model::{
     Blob, ChannelVersion, ChannelVersions, Checkpoint, CheckpointTuple, Config, DeltaChannelHistory, ListQuery,
@@ -26,12 +26,12 @@ use crate::model::{
 use crate::pending::{encode_writes, load_pending_writes, record_error};
 use crate::records::{
     BlobKey, BlobRecord, BlobRef, CheckpointBody, CheckpointHead, CheckpointRecord, DeleteCheckpointsRecord,
-    DeleteThreadRecord, WritesRecord, checkpoint_blob_refs, decode, decode_prefix,
+    DeleteThreadRecord, WritesRecord, decode, decode_prefix,
 };
 use crate::recovery::{RecoveryMode, RecoveryReport, recover};
 use crate::retention::{self, RetentionStats};
 use crate::saver::{Ancestor, CheckpointSaver, check_thread_id, metadata_matches, run_id_of, walk_delta_history};
-use crate::segment::{Loc, SegmentSet};
+use crate::segment::{Loc, RecordBytes, SegmentSet};
 use crate::vfs::{LockGuard, Vfs};
 
 /// Name of the lock file in a store directory.
@@ -315,8 +315,15 @@ impl Engine {
         Ok(())
     }
 
-    /// The blob record of (channel, version) in `ns`, if stored; the key is checked against the
-    /// record, so a hash collision is reported rather than answered with the wrong value.
+    /// Decode the body of a record read from the log; a record that passed its CRC but does
+    /// not decode is corruption at its location.
+    fn decoded<'b, T: serde::Deserialize<'b>>(&self, bytes: &'b RecordBytes) -> Result<T> {
+        decode(bytes.view().body).map_err(|reason| record_error(&self.segments, bytes.loc, reason))
+    }
+
+    /// The blob record of (channel, version) in `ns`, if stored, read once. Its key is checked
+    /// against the request, so a hash collision is reported rather than answered with the
+    /// wrong value.
     fn find_blob(
         &self,
         thread: &str,
@@ -324,7 +331,7 @@ impl Engine {
         ns: &NamespaceIndex,
         channel: &str,
         version: &ChannelVersion,
-    ) -> Result<Option<Loc>> {
+    ) -> Result<Option<RecordBytes>> {
         let Some(loc) = ns.blobs.get(&blob_hash(channel, version)).map(|slot| slot.loc) else { return Ok(None) };
         let bytes = self.segments.read_record(loc)?;
         let key: BlobKey =
@@ -339,11 +346,26 @@ impl Engine {
                 ),
             ));
         }
-        Ok(Some(loc))
+        Ok(Some(bytes))
+    }
+
+    /// The stored value of (channel, version) in `ns`; `None` if nothing is stored or it is the
+    /// `empty` sentinel.
+    fn blob_value(
+        &self,
+        thread: &str,
+        ns_name: &str,
+        ns: &NamespaceIndex,
+        channel: &str,
+        version: &ChannelVersion,
+    ) -> Result<Option<Blob>> {
+        let Some(bytes) = self.find_blob(thread, ns_name, ns, channel, version)? else { return Ok(None) };
+        let record: BlobRecord = self.decoded(&bytes)?;
+        Ok(record.value.map(|value| value.to_blob()))
     }
 
     /// Read a checkpoint record and decode it.
-    fn read_checkpoint(&self, loc: Loc) -> Result<(crate::segment::RecordBytes, Metadata)> {
+    fn read_checkpoint(&self, loc: Loc) -> Result<(RecordBytes, Metadata)> {
         let bytes = self.segments.read_record(loc)?;
         let head: CheckpointHead =
             decode_prefix(bytes.view().body).map_err(|reason| record_error(&self.segments, loc, reason))?;
@@ -360,14 +382,13 @@ impl Engine {
         ns: &NamespaceIndex,
         key: &CheckpointKey,
         slot: &CheckpointSlot,
-        loaded: Option<(crate::segment::RecordBytes, Metadata)>,
+        loaded: Option<(RecordBytes, Metadata)>,
     ) -> Result<CheckpointTuple> {
         let (bytes, metadata) = match loaded {
             Some(loaded) => loaded,
             None => self.read_checkpoint(slot.loc)?,
         };
-        let record: CheckpointRecord =
-            decode(bytes.view().body).map_err(|reason| record_error(&self.segments, slot.loc, reason))?;
+        let record: CheckpointRecord = self.decoded(&bytes)?;
         let id = key.as_str();
         if record.head.checkpoint_id != id || record.head.thread_id != thread || record.head.checkpoint_ns != ns_name {
             return Err(record_error(
@@ -379,12 +400,8 @@ impl Engine {
         let body = record.body;
         let mut channel_values = std::collections::BTreeMap::new();
         for (channel, version) in body.channel_versions.iter() {
-            let Some(loc) = self.find_blob(thread, ns_name, ns, channel, version)? else { continue };
-            let blob_bytes = self.segments.read_record(loc)?;
-            let blob: BlobRecord =
-                decode(blob_bytes.view().body).map_err(|reason| record_error(&self.segments, loc, reason))?;
-            if let Some(value) = blob.value {
-                channel_values.insert(channel.clone(), value.to_blob());
+            if let Some(value) = self.blob_value(thread, ns_name, ns, channel, version)? {
+                channel_values.insert(channel.clone(), value);
             }
         }
         let pending_writes = match ns.writes.get(key) {
@@ -426,17 +443,12 @@ impl Engine {
     ) -> Result<Option<Ancestor>> {
         let Some((key, slot)) = ns.checkpoints.get_key_value(&CheckpointKey::new(id)) else { return Ok(None) };
         let bytes = self.segments.read_record(slot.loc)?;
-        let record: CheckpointRecord =
-            decode(bytes.view().body).map_err(|reason| record_error(&self.segments, slot.loc, reason))?;
+        let record: CheckpointRecord = self.decoded(&bytes)?;
         let mut values = std::collections::BTreeMap::new();
         for channel in channels {
             let Some(version) = record.body.channel_versions.get(channel) else { continue };
-            let Some(loc) = self.find_blob(thread, ns_name, ns, channel, version)? else { continue };
-            let blob_bytes = self.segments.read_record(loc)?;
-            let blob: BlobRecord =
-                decode(blob_bytes.view().body).map_err(|reason| record_error(&self.segments, loc, reason))?;
-            if let Some(value) = blob.value {
-                values.insert(channel.clone(), value.to_blob());
+            if let Some(value) = self.blob_value(thread, ns_name, ns, channel, version)? {
+                values.insert(channel.clone(), value);
             }
         }
         let writes = match ns.writes.get(key) {
@@ -449,47 +461,27 @@ impl Engine {
     /// Re-encode every record of `source` under `target`, in the order the index holds them.
     fn copy_records(&self, index: &Index, source: &str, target: &str, batch: &mut Batch) -> Result<()> {
         let Some(thread) = index.thread(source) else { return Ok(()) };
-        let target_name: Cow<'static, str> = Cow::Owned(target.to_owned());
-        for (ns_name, ns) in &thread.namespaces {
-            let ns_owned: Cow<'static, str> = Cow::Owned(ns_name.to_string());
+        for ns in thread.namespaces.values() {
             let mut blob_locs: Vec<Loc> = ns.blobs.values().map(|slot| slot.loc).collect();
             blob_locs.sort_unstable();
             for loc in blob_locs {
                 let bytes = self.segments.read_record(loc)?;
-                let mut record: BlobRecord =
-                    decode(bytes.view().body).map_err(|reason| record_error(&self.segments, loc, reason))?;
+                let mut record: BlobRecord = self.decoded(&bytes)?;
                 record.key.thread_id = Cow::Borrowed(target);
-                let hash = blob_hash(&record.key.channel, &record.key.version);
-                batch.push(&record, IndexOp::Blob { thread: target_name.clone(), ns: ns_owned.clone(), hash })?;
+                batch.push(&record)?;
             }
             for slot in ns.checkpoints.values() {
                 let bytes = self.segments.read_record(slot.loc)?;
-                let mut record: CheckpointRecord =
-                    decode(bytes.view().body).map_err(|reason| record_error(&self.segments, slot.loc, reason))?;
+                let mut record: CheckpointRecord = self.decoded(&bytes)?;
                 record.head.thread_id = Cow::Borrowed(target);
-                let op = IndexOp::Checkpoint {
-                    thread: target_name.clone(),
-                    ns: ns_owned.clone(),
-                    id: Cow::Owned(record.head.checkpoint_id.to_string()),
-                    run_id: record.head.run_id.as_ref().map(|run| Cow::Owned(run.to_string())),
-                    refs: checkpoint_blob_refs(&record.body.channel_versions),
-                };
-                batch.push(&record, op)?;
+                batch.push(&record)?;
             }
             // Each checkpoint's writes in commit order (their order decides the resolution).
-            let write_locs = ns.writes.iter().flat_map(|(key, locs)| locs.iter().map(move |&loc| (key, loc)));
-            for (key, loc) in write_locs {
+            for &loc in ns.writes.values().flatten() {
                 let bytes = self.segments.read_record(loc)?;
-                let mut record: WritesRecord =
-                    decode(bytes.view().body).map_err(|reason| record_error(&self.segments, loc, reason))?;
+                let mut record: WritesRecord = self.decoded(&bytes)?;
                 record.key.thread_id = Cow::Borrowed(target);
-                let op = IndexOp::Writes {
-                    thread: target_name.clone(),
-                    ns: ns_owned.clone(),
-                    checkpoint_id: Cow::Owned(key.as_str().into_owned()),
-                    special: record.writes.iter().any(|w| w.idx < 0),
-                };
-                batch.push(&record, op)?;
+                batch.push(&record)?;
             }
         }
         Ok(())
@@ -656,12 +648,7 @@ impl CheckpointSaver for Engine {
                     },
                     value: value.map(BlobRef::of),
                 };
-                let op = IndexOp::Blob {
-                    thread: Cow::Owned(thread.clone()),
-                    ns: Cow::Owned(ns_name.clone()),
-                    hash: blob_hash(channel, version),
-                };
-                batch.push(&record, op)?;
+                batch.push(&record)?;
             }
         }
         let metadata_json = serde_json::to_string(metadata).map_err(|e| Error::invalid(format!("metadata: {e}")))?;
@@ -682,14 +669,7 @@ impl CheckpointSaver for Engine {
                 updated_channels: checkpoint.updated_channels.as_deref().map(Cow::Borrowed),
             },
         };
-        let op = IndexOp::Checkpoint {
-            thread: Cow::Owned(thread.clone()),
-            ns: Cow::Owned(ns_name.clone()),
-            id: Cow::Owned(checkpoint.id.clone()),
-            run_id: run_id_of(metadata).map(|run| Cow::Owned(run.to_owned())),
-            refs: checkpoint_blob_refs(&checkpoint.channel_versions),
-        };
-        batch.push(&record, op)?;
+        batch.push(&record)?;
         self.commit(batch)?;
         Ok(Config {
             thread_id: thread.clone(),
@@ -752,14 +732,14 @@ impl CheckpointSaver for Engine {
             let index = self.index.read();
             for thread in thread_ids {
                 check_thread_id(thread)?;
-                let Some(thread_index) = index.thread(thread) else { continue };
+                if index.thread(thread).is_none() {
+                    continue;
+                }
                 match strategy {
                     PruneStrategy::Delete => {
-                        let op = IndexOp::DeleteThread { thread: Cow::Owned(thread.clone()) };
-                        batch.push(&DeleteThreadRecord { thread_id: Cow::Borrowed(thread) }, op)?;
+                        batch.push(&DeleteThreadRecord { thread_id: Cow::Borrowed(thread) })?;
                     }
                     PruneStrategy::KeepLatest => {
-                        let _ = thread_index;
                         let keep_latest = Retention { keep_last: Some(1), ..Retention::default() };
                         let plans = retention::plan(
                             &index,
@@ -794,20 +774,12 @@ impl Engine {
             for key in &plan.keep {
                 let Some(slot) = ns.checkpoints.get(key) else { continue };
                 let bytes = self.segments.read_record(slot.loc)?;
-                let mut record: CheckpointRecord =
-                    decode(bytes.view().body).map_err(|reason| record_error(&self.segments, slot.loc, reason))?;
+                let mut record: CheckpointRecord = self.decoded(&bytes)?;
                 if !record.head.parent_id.as_deref().is_some_and(|parent| removed.contains(parent)) {
                     continue;
                 }
                 record.head.parent_id = None;
-                let op = IndexOp::Checkpoint {
-                    thread: Cow::Owned(plan.thread.clone()),
-                    ns: Cow::Owned(plan.ns.clone()),
-                    id: Cow::Owned(key.as_str().into_owned()),
-                    run_id: record.head.run_id.as_ref().map(|run| Cow::Owned(run.to_string())),
-                    refs: checkpoint_blob_refs(&record.body.channel_versions),
-                };
-                batch.push(&record, op)?;
+                batch.push(&record)?;
                 stats.parents_cleared += 1;
             }
             stats.checkpoints_removed += plan.remove.iter().filter(|k| ns.checkpoints.contains_key(*k)).count() as u64;
@@ -945,19 +917,13 @@ impl SpaceStats {
     }
 }
 
-fn push_delete_checkpoints(batch: &mut Batch, thread: &str, ns: &str, ids: Vec<Cow<'static, str>>) -> Result<()> {
+fn push_delete_checkpoints(batch: &mut Batch, thread: &str, ns: &str, ids: Vec<Cow<'_, str>>) -> Result<()> {
     if ids.is_empty() {
         return Ok(());
     }
-    let record = DeleteCheckpointsRecord {
+    batch.push(&DeleteCheckpointsRecord {
         thread_id: Cow::Borrowed(thread),
         checkpoint_ns: Cow::Borrowed(ns),
-        checkpoint_ids: ids.iter().map(|id| Cow::Borrowed(id.as_ref())).collect(),
-    };
-    let op = IndexOp::DeleteCheckpoints {
-        thread: Cow::Owned(thread.to_owned()),
-        ns: Cow::Owned(ns.to_owned()),
-        ids: ids.clone(),
-    };
-    batch.push(&record, op)
+        checkpoint_ids: ids,
+    })
 }
