@@ -45,11 +45,13 @@ pub struct Batch {
     bytes: Vec<u8>,
     crc: Hasher,
     records: Vec<(IndexOp<'static>, usize, u32)>,
+    /// Blobs (thread, namespace, hash) the records read but do not write: checked by the leader.
+    assumed: Vec<(Box<str>, Box<str>, u64)>,
 }
 
 impl Default for Batch {
     fn default() -> Self {
-        Batch { bytes: Vec::new(), crc: Hasher::new(), records: Vec::new() }
+        Batch { bytes: Vec::new(), crc: Hasher::new(), records: Vec::new(), assumed: Vec::new() }
     }
 }
 
@@ -77,6 +79,19 @@ impl Batch {
         self.crc.update(&self.bytes[at..]);
         self.records.push((op, at, body_len as u32));
         Ok(())
+    }
+
+    /// The records rely on blob `hash` of (thread, ns) being stored without writing it (a put
+    /// that found the value already stored). The leader checks it again at the commit point.
+    pub fn assume_stored(&mut self, thread: &str, ns: &str, hash: u64) {
+        self.assumed.push((thread.into(), ns.into(), hash));
+    }
+
+    /// Whether every blob the batch assumes is still stored.
+    fn assumptions_hold(&self, index: &Index) -> bool {
+        self.assumed
+            .iter()
+            .all(|(thread, ns, hash)| index.namespace(thread, ns).is_some_and(|n| n.stored_blob(*hash).is_some()))
     }
 
     /// Whether the batch holds no records.
@@ -360,23 +375,99 @@ impl Writer {
     }
 }
 
+/// What a caller hands to the committer.
+pub enum Work {
+    /// Records the caller encoded. A blob the batch assumes stored
+    /// ([`Batch::assume_stored`]) is checked again by the leader: if it is gone by then (a
+    /// delete, a compaction dropping it), the batch is not written and the caller is told
+    /// [`Committed::Stale`], to encode again.
+    Encoded(Batch),
+    /// Records planned by the leader against the index as it is at the commit point, with
+    /// nothing committed in between: maintenance (delete, prune, retention, copy) decides what
+    /// to write from the state it changes, so it must not decide earlier. A planned call is
+    /// committed in a group of its own.
+    Planned(Plan),
+}
+
+/// A maintenance call's planner: reads the index (and records through it), returns the records.
+pub type Plan = Box<dyn FnOnce(&Index) -> Result<Batch> + Send>;
+
+/// How a commit ended, when it did not fail.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[must_use]
+pub enum Committed {
+    /// Written, durable as the mode promises, and applied to the index.
+    Done,
+    /// Not written: a blob the batch assumed stored is gone. Encode again and retry.
+    Stale,
+}
+
+struct Request {
+    ticket: u64,
+    work: Work,
+    /// The caller's operation tag (tests observe the commit order through it).
+    #[cfg(feature = "testing")]
+    tag: u64,
+}
+
 struct Queue {
     next_ticket: u64,
-    waiting: Vec<(u64, Batch)>,
-    /// Finished tickets whose callers have not woken yet: `None` = committed.
-    finished: HashMap<u64, Option<String>>,
+    waiting: std::collections::VecDeque<Request>,
+    /// Finished tickets whose callers have not woken yet.
+    finished: HashMap<u64, Result<Committed>>,
     leader_active: bool,
 }
 
+impl Queue {
+    /// The next group: one planned call alone, or the encoded batches up to the next planned
+    /// call.
+    fn take_group(&mut self) -> Vec<Request> {
+        match self.waiting.front() {
+            Some(Request { work: Work::Planned(_), .. }) => self.waiting.pop_front().into_iter().collect(),
+            _ => {
+                let end =
+                    self.waiting.iter().position(|r| matches!(r.work, Work::Planned(_))).unwrap_or(self.waiting.len());
+                self.waiting.drain(..end).collect()
+            }
+        }
+    }
+}
+
+/// Why the store is poisoned.
+#[derive(Clone)]
+struct Poison {
+    reason: String,
+    kind: Option<std::io::ErrorKind>,
+}
+
+impl Poison {
+    fn error(&self) -> Error {
+        Error::Poisoned { reason: self.reason.clone(), kind: self.kind }
+    }
+}
+
 /// Group commit over one [`Writer`].
+///
+/// The writer mutex is the commit path: whoever holds it is the only one who writes frames or
+/// changes the index (the leader, compaction's switch, a snapshot's capture). So what a leader
+/// checks or plans against the index still holds when it applies its group.
 pub struct Committer {
     queue: Mutex<Queue>,
     /// For the index to read back records whose data dies.
     segments: Arc<SegmentSet>,
     wake: Condvar,
     writer: Mutex<Writer>,
-    poison: Mutex<Option<String>>,
+    poison: Mutex<Option<Poison>>,
     stats: Arc<CommitStats>,
+    /// Operation tags of the committed batches, in commit order (tests only).
+    #[cfg(feature = "testing")]
+    commit_log: Mutex<Vec<u64>>,
+}
+
+#[cfg(feature = "testing")]
+thread_local! {
+    /// The tag that this thread's next calls carry into the commit log.
+    pub static OP_TAG: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
 }
 
 impl Committer {
@@ -386,7 +477,7 @@ impl Committer {
             segments: writer.layout.segments.clone(),
             queue: Mutex::new(Queue {
                 next_ticket: 0,
-                waiting: Vec::new(),
+                waiting: std::collections::VecDeque::new(),
                 finished: HashMap::new(),
                 leader_active: false,
             }),
@@ -394,13 +485,15 @@ impl Committer {
             writer: Mutex::new(writer),
             poison: Mutex::new(None),
             stats,
+            #[cfg(feature = "testing")]
+            commit_log: Mutex::new(Vec::new()),
         }
     }
 
     /// `Err(Poisoned)` once a write or fsync has failed.
     pub fn check_poison(&self) -> Result<()> {
         match &*self.poison.lock() {
-            Some(reason) => Err(Error::Poisoned(reason.clone())),
+            Some(poison) => Err(poison.error()),
             None => Ok(()),
         }
     }
@@ -409,70 +502,120 @@ impl Committer {
         let mut poison = self.poison.lock();
         if poison.is_none() {
             tracing::error!(%error, "write path failed; the store is poisoned until reopened");
-            *poison = Some(error.to_string());
+            *poison = Some(Poison { reason: error.to_string(), kind: error.io_kind() });
         }
     }
 
-    /// Make `batch` durable as the durability mode promises and apply it to `index`. Returns once
-    /// both are done.
-    pub fn commit(&self, batch: Batch, index: &RwLock<Index>) -> Result<()> {
+    /// Commit `work`: make its records durable as the durability mode promises and apply them
+    /// to `index`. Returns once both are done (or the batch was found stale).
+    pub fn commit(&self, work: Work, index: &RwLock<Index>) -> Result<Committed> {
         self.check_poison()?;
-        if batch.is_empty() {
-            return Ok(());
+        if let Work::Encoded(batch) = &work
+            && batch.is_empty()
+        {
+            return Ok(Committed::Done);
         }
         let mut queue = self.queue.lock();
         let ticket = queue.next_ticket;
         queue.next_ticket += 1;
-        queue.waiting.push((ticket, batch));
+        queue.waiting.push_back(Request {
+            ticket,
+            work,
+            #[cfg(feature = "testing")]
+            tag: OP_TAG.with(std::cell::Cell::get),
+        });
         loop {
             if let Some(outcome) = queue.finished.remove(&ticket) {
-                return outcome.map_or(Ok(()), |reason| Err(Error::Poisoned(reason)));
+                return outcome;
             }
             if !queue.leader_active {
                 queue.leader_active = true;
-                let group = std::mem::take(&mut queue.waiting);
-                let outcome = MutexGuard::unlocked(&mut queue, || self.lead(&group, index));
+                let group = queue.take_group();
+                let outcomes = MutexGuard::unlocked(&mut queue, || self.lead(group, ticket, index));
                 queue.leader_active = false;
-                let failure = outcome.as_ref().err().map(ToString::to_string);
-                for (other, _) in &group {
-                    if *other != ticket {
-                        queue.finished.insert(*other, failure.clone());
-                    }
-                }
+                queue.finished.extend(outcomes);
                 self.wake.notify_all();
-                return outcome;
+                continue;
             }
             self.wake.wait(&mut queue);
         }
     }
 
-    /// The leader's work for one group: write, sync, index.
-    fn lead(&self, group: &[(u64, Batch)], index: &RwLock<Index>) -> Result<()> {
-        let batches: Vec<&Batch> = group.iter().map(|(_, batch)| batch).collect();
-        let (placed, end) = {
-            let mut writer = self.writer.lock();
-            let written = writer.append(&batches).and_then(|placed| {
-                match writer.options.durability {
-                    Durability::Sync => writer.sync()?,
-                    Durability::Flush | Durability::None => {}
-                }
-                let end = Applied {
-                    segment: writer.active.seq,
-                    offset: writer.write_offset,
-                    frame_seq: writer.next_frame_seq - 1,
+    /// The leader's work for one group: check or plan, write, sync, index. Returns each
+    /// request's outcome; `own` (the leader's ticket) gets the original error of a failed write,
+    /// the others `Poisoned` with its kind.
+    fn lead(&self, group: Vec<Request>, own: u64, index: &RwLock<Index>) -> Vec<(u64, Result<Committed>)> {
+        let mut outcomes = Vec::with_capacity(group.len());
+        let mut writer = self.writer.lock();
+        // Checked under the commit path: a caller queued behind a failed leader must not become
+        // leader and be acknowledged (after a failed fdatasync the kernel may report success for
+        // a later one although the earlier frame is lost).
+        if let Some(poison) = self.poison.lock().clone() {
+            return group.into_iter().map(|r| (r.ticket, Err(poison.error()))).collect();
+        }
+        let mut ready: Vec<(u64, Batch)> = Vec::with_capacity(group.len());
+        #[cfg(feature = "testing")]
+        let mut tags = Vec::with_capacity(group.len());
+        {
+            let index = index.read();
+            for request in group {
+                let batch = match request.work {
+                    Work::Encoded(batch) if batch.assumptions_hold(&index) => batch,
+                    Work::Encoded(_) => {
+                        outcomes.push((request.ticket, Ok(Committed::Stale)));
+                        continue;
+                    }
+                    Work::Planned(plan) => match plan(&index) {
+                        Ok(batch) if batch.is_empty() => {
+                            outcomes.push((request.ticket, Ok(Committed::Done)));
+                            continue;
+                        }
+                        Ok(batch) => batch,
+                        Err(error) => {
+                            outcomes.push((request.ticket, Err(error)));
+                            continue;
+                        }
+                    },
                 };
-                Ok((placed, end))
-            });
-            match written {
-                Ok(placed) => placed,
-                Err(error) => {
-                    self.set_poison(&error);
-                    return Err(error);
+                #[cfg(feature = "testing")]
+                tags.push(request.tag);
+                ready.push((request.ticket, batch));
+            }
+        }
+        if ready.is_empty() {
+            return outcomes;
+        }
+        let batches: Vec<&Batch> = ready.iter().map(|(_, batch)| batch).collect();
+        let written = writer.append(&batches).and_then(|placed| {
+            match writer.options.durability {
+                Durability::Sync => writer.sync()?,
+                Durability::Flush | Durability::None => {}
+            }
+            let end = Applied {
+                segment: writer.active.seq,
+                offset: writer.write_offset,
+                frame_seq: writer.next_frame_seq - 1,
+            };
+            Ok((placed, end))
+        });
+        let (placed, end) = match written {
+            Ok(written) => written,
+            Err(error) => {
+                self.set_poison(&error);
+                let poisoned = error.to_poisoned();
+                let mut error = Some(error);
+                for (ticket, _) in &ready {
+                    let outcome = match error.take_if(|_| *ticket == own) {
+                        Some(original) => original,
+                        None => poisoned.to_poisoned(),
+                    };
+                    outcomes.push((*ticket, Err(outcome)));
                 }
+                return outcomes;
             }
         };
-        // The writer lock is released before the index lock is taken: readers hold the index
-        // lock while they may wait on a segment's buffered tail, never the other way round.
+        // Readers hold the index lock while they may wait on a segment's buffered tail; the
+        // leader takes the index lock after the tail lock is released, never the other way round.
         let mut index = index.write();
         for (batch, (segment, base)) in batches.iter().zip(placed) {
             for (op, at, len) in &batch.records {
@@ -480,15 +623,43 @@ impl Committer {
             }
         }
         index.applied = end;
-        self.stats.commits.fetch_add(group.len() as u64, Ordering::Relaxed);
-        Ok(())
+        drop(index);
+        #[cfg(feature = "testing")]
+        self.commit_log.lock().extend(tags);
+        self.stats.commits.fetch_add(ready.len() as u64, Ordering::Relaxed);
+        outcomes.extend(ready.iter().map(|(ticket, _)| (*ticket, Ok(Committed::Done))));
+        outcomes
+    }
+
+    /// Operation tags of the committed batches, in commit order (tests only).
+    #[cfg(feature = "testing")]
+    pub fn commit_log(&self) -> Vec<u64> {
+        self.commit_log.lock().clone()
+    }
+
+    /// Run `f` with the commit path held: no frame is written or applied while it runs.
+    pub fn paused<T>(&self, f: impl FnOnce() -> T) -> T {
+        let _writer = self.writer.lock();
+        f()
+    }
+
+    /// Make everything applied so far durable, then run `f` with the commit path still held:
+    /// the index `f` sees covers durable frames only (what an index snapshot may cover).
+    pub fn paused_durable<T>(&self, f: impl FnOnce() -> T) -> Result<T> {
+        let mut writer = self.writer.lock();
+        self.check_poison()?;
+        if let Err(error) = writer.sync() {
+            self.set_poison(&error);
+            return Err(error);
+        }
+        Ok(f())
     }
 
     /// Seal the active segment if it holds data, so everything written so far is in sealed
     /// segments (compaction works on those).
     pub fn seal_active(&self) -> Result<()> {
-        self.check_poison()?;
         let mut writer = self.writer.lock();
+        self.check_poison()?;
         if writer.write_offset == SEGMENT_HEADER_LEN as u64 {
             return Ok(());
         }
@@ -507,8 +678,8 @@ impl Committer {
     /// Flush, then trim the active segment's preallocated tail (the next open starts a new
     /// segment on its first write).
     pub fn close(&self) -> Result<()> {
-        self.check_poison()?;
         let mut writer = self.writer.lock();
+        self.check_poison()?;
         let result = writer.sync().and_then(|()| {
             let end = writer.write_offset;
             let path = writer.active.path.clone();
@@ -527,8 +698,9 @@ impl Committer {
 
     /// Write buffered bytes and fdatasync: everything committed so far survives a power cut.
     pub fn flush(&self) -> Result<()> {
+        let mut writer = self.writer.lock();
         self.check_poison()?;
-        let result = self.writer.lock().sync();
+        let result = writer.sync();
         if let Err(error) = &result {
             self.set_poison(error);
         }

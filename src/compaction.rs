@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::RwLock;
 
+use crate::commit::Committer;
 use crate::error::{Error, Result};
 use crate::format::{FRAME_HEADER_LEN, FrameHeader, SEGMENT_HEADER_LEN, align_up, parse_frame, salted_hasher};
 use crate::index::{Applied, Index, IndexOp};
@@ -166,26 +167,62 @@ impl<'a> Output<'a> {
 }
 
 /// Compact `victims`, the first segments of the manifest (all sealed).
+///
+/// The switch runs with the commit path held (`committer`), so no commit lands between the
+/// re-check of dropped blobs and the manifest switch: a put that found a blob stored and did not
+/// write it again is checked by its leader against the index after the switch, never before a
+/// drop it cannot see. `stop` is asked between frames of the copy (the store is closing):
+/// compaction then abandons its outputs and fails with [`Error::Closed`].
 pub fn compact_prefix(
     layout: &Layout,
     index: &RwLock<Index>,
+    committer: &Committer,
     victims: &[Arc<Segment>],
     segment_size: u64,
-    on_switch_failure: &dyn Fn(&Error),
+    stop: &dyn Fn() -> bool,
 ) -> Result<CompactionStats> {
     let started = Instant::now();
     let mut stats = CompactionStats { segments_rewritten: victims.len() as u64, ..CompactionStats::default() };
     let mut output = Output::new(layout, segment_size);
     let mut moved_ops = Vec::new();
     let mut dropped_blobs = Vec::new();
-    let copied = copy_live(victims, index, &mut output, &mut moved_ops, &mut dropped_blobs, &mut stats)
+    let copied = copy_live(victims, index, &mut output, &mut moved_ops, &mut dropped_blobs, &mut stats, stop)
         .and_then(|()| output.finish());
     if let Err(error) = copied {
         output.abandon();
         return Err(error);
     }
+    let old = committer.paused(|| {
+        switch(layout, index, &mut output, victims, moved_ops, &dropped_blobs, &mut stats, &|e| committer.poison(e))
+    })?;
 
-    // The switch: no reader or writer sees the index between the manifest and the moves.
+    // Retire: readers holding a victim keep their map; the unlinked file goes with the last one.
+    for seq in &old {
+        layout.segments.remove(*seq);
+        let path = segment_path(&layout.dir, *seq);
+        if let Err(error) = layout.vfs.remove_file(&path) {
+            tracing::warn!(%error, path = %path.display(), "cannot remove a compacted segment; it is removed at the next open");
+        }
+    }
+    sync_dir(&*layout.vfs, &layout.dir)?;
+    stats.elapsed = started.elapsed();
+    Ok(stats)
+}
+
+/// Step 2, with the commit path held: keep dropped blobs that gained a reader, switch the
+/// manifest, point the index at the copies. Returns the retired segment numbers.
+#[allow(clippy::too_many_arguments)]
+fn switch(
+    layout: &Layout,
+    index: &RwLock<Index>,
+    output: &mut Output<'_>,
+    victims: &[Arc<Segment>],
+    mut moved_ops: Vec<(IndexOp<'static>, Loc)>,
+    dropped_blobs: &[DroppedBlob],
+    stats: &mut CompactionStats,
+    on_switch_failure: &dyn Fn(&Error),
+) -> Result<Vec<u32>> {
+    // No reader or writer sees the index between the manifest and the moves.
     let mut index = index.write();
     let late: Vec<&DroppedBlob> = dropped_blobs
         .iter()
@@ -238,19 +275,7 @@ pub fn compact_prefix(
             },
         };
     }
-    drop(index);
-
-    // Retire: readers holding a victim keep their map; the unlinked file goes with the last one.
-    for seq in &old {
-        layout.segments.remove(*seq);
-        let path = segment_path(&layout.dir, *seq);
-        if let Err(error) = layout.vfs.remove_file(&path) {
-            tracing::warn!(%error, path = %path.display(), "cannot remove a compacted segment; it is removed at the next open");
-        }
-    }
-    sync_dir(&*layout.vfs, &layout.dir)?;
-    stats.elapsed = started.elapsed();
-    Ok(stats)
+    Ok(old)
 }
 
 /// Step 1: copy every live record of the victims, in log order, into `output`.
@@ -261,6 +286,7 @@ fn copy_live(
     moved: &mut Vec<(IndexOp<'static>, Loc)>,
     dropped_blobs: &mut Vec<DroppedBlob>,
     stats: &mut CompactionStats,
+    stop: &dyn Fn() -> bool,
 ) -> Result<()> {
     for segment in victims {
         let data =
@@ -269,6 +295,9 @@ fn copy_live(
         let seq = u64::from(segment.seq);
         let mut offset = SEGMENT_HEADER_LEN as u64;
         while (offset as usize) < data.len() {
+            if stop() {
+                return Err(Error::Closed);
+            }
             let frame = match parse_frame(&data[offset as usize..], seq) {
                 Ok(frame) => frame,
                 // Damage skipped at open (SkipCorrupted): skip it here too.

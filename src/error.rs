@@ -62,8 +62,14 @@ pub enum Error {
     /// An earlier write or fsync failed; the store refuses all further work until reopened,
     /// because after a failed fsync the kernel may have dropped dirty pages and retrying could
     /// report success for data that is gone.
-    #[error("store is poisoned by an earlier failure: {0}")]
-    Poisoned(String),
+    #[error("store is poisoned by an earlier failure: {reason}")]
+    Poisoned {
+        /// The failure that poisoned the store, as text.
+        reason: String,
+        /// The operating system's error kind of that failure, if it was an I/O error (EIO,
+        /// ENOSPC, ...), so callers can tell a full disk from a failing one.
+        kind: Option<io::ErrorKind>,
+    },
 
     /// A call handed to a background thread did not complete (the thread panicked or its
     /// runtime shut down).
@@ -82,6 +88,24 @@ impl Error {
 
     pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
         Error::Io { op, path: path.into(), source }
+    }
+
+    /// The `Poisoned` error that `self` leaves behind for every later call.
+    pub(crate) fn to_poisoned(&self) -> Error {
+        match self {
+            Error::Poisoned { reason, kind } => Error::Poisoned { reason: reason.clone(), kind: *kind },
+            other => Error::Poisoned { reason: other.to_string(), kind: other.io_kind() },
+        }
+    }
+
+    /// The operating system's error kind behind this error, if any (a poisoned store keeps the
+    /// kind of the failure that poisoned it).
+    pub fn io_kind(&self) -> Option<io::ErrorKind> {
+        match self {
+            Error::Io { source, .. } => Some(source.kind()),
+            Error::Poisoned { kind, .. } => *kind,
+            _ => None,
+        }
     }
 
     pub(crate) fn corruption(file: impl Into<PathBuf>, offset: u64, reason: impl Into<String>) -> Self {

@@ -115,33 +115,108 @@ impl Hasher for PassThroughHasher {
 }
 
 /// Interned run ids: `delete_for_runs` needs each checkpoint's run without a disk read.
+///
+/// Each id counts the live checkpoints that name it and is freed (its number reused) when the
+/// last one goes, so the table follows what is live, not every run ever seen.
 #[derive(Default)]
 pub struct RunTable {
     ids: HashMap<Box<str>, NonZeroU32>,
-    pub(crate) names: Vec<Box<str>>,
+    /// Run id of each number (number `n` at `n - 1`); `None` for a freed number.
+    pub(crate) names: Vec<Option<Box<str>>>,
+    /// Live checkpoints naming each number.
+    counts: Vec<u32>,
+    free: Vec<NonZeroU32>,
 }
 
 impl RunTable {
-    /// A table holding `names`, interned as 1, 2, ... in order.
-    pub(crate) fn from_names(names: Vec<Box<str>>) -> Self {
-        let ids =
-            names.iter().enumerate().filter_map(|(i, n)| Some((n.clone(), NonZeroU32::new(i as u32 + 1)?))).collect();
-        RunTable { ids, names }
-    }
-
-    fn intern(&mut self, run_id: &str) -> NonZeroU32 {
-        if let Some(&id) = self.ids.get(run_id) {
-            return id;
+    /// A table holding `names` as numbers 1, 2, ... (`None`: a free number), with no
+    /// checkpoint counted yet: [`RunTable::retain`] counts each one.
+    pub(crate) fn from_names(names: Vec<Option<Box<str>>>) -> Self {
+        let mut table = RunTable { counts: vec![0; names.len()], ..RunTable::default() };
+        for (i, name) in names.into_iter().enumerate() {
+            let Some(number) = u32::try_from(i + 1).ok().and_then(NonZeroU32::new) else { break };
+            match name {
+                Some(name) => {
+                    table.ids.insert(name.clone(), number);
+                    table.names.push(Some(name));
+                }
+                None => table.names.push(None),
+            }
         }
-        self.names.push(run_id.into());
-        let id = NonZeroU32::new(self.names.len() as u32).unwrap_or(NonZeroU32::MIN);
-        self.ids.insert(run_id.into(), id);
-        id
+        table
     }
 
-    /// The interned id of a run, if any checkpoint ever named it.
+    /// Count one more checkpoint of `run_id`, interning it if new.
+    fn intern(&mut self, run_id: &str) -> Option<NonZeroU32> {
+        if let Some(&number) = self.ids.get(run_id) {
+            self.retain(number);
+            return Some(number);
+        }
+        let number = match self.free.pop() {
+            Some(number) => {
+                self.names[number.get() as usize - 1] = Some(run_id.into());
+                number
+            }
+            None => {
+                let number = u32::try_from(self.names.len() + 1).ok().and_then(NonZeroU32::new)?;
+                self.names.push(Some(run_id.into()));
+                self.counts.push(0);
+                number
+            }
+        };
+        self.ids.insert(run_id.into(), number);
+        self.retain(number);
+        Some(number)
+    }
+
+    /// Count one more checkpoint of run `number`.
+    pub(crate) fn retain(&mut self, number: NonZeroU32) {
+        if let Some(count) = self.counts.get_mut(number.get() as usize - 1) {
+            *count += 1;
+        }
+    }
+
+    /// A checkpoint of run `number` is gone; the number is freed with its last checkpoint.
+    fn release(&mut self, number: Option<NonZeroU32>) {
+        let Some(number) = number else { return };
+        let at = number.get() as usize - 1;
+        let Some(count) = self.counts.get_mut(at) else { return };
+        *count = count.saturating_sub(1);
+        if *count == 0
+            && let Some(name) = self.names.get_mut(at).and_then(Option::take)
+        {
+            self.ids.remove(&name);
+            self.free.push(number);
+        }
+    }
+
+    /// After counting every checkpoint of a loaded table: free the numbers no checkpoint names.
+    pub(crate) fn free_unused(&mut self) {
+        for at in 0..self.names.len() {
+            if self.counts[at] == 0
+                && let Some(name) = self.names[at].take()
+            {
+                self.ids.remove(&name);
+                if let Some(number) = u32::try_from(at + 1).ok().and_then(NonZeroU32::new) {
+                    self.free.push(number);
+                }
+            }
+        }
+    }
+
+    /// The interned id of a run, if a live checkpoint names it.
     pub fn lookup(&self, run_id: &str) -> Option<NonZeroU32> {
         self.ids.get(run_id).copied()
+    }
+
+    /// Run ids interned (live ones).
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// Whether no run id is interned.
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
     }
 }
 
@@ -156,12 +231,24 @@ pub struct CheckpointSlot {
 
 /// One blob in the index: where it is and how many live checkpoints read it. A blob with no
 /// reader is garbage: it stays findable until compaction drops it.
+///
+/// The count is of checkpoints, whatever the order of records in the log: a checkpoint that
+/// names a (channel, version) whose record is not indexed (yet) counts on a placeholder slot
+/// ([`Loc::ABSENT`]), which the blob record fills when it comes. Replay after compaction (which
+/// may write a blob after the checkpoints that read it) so rebuilds the counts the live index had.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BlobSlot {
-    /// Where its record is.
+    /// Where its record is; [`Loc::ABSENT`] for a placeholder.
     pub loc: Loc,
     /// Live checkpoints whose `channel_versions` name this (channel, version).
     pub refs: u32,
+}
+
+impl BlobSlot {
+    /// Whether the blob's record is indexed (not a placeholder).
+    pub fn is_stored(&self) -> bool {
+        self.loc != Loc::ABSENT
+    }
 }
 
 /// The index of one (thread, namespace).
@@ -173,6 +260,13 @@ pub struct NamespaceIndex {
     pub blobs: HashMap<u64, BlobSlot, BuildHasherDefault<PassThroughHasher>>,
     /// Writes records per checkpoint id, in commit order. May name checkpoints not stored (yet).
     pub writes: HashMap<CheckpointKey, Vec<Loc>>,
+}
+
+impl NamespaceIndex {
+    /// The slot of a stored blob (placeholders are not stored).
+    pub fn stored_blob(&self, hash: u64) -> Option<&BlobSlot> {
+        self.blobs.get(&hash).filter(|slot| slot.is_stored())
+    }
 }
 
 /// The index of one thread.
@@ -272,21 +366,25 @@ fn sub_live(usage: &mut HashMap<u32, SegmentUsage>, loc: Loc) {
 }
 
 fn incref(namespace: &mut NamespaceIndex, usage: &mut HashMap<u32, SegmentUsage>, hash: u64) {
-    if let Some(slot) = namespace.blobs.get_mut(&hash) {
-        if slot.refs == 0 {
-            add_live(usage, slot.loc);
-        }
-        slot.refs += 1;
+    let slot = namespace.blobs.entry(hash).or_insert(BlobSlot { loc: Loc::ABSENT, refs: 0 });
+    if slot.refs == 0 && slot.is_stored() {
+        add_live(usage, slot.loc);
     }
+    slot.refs += 1;
 }
 
 fn decref(namespace: &mut NamespaceIndex, usage: &mut HashMap<u32, SegmentUsage>, hash: u64) {
-    if let Some(slot) = namespace.blobs.get_mut(&hash)
-        && slot.refs > 0
-    {
-        slot.refs -= 1;
-        if slot.refs == 0 {
+    let Some(slot) = namespace.blobs.get_mut(&hash) else { return };
+    if slot.refs == 0 {
+        return;
+    }
+    slot.refs -= 1;
+    if slot.refs == 0 {
+        if slot.is_stored() {
             sub_live(usage, slot.loc);
+        } else {
+            // A placeholder nothing counts on any more.
+            namespace.blobs.remove(&hash);
         }
     }
 }
@@ -314,7 +412,7 @@ impl Index {
                 if self.max_checkpoint_id.as_ref().is_none_or(|max| *max < key) {
                     self.max_checkpoint_id = Some(key.clone());
                 }
-                let run = run_id.as_deref().map(|run| self.runs.intern(run));
+                let run = run_id.as_deref().and_then(|run| self.runs.intern(run));
                 let (namespace, usage) = self.namespace_mut(thread, ns);
                 let old = namespace.checkpoints.insert(key, CheckpointSlot { loc, run });
                 add_live(usage, loc);
@@ -326,13 +424,16 @@ impl Index {
                     for hash in source.checkpoint_refs(old.loc) {
                         decref(namespace, usage, hash);
                     }
+                    self.runs.release(old.run);
                 }
             }
             IndexOp::Blob { thread, ns, hash } => {
                 let (namespace, usage) = self.namespace_mut(thread, ns);
+                // A repeated record (a copy, a re-put) moves the blob; the count of checkpoints
+                // reading it stays.
                 let refs = match namespace.blobs.get(hash) {
                     Some(old) => {
-                        if old.refs > 0 {
+                        if old.refs > 0 && old.is_stored() {
                             sub_live(usage, old.loc);
                         }
                         old.refs
@@ -372,6 +473,9 @@ impl Index {
                 if let Some(removed) = self.threads.remove(thread.as_ref()) {
                     for namespace in removed.namespaces.values() {
                         Self::release_namespace(&mut self.usage, namespace);
+                        for slot in namespace.checkpoints.values() {
+                            self.runs.release(slot.run);
+                        }
                     }
                 }
             }
@@ -388,6 +492,7 @@ impl Index {
                         for hash in source.checkpoint_refs(slot.loc) {
                             decref(namespace, &mut self.usage, hash);
                         }
+                        self.runs.release(slot.run);
                     }
                     for loc in namespace.writes.remove(&key).unwrap_or_default() {
                         sub_live(&mut self.usage, loc);
@@ -401,7 +506,7 @@ impl Index {
         for slot in namespace.checkpoints.values() {
             sub_live(usage, slot.loc);
         }
-        for slot in namespace.blobs.values().filter(|slot| slot.refs > 0) {
+        for slot in namespace.blobs.values().filter(|slot| slot.refs > 0 && slot.is_stored()) {
             sub_live(usage, slot.loc);
         }
         for &loc in namespace.writes.values().flatten() {
@@ -529,7 +634,7 @@ impl Index {
         for thread in self.threads.values() {
             for ns in thread.namespaces.values() {
                 counts.checkpoints += ns.checkpoints.len() as u64;
-                counts.blobs += ns.blobs.len() as u64;
+                counts.blobs += ns.blobs.values().filter(|slot| slot.is_stored()).count() as u64;
                 counts.write_records += ns.writes.values().map(|locs| locs.len() as u64).sum::<u64>();
             }
         }

@@ -1,15 +1,47 @@
 //! What the operator CLI needs beyond the saver trait: per-thread summaries, a full
 //! verification pass, and a raw write path for importers.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::commit::Batch;
 use crate::error::{Error, Result};
+use crate::index::Index;
 use crate::index::blob_hash;
 use crate::model::{Blob, Config};
 use crate::pending::encode_slotted_writes;
 use crate::records::{BlobKey, BlobRecord, CheckpointRecord, WritesRecord, decode, decode_prefix};
-use crate::store::Engine;
+use crate::recovery::{Access, RecoveryMode, RecoveryReport, recover};
+use crate::segment::SegmentSet;
+use crate::store::{Engine, LOCK_FILE};
+use crate::vfs::Vfs;
+
+/// Verify the store in `dir` without changing one byte of it: replay every frame read-only
+/// (no snapshot; damage listed, not repaired: nothing truncated, zeroed, removed or written),
+/// then read back every record the rebuilt index names. Takes the directory lock, so it fails
+/// with [`Error::Locked`] while a writer has the store open.
+pub(crate) fn verify_dir(
+    vfs: &dyn Vfs,
+    dir: &Path,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<(RecoveryReport, VerifyReport)> {
+    if !vfs.is_dir(dir) {
+        return Err(Error::invalid(format!("{} is not a store directory", dir.display())));
+    }
+    // Locked only if the lock file exists: a store without one has no writer (writers create
+    // it), and creating it would be a change.
+    let lock_path = dir.join(LOCK_FILE);
+    let has_lock_file = vfs.list(dir).map_err(|e| Error::io("list directory", dir, e))?.iter().any(|n| n == LOCK_FILE);
+    let _lock = match has_lock_file {
+        true => match vfs.try_lock(&lock_path).map_err(|e| Error::io("lock", &lock_path, e))? {
+            Some(lock) => Some(lock),
+            None => return Err(Error::Locked { path: dir.to_path_buf() }),
+        },
+        false => None,
+    };
+    let recovered = recover(vfs, dir, RecoveryMode::SkipCorrupted, false, Access::ReadOnly)?;
+    let checked = check_records(&recovered.index, &recovered.segments, progress);
+    Ok((recovered.report, checked))
+}
 
 /// One thread at a glance.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -66,7 +98,7 @@ impl Engine {
                 for ns in thread.namespaces.values() {
                     summary.checkpoints += ns.checkpoints.len();
                     summary.bytes += ns.checkpoints.values().map(|s| s.loc.disk_len()).sum::<u64>();
-                    summary.bytes += ns.blobs.values().map(|b| b.loc.disk_len()).sum::<u64>();
+                    summary.bytes += ns.blobs.values().filter(|b| b.is_stored()).map(|b| b.loc.disk_len()).sum::<u64>();
                     summary.bytes += ns.writes.values().flatten().map(|l| l.disk_len()).sum::<u64>();
                     if let Some((key, _)) = ns.checkpoints.last_key_value()
                         && latest.as_ref().is_none_or(|l| key > l)
@@ -82,97 +114,100 @@ impl Engine {
         out
     }
 
-    /// Read back every indexed record (checking its CRC and decoding it) and every blob
-    /// reference of every checkpoint. `progress` is called with (done, total) records.
+    /// Read back every indexed record of the open store (see [`check_records`]).
     pub(crate) fn verify(&self, progress: &mut dyn FnMut(u64, u64)) -> VerifyReport {
-        let mut report = VerifyReport::default();
-        let index = self.index.read();
-        let total = index.counts();
-        let total = total.checkpoints + total.blobs + total.write_records;
-        let file_of = |seq: u32| {
-            self.segments.get(seq).map(|s| s.path.clone()).unwrap_or_else(|| PathBuf::from(format!("segment {seq}")))
-        };
-        let problem = |report: &mut VerifyReport, loc: crate::segment::Loc, what: String| {
-            report.problems.push(Problem { file: file_of(loc.segment), offset: u64::from(loc.offset), what })
-        };
-        for (thread, thread_index) in index.threads() {
-            for (ns_name, ns) in &thread_index.namespaces {
-                for slot in ns.blobs.values() {
-                    match self
-                        .segments
-                        .read_record(slot.loc)
-                        .and_then(|b| decode::<BlobRecord>(b.view().body).map(|_| ()).map_err(Error::InvalidArgument))
-                    {
-                        Ok(()) => {}
-                        Err(e) => problem(&mut report, slot.loc, format!("blob of thread {thread:?}: {e}")),
-                    }
-                    report.records_checked += 1;
+        check_records(&self.index.read(), &self.segments, progress)
+    }
+}
+
+/// Read back every record `index` names (checking its CRC and decoding it) and every blob
+/// reference of every checkpoint. `progress` is called with (done, total) records.
+pub(crate) fn check_records(index: &Index, segments: &SegmentSet, progress: &mut dyn FnMut(u64, u64)) -> VerifyReport {
+    let mut report = VerifyReport::default();
+    let total = index.counts();
+    let total = total.checkpoints + total.blobs + total.write_records;
+    let file_of =
+        |seq: u32| segments.get(seq).map(|s| s.path.clone()).unwrap_or_else(|| PathBuf::from(format!("segment {seq}")));
+    let problem = |report: &mut VerifyReport, loc: crate::segment::Loc, what: String| {
+        report.problems.push(Problem { file: file_of(loc.segment), offset: u64::from(loc.offset), what })
+    };
+    for (thread, thread_index) in index.threads() {
+        for (ns_name, ns) in &thread_index.namespaces {
+            for slot in ns.blobs.values().filter(|slot| slot.is_stored()) {
+                match segments
+                    .read_record(slot.loc)
+                    .and_then(|b| decode::<BlobRecord>(b.view().body).map(|_| ()).map_err(Error::InvalidArgument))
+                {
+                    Ok(()) => {}
+                    Err(e) => problem(&mut report, slot.loc, format!("blob of thread {thread:?}: {e}")),
                 }
-                for &loc in ns.writes.values().flatten() {
-                    if let Err(e) = self
-                        .segments
-                        .read_record(loc)
-                        .and_then(|b| decode::<WritesRecord>(b.view().body).map(|_| ()).map_err(Error::InvalidArgument))
-                    {
-                        problem(&mut report, loc, format!("pending writes of thread {thread:?}: {e}"));
-                    }
-                    report.records_checked += 1;
+                report.records_checked += 1;
+            }
+            for &loc in ns.writes.values().flatten() {
+                if let Err(e) = segments
+                    .read_record(loc)
+                    .and_then(|b| decode::<WritesRecord>(b.view().body).map(|_| ()).map_err(Error::InvalidArgument))
+                {
+                    problem(&mut report, loc, format!("pending writes of thread {thread:?}: {e}"));
                 }
-                for (key, slot) in &ns.checkpoints {
-                    report.records_checked += 1;
-                    progress(report.records_checked, total);
-                    let bytes = match self.segments.read_record(slot.loc) {
-                        Ok(bytes) => bytes,
-                        Err(e) => {
-                            problem(
-                                &mut report,
-                                slot.loc,
-                                format!("checkpoint {} of thread {thread:?}: {e}", key.as_str()),
-                            );
-                            continue;
-                        }
+                report.records_checked += 1;
+            }
+            for (key, slot) in &ns.checkpoints {
+                report.records_checked += 1;
+                progress(report.records_checked, total);
+                let bytes = match segments.read_record(slot.loc) {
+                    Ok(bytes) => bytes,
+                    Err(e) => {
+                        problem(
+                            &mut report,
+                            slot.loc,
+                            format!("checkpoint {} of thread {thread:?}: {e}", key.as_str()),
+                        );
+                        continue;
+                    }
+                };
+                let record: CheckpointRecord = match decode(bytes.view().body) {
+                    Ok(record) => record,
+                    Err(e) => {
+                        problem(&mut report, slot.loc, format!("checkpoint {}: {e}", key.as_str()));
+                        continue;
+                    }
+                };
+                for (channel, version) in record.body.channel_versions.iter() {
+                    report.references_checked += 1;
+                    let Some(blob) = ns.stored_blob(blob_hash(channel, version)) else {
+                        problem(
+                            &mut report,
+                            slot.loc,
+                            format!(
+                                "checkpoint {} of thread {thread:?} (ns {ns_name:?}) names channel {channel:?} version {version}, which has no stored value",
+                                key.as_str()
+                            ),
+                        );
+                        continue;
                     };
-                    let record: CheckpointRecord = match decode(bytes.view().body) {
-                        Ok(record) => record,
-                        Err(e) => {
-                            problem(&mut report, slot.loc, format!("checkpoint {}: {e}", key.as_str()));
-                            continue;
-                        }
-                    };
-                    for (channel, version) in record.body.channel_versions.iter() {
-                        report.references_checked += 1;
-                        let Some(blob) = ns.blobs.get(&blob_hash(channel, version)) else {
-                            problem(
-                                &mut report,
-                                slot.loc,
-                                format!(
-                                    "checkpoint {} of thread {thread:?} (ns {ns_name:?}) names channel {channel:?} version {version}, which has no stored value",
-                                    key.as_str()
-                                ),
-                            );
-                            continue;
-                        };
-                        let matches = self.segments.read_record(blob.loc).ok().and_then(|b| {
-                            let k: BlobKey = decode_prefix(b.view().body).ok()?;
-                            Some(k.channel == channel.as_str() && *k.version == *version && k.thread_id == thread)
-                        });
-                        if matches != Some(true) {
-                            problem(
-                                &mut report,
-                                blob.loc,
-                                format!(
-                                    "blob index entry for channel {channel:?} version {version} points at another record"
-                                ),
-                            );
-                        }
+                    let matches = segments.read_record(blob.loc).ok().and_then(|b| {
+                        let k: BlobKey = decode_prefix(b.view().body).ok()?;
+                        Some(k.channel == channel.as_str() && *k.version == *version && k.thread_id == thread)
+                    });
+                    if matches != Some(true) {
+                        problem(
+                            &mut report,
+                            blob.loc,
+                            format!(
+                                "blob index entry for channel {channel:?} version {version} points at another record"
+                            ),
+                        );
                     }
                 }
             }
         }
-        progress(total, total);
-        report
     }
+    progress(total, total);
+    report
+}
 
+impl Engine {
     /// Store writes with explicit `idx` slots (an import restoring exactly what was exported).
     pub(crate) fn put_raw_writes(
         &self,

@@ -32,6 +32,7 @@ mod id;
 mod index;
 pub mod inspect;
 mod logstore;
+mod maintenance;
 mod manifest;
 mod memory;
 mod model;

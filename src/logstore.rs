@@ -114,6 +114,26 @@ impl LogStore {
         self.engine.verify(progress)
     }
 
+    /// Verify the store in `dir` without opening it for writing and without changing one byte
+    /// of it: every frame is replayed read-only (damage is listed, never truncated, zeroed or
+    /// skipped into a snapshot), then every record the index names is read back. Fails with
+    /// [`crate::Error::Locked`] while a writer has the store open. `logsaver verify` runs this.
+    pub fn verify_dir(
+        dir: impl AsRef<Path>,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<(RecoveryReport, crate::inspect::VerifyReport)> {
+        crate::inspect::verify_dir(&*RealFs::shared(), dir.as_ref(), progress)
+    }
+
+    /// [`LogStore::verify_dir`] on another file system (the simulator, in tests).
+    pub fn verify_dir_with(
+        vfs: Arc<dyn Vfs>,
+        dir: impl AsRef<Path>,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<(RecoveryReport, crate::inspect::VerifyReport)> {
+        crate::inspect::verify_dir(&*vfs, dir.as_ref(), progress)
+    }
+
     /// Store writes with the `idx` slots given (for importers restoring an export exactly;
     /// `put_writes` assigns slots itself).
     pub fn put_raw_writes(

@@ -75,6 +75,17 @@ pub struct RecoveryReport {
     pub elapsed: Duration,
 }
 
+/// Whether recovery may change the directory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// Opening for writing: leftovers are removed, a torn tail is zeroed and synced, the last
+    /// segment is opened for appending.
+    ReadWrite,
+    /// A diagnostic (`verify`): not one byte changes. Leftovers are ignored, a torn tail is only
+    /// reported, every segment is mapped read-only.
+    ReadOnly,
+}
+
 /// The state recovery hands to the store.
 pub struct Recovered {
     /// The rebuilt index.
@@ -87,7 +98,8 @@ pub struct Recovered {
     pub report: RecoveryReport,
     /// Sequence number for the next frame written.
     pub next_frame_seq: u64,
-    /// The segment list; `None` for a new store.
+    /// The segment list as the MANIFEST has it (segments skipped as missing included, so a
+    /// degraded open never rewrites it without them); `None` for a new store.
     pub manifest: Option<Manifest>,
     /// The next unused segment number.
     pub next_segment: u32,
@@ -96,10 +108,10 @@ pub struct Recovered {
 /// Open the log in `dir`: read the manifest, remove what it does not list, and rebuild the
 /// index (from the snapshot plus the log after it when the snapshot is valid, else by replaying
 /// every segment).
-pub fn recover(vfs: &dyn Vfs, dir: &Path, mode: RecoveryMode, use_snapshot: bool) -> Result<Recovered> {
+pub fn recover(vfs: &dyn Vfs, dir: &Path, mode: RecoveryMode, use_snapshot: bool, access: Access) -> Result<Recovered> {
     let started = Instant::now();
     let mut report = RecoveryReport::default();
-    let on_disk = list_segments(vfs, dir, &mut report)?;
+    let on_disk = list_segments(vfs, dir, &mut report, access)?;
     let next_segment = on_disk.iter().max().map_or(1, |max| max + 1);
     let mut manifest = match Manifest::load(vfs, dir)? {
         Some(manifest) => manifest,
@@ -115,24 +127,25 @@ pub fn recover(vfs: &dyn Vfs, dir: &Path, mode: RecoveryMode, use_snapshot: bool
                 next_segment,
             });
         }
-        None if mode == RecoveryMode::SkipCorrupted => {
-            report.skipped.push(Damage {
-                file: Manifest::path(dir),
-                offset: 0,
-                len: 0,
-                reason: "MANIFEST is missing: segments taken in numeric order".into(),
-            });
-            Manifest { generation: 0, segments: on_disk.clone() }
-        }
+        // Not even `SkipCorrupted` guesses the order: segment numbers do not give it (a
+        // compaction's output has the highest numbers and the oldest records), and replaying in
+        // the wrong order would bring deleted data back.
         None => {
-            return Err(Error::corruption(Manifest::path(dir), 0, "MANIFEST is missing but segment files exist"));
+            return Err(Error::corruption(
+                Manifest::path(dir),
+                0,
+                "MANIFEST is missing but segment files exist; the replay order of the segments is unknown",
+            ));
         }
     };
+    let listed_manifest = manifest.clone();
     let next_segment = next_segment.max(manifest.segments.iter().max().map_or(1, |max| max + 1));
     for &seq in on_disk.iter().filter(|seq| !manifest.segments.contains(seq)) {
         let path = segment_path(dir, seq);
-        vfs.remove_file(&path).map_err(|e| Error::io("remove unlisted segment", &path, e))?;
-        report.removed_files.push(path);
+        if access == Access::ReadWrite {
+            vfs.remove_file(&path).map_err(|e| Error::io("remove unlisted segment", &path, e))?;
+            report.removed_files.push(path);
+        }
     }
     let mut listed = Vec::with_capacity(manifest.segments.len());
     for &seq in &manifest.segments {
@@ -151,7 +164,7 @@ pub fn recover(vfs: &dyn Vfs, dir: &Path, mode: RecoveryMode, use_snapshot: bool
         }
     }
     manifest.segments = listed;
-    if !report.removed_files.is_empty() {
+    if !report.removed_files.is_empty() && access == Access::ReadWrite {
         sync_dir(vfs, dir)?;
     }
 
@@ -177,7 +190,7 @@ pub fn recover(vfs: &dyn Vfs, dir: &Path, mode: RecoveryMode, use_snapshot: bool
             true => (start.1, Some(max_frame_seq)),
             false => (SEGMENT_HEADER_LEN as u64, None),
         };
-        let end = scan_segment(
+        let scanned = scan_segment(
             &segment,
             from,
             previous,
@@ -189,7 +202,9 @@ pub fn recover(vfs: &dyn Vfs, dir: &Path, mode: RecoveryMode, use_snapshot: bool
             &mut report,
         )?;
         report.segments += 1;
-        if is_last {
+        // A segment skipped whole (damaged header) is never written to: the writer starts a new
+        // one after it, and the damage stays for the next open to report.
+        if let (true, Access::ReadWrite, Some(end)) = (is_last, access, scanned) {
             let path = segment.path.clone();
             drop(segment);
             active = Some(reopen_active(vfs, seq, path, end, &mut report)?);
@@ -205,21 +220,23 @@ pub fn recover(vfs: &dyn Vfs, dir: &Path, mode: RecoveryMode, use_snapshot: bool
         active,
         report,
         next_frame_seq: max_frame_seq + 1,
-        manifest: Some(manifest),
+        manifest: Some(listed_manifest),
         next_segment,
     })
 }
 
 /// Numbers of the segment files in `dir`, sorted; removes leftover temporary files.
-fn list_segments(vfs: &dyn Vfs, dir: &Path, report: &mut RecoveryReport) -> Result<Vec<u32>> {
+fn list_segments(vfs: &dyn Vfs, dir: &Path, report: &mut RecoveryReport, access: Access) -> Result<Vec<u32>> {
     let mut seqs = Vec::new();
     let names = vfs.list(dir).map_err(|e| Error::io("list directory", dir, e))?;
     for name in names {
         let path = dir.join(&name);
         if name.ends_with(".tmp") {
             // A segment, manifest or snapshot whose writing did not finish.
-            vfs.remove_file(&path).map_err(|e| Error::io("remove temporary file", &path, e))?;
-            report.removed_files.push(path);
+            if access == Access::ReadWrite {
+                vfs.remove_file(&path).map_err(|e| Error::io("remove temporary file", &path, e))?;
+                report.removed_files.push(path);
+            }
         } else if let Some(stem) = name.strip_suffix(SEGMENT_SUFFIX) {
             let seq = stem
                 .parse::<u32>()
@@ -233,39 +250,65 @@ fn list_segments(vfs: &dyn Vfs, dir: &Path, report: &mut RecoveryReport) -> Resu
     Ok(seqs)
 }
 
-/// Replay one segment into `index`; returns the end of its valid data.
+/// The frame sequence number the next frame of a segment must have.
+#[derive(Clone, Copy, Debug)]
+enum Expect {
+    /// The segment's first frame (or the first after a snapshot without a known predecessor).
+    Any,
+    /// Exactly this one: the previous frame was read.
+    Exactly(u64),
+    /// Greater than this one: frames were skipped as damaged since it, so the exact number is
+    /// unknown, but the order still holds.
+    After(u64),
+}
+
+/// Replay one segment into `index`; returns the end of its valid data, or `None` if the whole
+/// segment was skipped (a damaged header under [`RecoveryMode::SkipCorrupted`]).
 #[allow(clippy::too_many_arguments)]
 fn scan_segment(
     segment: &Segment,
     from: u64,
-    mut previous: Option<u64>,
+    previous: Option<u64>,
     is_last: bool,
     mode: RecoveryMode,
     max_frame_seq: &mut u64,
     index: &mut Index,
     segments: &SegmentSet,
     report: &mut RecoveryReport,
-) -> Result<u64> {
+) -> Result<Option<u64>> {
     let data = segment.mapped_bytes().ok_or_else(|| Error::corruption(&segment.path, 0, "segment is not mapped"))?;
-    let header = SegmentHeader::decode(data).map_err(|reason| Error::corruption(&segment.path, 0, reason))?;
-    if header.seq != u64::from(segment.seq) {
-        return Err(Error::corruption(
-            &segment.path,
-            16,
-            format!("header names segment {}, file name {}", header.seq, segment.seq),
-        ));
-    }
+    let header = SegmentHeader::decode(data).and_then(|header| {
+        if header.seq == u64::from(segment.seq) {
+            Ok(header)
+        } else {
+            Err(format!("header names segment {}, file name {}", header.seq, segment.seq))
+        }
+    });
+    let header = match header {
+        Ok(header) => header,
+        Err(reason) if mode == RecoveryMode::SkipCorrupted => {
+            tracing::warn!(file = %segment.path.display(), %reason, "skipping a segment whose header is damaged");
+            report.skipped.push(Damage {
+                file: segment.path.clone(),
+                offset: 0,
+                len: data.len() as u64,
+                reason: format!("damaged segment header, whole segment skipped: {reason}"),
+            });
+            return Ok(None);
+        }
+        Err(reason) => return Err(Error::corruption(&segment.path, 0, format!("damaged segment header: {reason}"))),
+    };
     let seq = header.seq;
     let len = data.len() as u64;
-    // `previous`: the previous frame of this segment; the next must follow it exactly.
+    let mut expect = previous.map_or(Expect::Any, |last| Expect::Exactly(last + 1));
     let mut offset = from;
     while offset < len {
         let at = offset as usize;
         let parsed = parse_frame(&data[at..], seq)
-            .and_then(|(frame, records)| check_frame_order(&frame, offset, previous).map(|()| (frame, records)));
+            .and_then(|(frame, records)| check_frame_order(&frame, offset, expect).map(|()| (frame, records)));
         let failure = match parsed {
             Ok((frame, records)) => {
-                previous = Some(frame.frame_seq);
+                expect = Expect::Exactly(frame.frame_seq + 1);
                 *max_frame_seq = (*max_frame_seq).max(frame.frame_seq);
                 index.applied = Applied {
                     segment: segment.seq,
@@ -292,7 +335,7 @@ fn scan_segment(
             Some((_, frame)) => frame.synced_upto <= offset,
         };
         if empty_slot && next.is_none() {
-            return Ok(offset); // the clean end: nothing was ever written past here
+            return Ok(Some(offset)); // the clean end: nothing was ever written past here
         }
         if is_last && unsynced {
             let dirty_end = dirty_end(data).max(offset);
@@ -302,7 +345,7 @@ fn scan_segment(
             }
             tracing::warn!(file = %segment.path.display(), offset, bytes = damage.len, reason = %damage.reason, "truncating torn tail");
             report.torn_tail = Some(damage);
-            return Ok(offset);
+            return Ok(Some(offset));
         }
         let skip_to = next.map_or(len, |(at, _)| at);
         let damage = Damage { file: segment.path.clone(), offset, len: skip_to - offset, reason: failure };
@@ -317,22 +360,30 @@ fn scan_segment(
         tracing::warn!(file = %segment.path.display(), offset, bytes = damage.len, reason = %damage.reason, "skipping damaged frame");
         report.skipped.push(damage);
         offset = skip_to;
-        previous = None; // frames were skipped: only require the sequence to keep increasing
+        // Frames were skipped: the next one's number is unknown, but must still be higher.
+        expect = match expect {
+            Expect::Exactly(next) => Expect::After(next.saturating_sub(1)),
+            other => other,
+        };
     }
-    Ok(len)
+    Ok(Some(len))
 }
 
 /// A frame is in its place if its sequence number follows the previous frame of the segment
 /// and it claims no durability beyond its own offset. A duplicated or misplaced frame fails
 /// here even though its CRCs pass.
-fn check_frame_order(frame: &FrameHeader, offset: u64, previous: Option<u64>) -> Result<(), String> {
+fn check_frame_order(frame: &FrameHeader, offset: u64, expect: Expect) -> Result<(), String> {
     if frame.synced_upto > offset {
         return Err(format!("frame claims {} bytes durable, beyond its own offset", frame.synced_upto));
     }
-    match previous {
-        Some(previous) if frame.frame_seq != previous + 1 => {
-            Err(format!("frame out of sequence: expected frame {}, found frame {}", previous + 1, frame.frame_seq))
+    match expect {
+        Expect::Exactly(next) if frame.frame_seq != next => {
+            Err(format!("frame out of sequence: expected frame {next}, found frame {}", frame.frame_seq))
         }
+        Expect::After(last) if frame.frame_seq <= last => Err(format!(
+            "frame out of sequence: frame {} after frame {last} (frames skipped in between)",
+            frame.frame_seq
+        )),
         _ => Ok(()),
     }
 }

@@ -58,6 +58,9 @@ pub struct Loc {
 }
 
 impl Loc {
+    /// No location: segment numbers start at 1, so this names no record (a blob placeholder).
+    pub const ABSENT: Loc = Loc { segment: 0, offset: 0, len: 0 };
+
     /// Bytes the record occupies on disk (header + body).
     pub fn disk_len(&self) -> u64 {
         RECORD_HEADER_LEN as u64 + u64::from(self.len)

@@ -29,7 +29,9 @@ use crate::vfs::{OpenMode, Vfs};
 
 /// File name of the snapshot in a store directory.
 pub const SNAPSHOT_FILE: &str = "INDEX";
-const MAGIC: &[u8; 8] = b"LGSVIDX1";
+/// Version 2: run ids as a table with free numbers (version 1 snapshots are ignored: the next
+/// open replays the log and writes a version 2 one).
+const MAGIC: &[u8; 8] = b"LGSVIDX2";
 
 #[derive(Serialize, Deserialize)]
 enum Key {
@@ -73,13 +75,15 @@ struct Namespace {
     writes: Vec<(Key, Vec<L>)>,
 }
 
-/// What the file holds.
+/// What the file holds: the index as of a durable position. Taken under the index lock,
+/// encoded and written after it is released.
 #[derive(Serialize, Deserialize)]
-struct Image {
+pub struct Image {
     /// Manifest segments up to and including the covered one, with their file lengths.
     segments: Vec<(u32, u64)>,
     applied: (u32, u64, u64),
-    runs: Vec<String>,
+    /// Run id of each interned number (`None`: a free number).
+    runs: Vec<Option<String>>,
     max_checkpoint_id: Option<Key>,
     usage: Vec<(u32, u64, u64)>,
     threads: Vec<(String, Vec<Namespace>)>,
@@ -90,7 +94,9 @@ fn path(dir: &Path) -> PathBuf {
 }
 
 /// Write a snapshot of `index`, which covers the log up to `index.applied` (durable by now).
-pub fn write(vfs: &dyn Vfs, dir: &Path, manifest: &Manifest, segments: &SegmentSet, index: &Index) -> Result<()> {
+/// The image of `index`, which must cover only durable frames: the caller holds the commit path
+/// still (no frame can be applied meanwhile) after a sync.
+pub fn capture(manifest: &Manifest, segments: &SegmentSet, index: &Index) -> Result<Image> {
     let applied = index.applied;
     let covered: Vec<(u32, u64)> = match manifest.segments.iter().position(|&s| s == applied.segment) {
         Some(i) => {
@@ -106,7 +112,7 @@ pub fn write(vfs: &dyn Vfs, dir: &Path, manifest: &Manifest, segments: &SegmentS
     let image = Image {
         segments: covered,
         applied: (applied.segment, applied.offset, applied.frame_seq),
-        runs: index.runs.names.iter().map(|n| n.to_string()).collect(),
+        runs: index.runs.names.iter().map(|n| n.as_ref().map(|n| n.to_string())).collect(),
         max_checkpoint_id: index.max_checkpoint_id.as_ref().map(Key::from),
         usage: index.usage.iter().map(|(seq, u)| (*seq, u.records, u.live)).collect(),
         threads: index
@@ -135,8 +141,13 @@ pub fn write(vfs: &dyn Vfs, dir: &Path, manifest: &Manifest, segments: &SegmentS
             })
             .collect(),
     };
+    Ok(image)
+}
+
+/// Write `image` as the store's snapshot: temporary file, fsync, rename, directory fsync.
+pub fn write(vfs: &dyn Vfs, dir: &Path, image: &Image) -> Result<()> {
     let mut bytes = MAGIC.to_vec();
-    bytes = postcard::to_extend(&image, bytes)
+    bytes = postcard::to_extend(image, bytes)
         .map_err(|e| Error::invalid(format!("cannot encode the index snapshot: {e}")))?;
     let crc = crc32fast::hash(&bytes[MAGIC.len()..]);
     bytes.extend_from_slice(&crc.to_le_bytes());
@@ -206,7 +217,7 @@ fn decode(bytes: &[u8], manifest: &Manifest, segments: &SegmentSet) -> Result<Lo
         (position, offset)
     };
     let mut index = Index {
-        runs: RunTable::from_names(image.runs.into_iter().map(String::into_boxed_str).collect()),
+        runs: RunTable::from_names(image.runs.into_iter().map(|n| n.map(String::into_boxed_str)).collect()),
         max_checkpoint_id: image.max_checkpoint_id.map(CheckpointKey::from),
         usage: image.usage.into_iter().map(|(seq, records, live)| (seq, SegmentUsage { records, live })).collect(),
         applied: Applied { segment, offset, frame_seq },
@@ -236,5 +247,17 @@ fn decode(bytes: &[u8], manifest: &Manifest, segments: &SegmentSet) -> Result<Lo
         threads.insert(name.into_boxed_str(), thread);
     }
     index.threads = threads;
+    // Count each run's checkpoints again (the image holds names, not counts).
+    let runs: Vec<NonZeroU32> = index
+        .threads
+        .values()
+        .flat_map(|t| t.namespaces.values())
+        .flat_map(|n| n.checkpoints.values())
+        .filter_map(|slot| slot.run)
+        .collect();
+    for run in runs {
+        index.runs.retain(run);
+    }
+    index.runs.free_unused();
     Ok(Loaded { index, resume, last_frame_seq: frame_seq })
 }

@@ -13,25 +13,23 @@ use std::time::SystemTime;
 
 use parking_lot::RwLock;
 
-use crate::commit::{Batch, CommitStats, Committer, Durability, Writer, WriterOptions};
+use crate::commit::{Batch, CommitStats, Committed, Committer, Durability, Work, Writer, WriterOptions};
 use crate::compaction::CompactionStats;
 use crate::error::{Error, Result};
 use crate::id::CheckpointIdGenerator;
 use crate::index::{CheckpointKey, CheckpointSlot, Index, NamespaceIndex, blob_hash};
+use crate::maintenance;
 use crate::manifest::{Layout, Manifest};
 use crate::model::{
     Blob, ChannelVersion, ChannelVersions, Checkpoint, CheckpointTuple, Config, DeltaChannelHistory, ListQuery,
     Metadata, PruneStrategy,
 };
 use crate::pending::{encode_writes, load_pending_writes, record_error};
-use crate::records::{
-    BlobKey, BlobRecord, BlobRef, CheckpointBody, CheckpointHead, CheckpointRecord, DeleteCheckpointsRecord,
-    DeleteThreadRecord, WritesRecord, decode, decode_prefix,
-};
-use crate::recovery::{RecoveryMode, RecoveryReport, recover};
-use crate::retention::{self, RetentionStats};
+use crate::records::{BlobKey, BlobRecord, BlobRef, CheckpointBody, CheckpointHead, CheckpointRecord, decode_prefix};
+use crate::recovery::{Access, RecoveryMode, RecoveryReport, recover};
+use crate::retention::RetentionStats;
 use crate::saver::{Ancestor, CheckpointSaver, check_thread_id, metadata_matches, run_id_of, walk_delta_history};
-use crate::segment::{Loc, RecordBytes, SegmentSet};
+use crate::segment::{Loc, RecordBytes, SegmentSet, sync_dir};
 use crate::vfs::{LockGuard, Vfs};
 
 /// Name of the lock file in a store directory.
@@ -156,7 +154,14 @@ pub(crate) struct Engine {
     stats: Arc<CommitStats>,
     ids: CheckpointIdGenerator,
     report: RecoveryReport,
+    /// Set by `close` before it waits for calls in flight; calls that start later fail.
     closed: AtomicBool,
+    /// Every call holds this shared while it runs; `close` takes it exclusively, so it flushes
+    /// and unlocks the directory only once no call is in flight (and none can start).
+    gate: RwLock<()>,
+    /// The store was opened with damage skipped ([`RecoveryMode::SkipCorrupted`]): its index
+    /// is a lossy view, which must never be persisted (no snapshot, no compaction).
+    degraded: bool,
     /// The directory lock; dropped (unlocking the directory) by `close` or drop.
     lock: parking_lot::Mutex<Option<LockGuard>>,
     layout: Arc<Layout>,
@@ -173,14 +178,14 @@ impl Engine {
                 options.segment_size
             )));
         }
-        vfs.create_dir_all(&dir).map_err(|e| Error::io("create directory", &dir, e))?;
+        create_store_dir(&*vfs, &dir)?;
         let lock_path = dir.join(LOCK_FILE);
         let lock = match vfs.try_lock(&lock_path).map_err(|e| Error::io("lock", &lock_path, e))? {
             Some(lock) => lock,
             None => return Err(Error::Locked { path: dir }),
         };
 
-        let recovered = recover(&*vfs, &dir, options.recovery, options.use_snapshot)?;
+        let recovered = recover(&*vfs, &dir, options.recovery, options.use_snapshot, Access::ReadWrite)?;
         let stats = Arc::new(CommitStats::default());
         let writer_options = WriterOptions {
             durability: options.durability,
@@ -217,6 +222,7 @@ impl Engine {
             elapsed_ms = recovered.report.elapsed.as_millis() as u64,
             "opened store"
         );
+        let degraded = !recovered.report.skipped.is_empty();
         Ok(Engine {
             dir,
             options,
@@ -227,6 +233,8 @@ impl Engine {
             ids: CheckpointIdGenerator::new(max_id.as_deref()),
             report: recovered.report,
             closed: AtomicBool::new(false),
+            gate: RwLock::new(()),
+            degraded,
             lock: parking_lot::Mutex::new(Some(lock)),
             layout,
             compacting: parking_lot::Mutex::new(()),
@@ -256,16 +264,19 @@ impl Engine {
 
     /// Make everything committed so far durable (writes buffered bytes, fdatasync).
     pub(crate) fn flush(&self) -> Result<()> {
-        self.check_open()?;
+        let _call = self.enter()?;
         self.committer.flush()
     }
 
-    /// Flush and close, releasing the directory lock so the store can be opened again. Later
-    /// calls fail with [`Error::Closed`]; closing twice is harmless.
+    /// Flush and close, releasing the directory lock so the store can be opened again. Waits
+    /// for calls in flight (a compaction stops at its next frame); calls that start later fail
+    /// with [`Error::Closed`]. Nothing touches the directory after it returns. Closing twice is
+    /// harmless.
     pub(crate) fn close(&self) -> Result<()> {
         if self.closed.swap(true, Ordering::SeqCst) {
             return Ok(());
         }
+        let _no_calls = self.gate.write();
         // Flushed and trimmed: a closed store holds no preallocated space.
         let flushed = self.committer.close();
         if flushed.is_ok() {
@@ -273,6 +284,11 @@ impl Engine {
         }
         self.lock.lock().take();
         flushed
+    }
+
+    /// Whether `close` has begun (long calls check it to stop early).
+    pub(crate) fn closing(&self) -> bool {
+        self.closed.load(Ordering::SeqCst)
     }
 
     /// Counters of the index and the write path.
@@ -291,19 +307,39 @@ impl Engine {
         }
     }
 
-    fn check_open(&self) -> Result<()> {
-        if self.closed.load(Ordering::SeqCst) {
+    /// Begin a call: fails once the store is closed or poisoned; the guard keeps `close` waiting
+    /// until the call is over.
+    pub(crate) fn enter(&self) -> Result<parking_lot::RwLockReadGuard<'_, ()>> {
+        if self.closing() {
             return Err(Error::Closed);
         }
-        self.committer.check_poison()
+        // Recursive: a call may run inside another (the background worker's retention) while
+        // `close` waits for the exclusive side; the flag is checked again once inside.
+        let guard = self.gate.read_recursive();
+        if self.closing() {
+            return Err(Error::Closed);
+        }
+        self.committer.check_poison()?;
+        Ok(guard)
     }
 
+    /// Commit records encoded by the caller that assume nothing stored.
     fn commit(&self, batch: Batch) -> Result<()> {
-        self.committer.commit(batch, &self.index)
+        match self.committer.commit(Work::Encoded(batch), &self.index)? {
+            Committed::Done => Ok(()),
+            Committed::Stale => Err(Error::invalid("internal: a batch without assumptions was found stale")),
+        }
+    }
+
+    /// Commit records the leader plans at the commit point (maintenance calls).
+    fn commit_planned(&self, plan: crate::commit::Plan) -> Result<()> {
+        match self.committer.commit(Work::Planned(plan), &self.index)? {
+            Committed::Done | Committed::Stale => Ok(()),
+        }
     }
 
     pub(crate) fn commit_batch(&self, batch: Batch) -> Result<()> {
-        self.check_open()?;
+        let _call = self.enter()?;
         self.commit(batch)
     }
 
@@ -318,7 +354,7 @@ impl Engine {
     /// Decode the body of a record read from the log; a record that passed its CRC but does
     /// not decode is corruption at its location.
     fn decoded<'b, T: serde::Deserialize<'b>>(&self, bytes: &'b RecordBytes) -> Result<T> {
-        decode(bytes.view().body).map_err(|reason| record_error(&self.segments, bytes.loc, reason))
+        maintenance::decoded(&self.segments, bytes)
     }
 
     /// The blob record of (channel, version) in `ns`, if stored, read once. Its key is checked
@@ -332,7 +368,7 @@ impl Engine {
         channel: &str,
         version: &ChannelVersion,
     ) -> Result<Option<RecordBytes>> {
-        let Some(loc) = ns.blobs.get(&blob_hash(channel, version)).map(|slot| slot.loc) else { return Ok(None) };
+        let Some(loc) = ns.stored_blob(blob_hash(channel, version)).map(|slot| slot.loc) else { return Ok(None) };
         let bytes = self.segments.read_record(loc)?;
         let key: BlobKey =
             decode_prefix(bytes.view().body).map_err(|reason| record_error(&self.segments, loc, reason))?;
@@ -457,35 +493,6 @@ impl Engine {
         };
         Ok(Some(Ancestor { parent_id: record.head.parent_id.map(Cow::into_owned), values, writes }))
     }
-
-    /// Re-encode every record of `source` under `target`, in the order the index holds them.
-    fn copy_records(&self, index: &Index, source: &str, target: &str, batch: &mut Batch) -> Result<()> {
-        let Some(thread) = index.thread(source) else { return Ok(()) };
-        for ns in thread.namespaces.values() {
-            let mut blob_locs: Vec<Loc> = ns.blobs.values().map(|slot| slot.loc).collect();
-            blob_locs.sort_unstable();
-            for loc in blob_locs {
-                let bytes = self.segments.read_record(loc)?;
-                let mut record: BlobRecord = self.decoded(&bytes)?;
-                record.key.thread_id = Cow::Borrowed(target);
-                batch.push(&record)?;
-            }
-            for slot in ns.checkpoints.values() {
-                let bytes = self.segments.read_record(slot.loc)?;
-                let mut record: CheckpointRecord = self.decoded(&bytes)?;
-                record.head.thread_id = Cow::Borrowed(target);
-                batch.push(&record)?;
-            }
-            // Each checkpoint's writes in commit order (their order decides the resolution).
-            for &loc in ns.writes.values().flatten() {
-                let bytes = self.segments.read_record(loc)?;
-                let mut record: WritesRecord = self.decoded(&bytes)?;
-                record.key.thread_id = Cow::Borrowed(target);
-                batch.push(&record)?;
-            }
-        }
-        Ok(())
-    }
 }
 
 impl Drop for Engine {
@@ -508,7 +515,7 @@ struct ListSource<'a> {
 
 impl CheckpointSaver for Engine {
     fn get_tuple(&self, config: &Config) -> Result<Option<CheckpointTuple>> {
-        self.check_open()?;
+        let _call = self.enter()?;
         check_thread_id(&config.thread_id)?;
         let index = self.index.read();
         let Some(ns) = index.namespace(&config.thread_id, &config.checkpoint_ns) else { return Ok(None) };
@@ -521,7 +528,7 @@ impl CheckpointSaver for Engine {
     }
 
     fn list(&self, query: &ListQuery) -> Result<Vec<CheckpointTuple>> {
-        self.check_open()?;
+        let _call = self.enter()?;
         let limit = query.limit.unwrap_or(usize::MAX);
         if limit == 0 {
             return Ok(Vec::new());
@@ -592,7 +599,7 @@ impl CheckpointSaver for Engine {
         config: &Config,
         channels: &[String],
     ) -> Result<std::collections::BTreeMap<String, DeltaChannelHistory>> {
-        self.check_open()?;
+        let _call = self.enter()?;
         check_thread_id(&config.thread_id)?;
         let (thread, ns_name) = (config.thread_id.as_str(), config.checkpoint_ns.as_str());
         // One read lock for the whole walk: a consistent view, no per-ancestor lookups.
@@ -618,68 +625,82 @@ impl CheckpointSaver for Engine {
         metadata: &Metadata,
         new_versions: &ChannelVersions,
     ) -> Result<Config> {
-        self.check_open()?;
+        let _call = self.enter()?;
         check_thread_id(&config.thread_id)?;
         if checkpoint.id.is_empty() {
             return Err(Error::invalid(format!("checkpoint for thread {:?} has an empty id", config.thread_id)));
         }
         let (thread, ns_name) = (&config.thread_id, &config.checkpoint_ns);
-        let mut batch = Batch::new();
+        for value in
+            new_versions.keys().filter_map(|channel| checkpoint.channel_values.get(channel).map(|v| (channel, v)))
         {
-            let index = self.index.read();
-            let ns = index.namespace(thread, ns_name);
-            for (channel, version) in new_versions {
-                let value = checkpoint.channel_values.get(channel);
-                if let Some(value) = value {
-                    self.check_value(|| format!("channel {channel:?} of thread {thread:?}"), value)?;
-                }
-                // Stored once per (thread, namespace, channel, version): a repeat is skipped.
-                if let Some(ns) = ns
-                    && self.find_blob(thread, ns_name, ns, channel, version)?.is_some()
-                {
-                    continue;
-                }
-                let record = BlobRecord {
-                    key: BlobKey {
-                        thread_id: Cow::Borrowed(thread),
-                        checkpoint_ns: Cow::Borrowed(ns_name),
-                        channel: Cow::Borrowed(channel),
-                        version: Cow::Borrowed(version),
-                    },
-                    value: value.map(BlobRef::of),
-                };
-                batch.push(&record)?;
-            }
+            self.check_value(|| format!("channel {:?} of thread {thread:?}", value.0), value.1)?;
         }
         let metadata_json = serde_json::to_string(metadata).map_err(|e| Error::invalid(format!("metadata: {e}")))?;
-        let record = CheckpointRecord {
-            head: CheckpointHead {
-                thread_id: Cow::Borrowed(thread),
-                checkpoint_ns: Cow::Borrowed(ns_name),
-                checkpoint_id: Cow::Borrowed(&checkpoint.id),
-                parent_id: config.checkpoint_id.as_deref().map(Cow::Borrowed),
-                run_id: run_id_of(metadata).map(Cow::Borrowed),
-                metadata_json: Cow::Owned(metadata_json),
-            },
-            body: CheckpointBody {
-                v: checkpoint.v,
-                ts: Cow::Borrowed(&checkpoint.ts),
-                channel_versions: Cow::Borrowed(&checkpoint.channel_versions),
-                versions_seen: Cow::Borrowed(&checkpoint.versions_seen),
-                updated_channels: checkpoint.updated_channels.as_deref().map(Cow::Borrowed),
-            },
-        };
-        batch.push(&record)?;
-        self.commit(batch)?;
-        Ok(Config {
-            thread_id: thread.clone(),
-            checkpoint_ns: ns_name.clone(),
-            checkpoint_id: Some(checkpoint.id.clone()),
-        })
+        // A value already stored is not written again; the leader checks that it is still
+        // stored when the batch commits (a delete or a compaction may drop it meanwhile), and a
+        // stale batch is encoded again, writing the value this time.
+        for _attempt in 0..MAX_STALE_RETRIES {
+            let mut batch = Batch::new();
+            {
+                let index = self.index.read();
+                let ns = index.namespace(thread, ns_name);
+                for (channel, version) in new_versions {
+                    if let Some(ns) = ns
+                        && self.find_blob(thread, ns_name, ns, channel, version)?.is_some()
+                    {
+                        batch.assume_stored(thread, ns_name, blob_hash(channel, version));
+                        continue;
+                    }
+                    let record = BlobRecord {
+                        key: BlobKey {
+                            thread_id: Cow::Borrowed(thread),
+                            checkpoint_ns: Cow::Borrowed(ns_name),
+                            channel: Cow::Borrowed(channel),
+                            version: Cow::Borrowed(version),
+                        },
+                        value: checkpoint.channel_values.get(channel).map(BlobRef::of),
+                    };
+                    batch.push(&record)?;
+                }
+            }
+            let record = CheckpointRecord {
+                head: CheckpointHead {
+                    thread_id: Cow::Borrowed(thread),
+                    checkpoint_ns: Cow::Borrowed(ns_name),
+                    checkpoint_id: Cow::Borrowed(&checkpoint.id),
+                    parent_id: config.checkpoint_id.as_deref().map(Cow::Borrowed),
+                    run_id: run_id_of(metadata).map(Cow::Borrowed),
+                    metadata_json: Cow::Borrowed(&metadata_json),
+                },
+                body: CheckpointBody {
+                    v: checkpoint.v,
+                    ts: Cow::Borrowed(&checkpoint.ts),
+                    channel_versions: Cow::Borrowed(&checkpoint.channel_versions),
+                    versions_seen: Cow::Borrowed(&checkpoint.versions_seen),
+                    updated_channels: checkpoint.updated_channels.as_deref().map(Cow::Borrowed),
+                },
+            };
+            batch.push(&record)?;
+            match self.committer.commit(Work::Encoded(batch), &self.index)? {
+                Committed::Done => {
+                    return Ok(Config {
+                        thread_id: thread.clone(),
+                        checkpoint_ns: ns_name.clone(),
+                        checkpoint_id: Some(checkpoint.id.clone()),
+                    });
+                }
+                Committed::Stale => continue,
+            }
+        }
+        Err(Error::invalid(format!(
+            "put of checkpoint {} of thread {thread:?}: its stored values kept being deleted under it; retry",
+            checkpoint.id
+        )))
     }
 
     fn put_writes(&self, config: &Config, writes: &[(String, Blob)], task_id: &str, task_path: &str) -> Result<()> {
-        self.check_open()?;
+        let _call = self.enter()?;
         let mut batch = Batch::new();
         encode_writes(&mut batch, config, writes, task_id, task_path, self.options.max_value_bytes)?;
         self.commit(batch)
@@ -690,116 +711,73 @@ impl CheckpointSaver for Engine {
     }
 
     fn delete_for_runs(&self, run_ids: &[String]) -> Result<()> {
-        self.check_open()?;
-        let mut batch = Batch::new();
-        {
-            let index = self.index.read();
-            let runs: Vec<_> = run_ids.iter().filter_map(|run| index.runs.lookup(run)).collect();
-            if runs.is_empty() {
-                return Ok(());
-            }
-            for (thread, thread_index) in index.threads() {
-                for (ns_name, ns) in &thread_index.namespaces {
-                    let doomed: Vec<Cow<'static, str>> = ns
-                        .checkpoints
-                        .iter()
-                        .filter(|(_, slot)| slot.run.is_some_and(|run| runs.contains(&run)))
-                        .map(|(key, _)| Cow::Owned(key.as_str().into_owned()))
-                        .collect();
-                    push_delete_checkpoints(&mut batch, thread, ns_name, doomed)?;
-                }
-            }
+        let _call = self.enter()?;
+        if run_ids.is_empty() {
+            return Ok(());
         }
-        self.commit(batch)
+        self.commit_planned(maintenance::delete_for_runs(run_ids.to_vec()))
     }
 
     fn copy_thread(&self, source: &str, target: &str) -> Result<()> {
-        self.check_open()?;
+        let _call = self.enter()?;
         check_thread_id(source)?;
         check_thread_id(target)?;
-        let mut batch = Batch::new();
-        {
-            let index = self.index.read();
-            self.copy_records(&index, source, target, &mut batch)?;
-        }
-        self.commit(batch)
+        self.commit_planned(maintenance::copy_thread(self.segments.clone(), source.to_owned(), target.to_owned()))
     }
 
     fn prune(&self, thread_ids: &[String], strategy: PruneStrategy) -> Result<()> {
-        self.check_open()?;
-        let mut batch = Batch::new();
-        {
-            let index = self.index.read();
-            for thread in thread_ids {
-                check_thread_id(thread)?;
-                if index.thread(thread).is_none() {
-                    continue;
-                }
-                match strategy {
-                    PruneStrategy::Delete => {
-                        batch.push(&DeleteThreadRecord { thread_id: Cow::Borrowed(thread) })?;
-                    }
-                    PruneStrategy::KeepLatest => {
-                        let keep_latest = Retention { keep_last: Some(1), ..Retention::default() };
-                        let plans = retention::plan(
-                            &index,
-                            &keep_latest,
-                            Some(std::slice::from_ref(thread)),
-                            true,
-                            SystemTime::now(),
-                        );
-                        self.retention_batch(&index, &plans, &mut batch)?;
-                    }
-                }
+        let _call = self.enter()?;
+        for thread in thread_ids {
+            check_thread_id(thread)?;
+        }
+        match strategy {
+            PruneStrategy::Delete => self.commit_planned(maintenance::delete_threads(thread_ids.to_vec())),
+            PruneStrategy::KeepLatest => {
+                let keep_latest = Retention { keep_last: Some(1), ..Retention::default() };
+                self.retain(&keep_latest, thread_ids.to_vec(), true).map(|_| ())
             }
         }
-        self.commit(batch)
     }
 }
 
 impl Engine {
-    /// Records that carry out retention `plans`: kept checkpoints whose parent goes are
-    /// rewritten without one, then the removals.
-    fn retention_batch(
-        &self,
-        index: &Index,
-        plans: &[retention::NamespacePlan],
-        batch: &mut Batch,
-    ) -> Result<RetentionStats> {
-        let mut stats = RetentionStats::default();
-        for plan in plans {
-            let Some(ns) = index.namespace(&plan.thread, &plan.ns) else { continue };
-            let removed: std::collections::HashSet<String> =
-                plan.remove.iter().map(|k| k.as_str().into_owned()).collect();
-            for key in &plan.keep {
-                let Some(slot) = ns.checkpoints.get(key) else { continue };
-                let bytes = self.segments.read_record(slot.loc)?;
-                let mut record: CheckpointRecord = self.decoded(&bytes)?;
-                if !record.head.parent_id.as_deref().is_some_and(|parent| removed.contains(parent)) {
-                    continue;
-                }
-                record.head.parent_id = None;
-                batch.push(&record)?;
-                stats.parents_cleared += 1;
+    /// Apply `policy` to `threads` in bounded batches, each planned at its commit point.
+    fn retain(&self, policy: &Retention, threads: Vec<String>, orphan_writes: bool) -> Result<RetentionStats> {
+        let mut total = RetentionStats::default();
+        let mut rest = threads;
+        let now = SystemTime::now();
+        while !rest.is_empty() {
+            if self.closing() {
+                return Err(Error::Closed);
             }
-            stats.checkpoints_removed += plan.remove.iter().filter(|k| ns.checkpoints.contains_key(*k)).count() as u64;
-            let ids = plan.remove.iter().map(|key| Cow::Owned(key.as_str().into_owned())).collect();
-            push_delete_checkpoints(batch, &plan.thread, &plan.ns, ids)?;
+            let progress = Arc::new(parking_lot::Mutex::new(maintenance::RetentionProgress::default()));
+            let plan = maintenance::retention(
+                self.segments.clone(),
+                policy.clone(),
+                rest.clone(),
+                orphan_writes,
+                now,
+                progress.clone(),
+            );
+            self.commit_planned(plan)?;
+            let done = std::mem::take(&mut *progress.lock());
+            total.checkpoints_removed += done.stats.checkpoints_removed;
+            total.parents_cleared += done.stats.parents_cleared;
+            rest.drain(..done.threads_done.min(rest.len()));
         }
-        Ok(stats)
+        Ok(total)
     }
 
-    /// Apply [`Options::retention`] to every thread now.
+    /// Apply [`Options::retention`] to every thread now, in bounded batches: commits are not
+    /// held up for the whole store, and no batch outgrows a frame.
     pub(crate) fn apply_retention(&self) -> Result<RetentionStats> {
-        self.check_open()?;
-        let mut batch = Batch::new();
-        let stats = {
-            let index = self.index.read();
-            let plans = retention::plan(&index, &self.options.retention, None, false, SystemTime::now());
-            self.retention_batch(&index, &plans, &mut batch)?
-        };
-        self.commit(batch)?;
-        Ok(stats)
+        let _call = self.enter()?;
+        let policy = &self.options.retention;
+        if policy.keep_last.is_none() && policy.max_age.is_none() {
+            return Ok(RetentionStats::default());
+        }
+        let threads: Vec<String> = self.index.read().threads().map(|(thread, _)| thread.to_owned()).collect();
+        self.retain(policy, threads, false)
     }
 
     /// Bytes per segment: on disk, in records, live.
@@ -820,7 +798,7 @@ impl Engine {
 
     /// Seal the active segment and compact every segment: all garbage is reclaimed.
     pub(crate) fn compact_all(&self) -> Result<CompactionStats> {
-        self.check_open()?;
+        let _call = self.enter()?;
         let _one = self.compacting.lock();
         self.committer.seal_active()?;
         let manifest = self.layout.manifest();
@@ -830,7 +808,7 @@ impl Engine {
 
     /// Compact the longest prefix of sealed segments whose garbage passes `policy`, if any.
     pub(crate) fn compact_if_needed(&self, policy: &AutoCompaction) -> Result<Option<CompactionStats>> {
-        self.check_open()?;
+        let _call = self.enter()?;
         let Some(_one) = self.compacting.try_lock() else { return Ok(None) };
         let space = self.space();
         let sealed = &space.segments[..space.segments.len().saturating_sub(1)];
@@ -854,6 +832,13 @@ impl Engine {
         if seqs.is_empty() {
             return Ok(CompactionStats::default());
         }
+        if self.degraded {
+            return Err(Error::invalid(format!(
+                "store {} was opened with damaged frames skipped; compacting would erase them for good: \
+                 export what is readable into a new store instead",
+                self.dir.display()
+            )));
+        }
         let victims: Vec<_> = seqs
             .iter()
             .map(|&seq| self.segments.get(seq).ok_or_else(|| Error::invalid(format!("segment {seq} is not open"))))
@@ -861,24 +846,36 @@ impl Engine {
         let stats = crate::compaction::compact_prefix(
             &self.layout,
             &self.index,
+            &self.committer,
             &victims,
             self.options.segment_size,
-            &|error| self.committer.poison(error),
+            &|| self.closing(),
         )?;
         tracing::info!(?stats, "compacted");
-        // The old snapshot names retired segments: replace it (after making what it covers
-        // durable).
-        if self.committer.flush().is_ok() {
-            self.write_snapshot();
-        }
+        // The old snapshot names retired segments: replace it.
+        self.write_snapshot();
         Ok(stats)
     }
 
     /// Write the index snapshot; a failure only costs a slower next open.
+    ///
+    /// The image is taken with the commit path held right after a sync, so it covers durable
+    /// frames only in every durability mode (a snapshot that covered a frame lost in a crash
+    /// would point the next open's index into zeros). It is encoded and written after the
+    /// locks are released. A degraded store (damage skipped at open) writes none: its index
+    /// leaves the damaged frames out, and a snapshot would hide them from the next open.
     fn write_snapshot(&self) {
-        let index = self.index.read();
-        let manifest = self.layout.manifest();
-        if let Err(error) = crate::snapshot::write(&*self.layout.vfs, &self.dir, &manifest, &self.segments, &index) {
+        if self.degraded {
+            return;
+        }
+        let captured = self.committer.paused_durable(|| {
+            let index = self.index.read();
+            crate::snapshot::capture(&self.layout.manifest(), &self.segments, &index)
+        });
+        let written = captured
+            .and_then(|image| image)
+            .and_then(|image| crate::snapshot::write(&*self.layout.vfs, &self.dir, &image));
+        if let Err(error) = written {
             tracing::warn!(%error, "cannot write the index snapshot; the next open replays the log");
         }
     }
@@ -917,13 +914,31 @@ impl SpaceStats {
     }
 }
 
-fn push_delete_checkpoints(batch: &mut Batch, thread: &str, ns: &str, ids: Vec<Cow<'_, str>>) -> Result<()> {
-    if ids.is_empty() {
+/// How often a put whose assumed values vanished is encoded again before giving up (each retry
+/// writes the vanished values itself, so a second one needs yet another delete in between).
+const MAX_STALE_RETRIES: usize = 64;
+
+/// Create the store directory; if it is new, fsync its parent so the directory entry survives a
+/// power cut (the segments, MANIFEST and LOCK inside it are synced through the directory itself).
+fn create_store_dir(vfs: &dyn Vfs, dir: &Path) -> Result<()> {
+    // The directories about to be created, deepest first.
+    let mut missing = Vec::new();
+    let mut at = Some(dir);
+    while let Some(path) = at.filter(|p| !p.as_os_str().is_empty() && !vfs.is_dir(p)) {
+        missing.push(path);
+        at = path.parent();
+    }
+    if missing.is_empty() {
         return Ok(());
     }
-    batch.push(&DeleteCheckpointsRecord {
-        thread_id: Cow::Borrowed(thread),
-        checkpoint_ns: Cow::Borrowed(ns),
-        checkpoint_ids: ids,
-    })
+    vfs.create_dir_all(dir).map_err(|e| Error::io("create directory", dir, e))?;
+    for created in missing {
+        let parent = match created.parent() {
+            Some(parent) if parent.as_os_str().is_empty() => Path::new("."),
+            Some(parent) => parent,
+            None => continue,
+        };
+        sync_dir(vfs, parent)?;
+    }
+    Ok(())
 }

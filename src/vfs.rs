@@ -34,6 +34,11 @@ pub enum OpenMode {
 pub trait Vfs: Send + Sync + fmt::Debug {
     /// Create a directory and its parents.
     fn create_dir_all(&self, dir: &Path) -> io::Result<()>;
+    /// Whether `path` is an existing directory. A file system without directories (the
+    /// simulator) says no, and the store syncs the parents of the directories it "creates".
+    fn is_dir(&self, _path: &Path) -> bool {
+        false
+    }
     /// Names of the files in `dir`.
     fn list(&self, dir: &Path) -> io::Result<Vec<String>>;
     /// Open a file.
@@ -87,6 +92,10 @@ struct RealFile(File);
 impl Vfs for RealFs {
     fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
         fs::create_dir_all(dir)
+    }
+
+    fn is_dir(&self, path: &Path) -> bool {
+        path.is_dir()
     }
 
     fn list(&self, dir: &Path) -> io::Result<Vec<String>> {

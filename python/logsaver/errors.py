@@ -18,7 +18,15 @@ class SaverClosedError(LogSaverError):
 
 
 class StorePoisonedError(LogSaverError):
-    """An earlier write or fsync failed; reopen the store to recover from what is on disk."""
+    """An earlier write or fsync failed; reopen the store to recover from what is on disk.
+
+    ``kind`` names the I/O failure that poisoned the store as Rust's ``io::ErrorKind`` spells it
+    (``"StorageFull"`` for ENOSPC, ``"Other"`` or ``"Uncategorized"`` for EIO), or is ``None``.
+    """
+
+    def __init__(self, message: str, kind: "str | None" = None) -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 class InvalidArgumentError(LogSaverError, ValueError):

@@ -26,14 +26,19 @@ fn to_py_err(py: Python<'_>, err: Error) -> PyErr {
         Error::Corruption { .. } => "CorruptionError",
         Error::Closed => "SaverClosedError",
         Error::InvalidArgument(_) | Error::TooLarge { .. } => "InvalidArgumentError",
-        Error::Poisoned(_) => "StorePoisonedError",
+        Error::Poisoned { .. } => "StorePoisonedError",
         _ => "LogSaverError",
     };
     let message = err.to_string();
-    let raised = py
-        .import("logsaver.errors")
-        .and_then(|module| module.getattr(class))
-        .and_then(|class| class.call1((message.clone(),)));
+    // The kind of the I/O failure behind the error ("StorageFull", "Other" for EIO, ...).
+    let kind = err.io_kind().map(|kind| format!("{kind:?}"));
+    let raised = py.import("logsaver.errors").and_then(|module| module.getattr(class)).and_then(|class| {
+        if matches!(err, Error::Poisoned { .. }) {
+            class.call1((message.clone(), kind))
+        } else {
+            class.call1((message.clone(),))
+        }
+    });
     match raised {
         Ok(instance) => PyErr::from_value(instance),
         Err(import_failed) => import_failed,

@@ -112,6 +112,10 @@ impl Vfs for FaultFs {
         self.inner.create_dir_all(dir)
     }
 
+    fn is_dir(&self, path: &Path) -> bool {
+        self.inner.is_dir(path)
+    }
+
     fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
         self.inner.list(dir)
     }

@@ -52,6 +52,9 @@ struct State {
     /// Directory entries as they would be found after a power cut.
     durable_names: BTreeMap<PathBuf, u64>,
     locked: Vec<PathBuf>,
+    /// Fail the n-th `sync_data` from now (counted down) the way Linux does: EIO, and the
+    /// file's dirty data is dropped from the disk's future (the page cache still shows it).
+    failing_sync: Option<u64>,
     /// Counters, for reports.
     crashes: u64,
     torn_writes: u64,
@@ -166,6 +169,13 @@ impl SimFs {
             }
         };
         state.inodes.insert(inode, Inode { live: content.clone(), durable: content, pending: Vec::new() });
+    }
+
+    /// Make the `nth` `sync_data` from now fail with EIO, losing that file's unsynced writes:
+    /// they stay visible to reads (the page cache) but never reach the disk, and a later
+    /// `sync_data` succeeds without them (Linux reports a writeback error once).
+    pub fn fail_sync_losing_data(&self, nth: u64) {
+        self.state.lock().failing_sync = Some(nth.max(1));
     }
 
     /// Crashes so far, and unsynced writes torn and dropped by them.
@@ -315,12 +325,30 @@ impl VfsFile for SimFile {
     }
 
     fn sync_data(&self) -> io::Result<()> {
-        self.with(|inode| {
-            for op in std::mem::take(&mut inode.pending) {
-                apply(&mut inode.durable, &op);
+        let mut state = self.state.lock();
+        if state.generation != self.generation {
+            return Err(dead());
+        }
+        let fail = match state.failing_sync {
+            Some(1) => {
+                state.failing_sync = None;
+                true
             }
-            Ok(())
-        })
+            Some(n) => {
+                state.failing_sync = Some(n - 1);
+                false
+            }
+            None => false,
+        };
+        let inode = state.inodes.get_mut(&self.inode).ok_or_else(dead)?;
+        if fail {
+            inode.pending.clear();
+            return Err(io::Error::from_raw_os_error(5));
+        }
+        for op in std::mem::take(&mut inode.pending) {
+            apply(&mut inode.durable, &op);
+        }
+        Ok(())
     }
 
     fn sync_all(&self) -> io::Result<()> {

@@ -9,7 +9,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use indicatif::{ProgressBar, ProgressStyle};
 use logsaver::{
     Blob, ChannelVersion, Checkpoint, CheckpointSaver, CheckpointTuple, Config, Error, ListQuery, LogStore, Metadata,
-    Options, RecoveryMode, Result,
+    Options, Result,
 };
 use serde_json::{Value, json};
 
@@ -343,17 +343,13 @@ fn bar(total: u64, what: &str) -> ProgressBar {
 
 /// `logsaver verify DIR`: exit status non-zero if anything is wrong.
 pub fn verify(dir: &Path, as_json: bool) -> Result<bool> {
-    // Replay every frame (no snapshot), listing damage instead of stopping at the first.
-    let store = open_existing(
-        dir,
-        Options { use_snapshot: false, recovery: RecoveryMode::SkipCorrupted, ..Options::default() },
-    )?;
-    let report = store.recovery_report().clone();
+    // Replay every frame read-only (no snapshot), listing damage instead of stopping at the
+    // first; nothing on disk changes.
     let progress = if as_json { ProgressBar::hidden() } else { bar(0, "records") };
-    let checked = store.verify(&mut |done, total| {
+    let (report, checked) = LogStore::verify_dir(dir, &mut |done, total| {
         progress.set_length(total);
         progress.set_position(done);
-    });
+    })?;
     progress.finish_and_clear();
     let mut problems: Vec<Value> = Vec::new();
     for damage in report.skipped.iter().chain(report.torn_tail.iter()) {
