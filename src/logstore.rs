@@ -150,6 +150,14 @@ impl LogStore {
     pub fn apply_retention(&self) -> Result<RetentionStats> {
         self.engine.apply_retention()
     }
+
+    /// The operation tags (see [`crate::testing::set_op_tag`]) of the batches committed since
+    /// open, in commit order: how tests replay concurrent calls into a reference in the order
+    /// the store applied them.
+    #[cfg(feature = "testing")]
+    pub fn commit_log(&self) -> Vec<u64> {
+        self.engine.commit_log()
+    }
 }
 
 impl Drop for LogStore {

@@ -111,24 +111,37 @@ pub(crate) fn copy_thread(segments: Arc<SegmentSet>, source: String, target: Str
 pub(crate) struct RetentionProgress {
     /// Removals and cleared parents of this batch.
     pub stats: RetentionStats,
-    /// Threads of the batch's list fully dealt with (the next batch starts after them).
-    pub threads_done: usize,
+    /// Threads still to do after this batch (the next batch starts with them).
+    pub remaining: Vec<String>,
 }
 
-/// Retention for `threads`, in list order, up to [`MAX_REMOVALS_PER_BATCH`] removals (one
-/// thread's removals are split over several batches when they are more than that).
+/// The threads a retention pass covers.
+pub(crate) enum RetentionScope {
+    /// Every thread in the index at the commit point of the pass's first batch.
+    All,
+    /// These threads, in this order.
+    Threads(Vec<String>),
+}
+
+/// Retention for `scope`, up to [`MAX_REMOVALS_PER_BATCH`] removals (one thread's removals are
+/// split over several batches when they are more than that); the threads left go back in
+/// `progress`.
 ///
-/// Kept checkpoints whose parent goes are rewritten without one first; removals go newest
+/// Kept checkpoints whose parent is not kept are rewritten without one first; removals go newest
 /// first, so between batches no remaining checkpoint names a removed parent.
 pub(crate) fn retention(
     segments: Arc<SegmentSet>,
     policy: Retention,
-    threads: Vec<String>,
+    scope: RetentionScope,
     orphan_writes: bool,
     now: SystemTime,
     progress: Arc<Mutex<RetentionProgress>>,
 ) -> Plan {
     Box::new(move |index: &Index| {
+        let threads = match scope {
+            RetentionScope::All => index.threads().map(|(thread, _)| thread.to_owned()).collect(),
+            RetentionScope::Threads(threads) => threads,
+        };
         let mut batch = Batch::new();
         let mut stats = RetentionStats::default();
         let mut removals = 0usize;
@@ -137,13 +150,15 @@ pub(crate) fn retention(
             let plans = retention::plan(index, &policy, Some(std::slice::from_ref(thread)), orphan_writes, now);
             for plan in &plans {
                 let Some(ns) = index.namespace(&plan.thread, &plan.ns) else { continue };
-                let removed: HashSet<&CheckpointKey> = plan.remove.iter().collect();
+                // A kept checkpoint never points at a missing one: its parent goes unless kept
+                // (one that was already missing goes too).
+                let kept: HashSet<&CheckpointKey> = plan.keep.iter().collect();
                 for key in &plan.keep {
                     let Some(slot) = ns.checkpoints.get(key) else { continue };
                     let bytes = segments.read_record(slot.loc)?;
                     let mut record: CheckpointRecord = decoded(&segments, &bytes)?;
                     let parent_goes =
-                        record.head.parent_id.as_deref().is_some_and(|p| removed.contains(&CheckpointKey::new(p)));
+                        record.head.parent_id.as_deref().is_some_and(|p| !kept.contains(&CheckpointKey::new(p)));
                     if parent_goes {
                         record.head.parent_id = None;
                         batch.push(&record)?;
@@ -168,7 +183,8 @@ pub(crate) fn retention(
                 break;
             }
         }
-        *progress.lock() = RetentionProgress { stats, threads_done };
+        let remaining = threads.get(threads_done..).map(<[String]>::to_vec).unwrap_or_default();
+        *progress.lock() = RetentionProgress { stats, remaining };
         Ok(batch)
     })
 }

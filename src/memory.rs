@@ -45,6 +45,38 @@ impl MemorySaver {
         MemorySaver::default()
     }
 
+    /// The reference for [`crate::LogStore::apply_retention`] with `keep_last` (no `max_age`):
+    /// per (thread, namespace) keep the newest `keep_last` checkpoints, remove the others with
+    /// their pending writes (writes of ids never stored stay: a background sweep leaves them),
+    /// and clear the parent of a kept checkpoint whose parent is not kept.
+    pub fn apply_retention(&self, keep_last: usize) {
+        let mut threads = self.threads.write();
+        for namespaces in threads.values_mut() {
+            for ns in namespaces.values_mut() {
+                let removed: Vec<String> = ns.checkpoints.keys().rev().skip(keep_last).cloned().collect();
+                if removed.is_empty() {
+                    continue;
+                }
+                for id in &removed {
+                    ns.checkpoints.remove(id);
+                    ns.writes.remove(id);
+                }
+                let kept_ids: std::collections::HashSet<String> = ns.checkpoints.keys().cloned().collect();
+                for kept in ns.checkpoints.values_mut() {
+                    if kept.parent_id.as_ref().is_some_and(|parent| !kept_ids.contains(parent)) {
+                        kept.parent_id = None;
+                    }
+                }
+                let referenced: std::collections::HashSet<(String, ChannelVersion)> = ns
+                    .checkpoints
+                    .values()
+                    .flat_map(|kept| kept.checkpoint.channel_versions.iter().map(|(c, v)| (c.clone(), v.clone())))
+                    .collect();
+                ns.blobs.retain(|key, _| referenced.contains(key));
+            }
+        }
+    }
+
     fn tuple(thread_id: &str, ns_name: &str, ns: &Namespace, id: &str, stored: &StoredCheckpoint) -> CheckpointTuple {
         let mut checkpoint = stored.checkpoint.clone();
         checkpoint.channel_values = checkpoint

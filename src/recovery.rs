@@ -330,10 +330,9 @@ fn scan_segment(
         // Zeros (or nothing) where a header would start; a partial header is damage.
         let empty_slot = data[at..(at + FRAME_HEADER_LEN).min(data.len())].iter().all(|&b| b == 0);
         let next = next_valid_frame(data, offset + FRAME_ALIGN, seq);
-        let unsynced = match next {
-            None => true,
-            Some((_, frame)) => frame.synced_upto <= offset,
-        };
+        // Unsynced only if no valid frame after it claims it durable: not just the next one,
+        // which may be a stray copy of an older frame (claiming less than the frames around it).
+        let unsynced = !later_frame_claims_durable(data, next, offset, seq);
         if empty_slot && next.is_none() {
             return Ok(Some(offset)); // the clean end: nothing was ever written past here
         }
@@ -403,6 +402,19 @@ pub(crate) fn next_valid_frame(data: &[u8], from: u64, seq: u64) -> Option<(u64,
         at += FRAME_ALIGN;
     }
     None
+}
+
+/// Whether a valid frame at or after `first` (the next valid frame after the damage at
+/// `damage`) says that `damage` had been made durable.
+fn later_frame_claims_durable(data: &[u8], first: Option<(u64, FrameHeader)>, damage: u64, seq: u64) -> bool {
+    let mut found = first;
+    while let Some((at, frame)) = found {
+        if frame.synced_upto > damage {
+            return true;
+        }
+        found = next_valid_frame(data, at + frame.span().max(FRAME_ALIGN), seq);
+    }
+    false
 }
 
 /// The offset just past the last non-zero byte.

@@ -1,8 +1,8 @@
 //! Retention: which checkpoints `keep_last` and `max_age` remove, planned from the index.
 //!
 //! The plan names, per (thread, namespace), the checkpoints to remove (with their pending
-//! writes, and writes of ids never stored) and the kept checkpoints whose parent is removed:
-//! those are rewritten with no parent, so a kept checkpoint never points at a missing one.
+//! writes, and writes of ids never stored) and the kept checkpoints; those whose parent is not
+//! kept are rewritten with no parent, so a kept checkpoint never points at a missing one.
 
 use std::time::{Duration, SystemTime};
 
@@ -63,7 +63,9 @@ pub fn plan(
             if orphan_writes {
                 remove.extend(namespace.writes.keys().filter(|k| !namespace.checkpoints.contains_key(*k)).cloned());
             }
-            if !remove.is_empty() {
+            // An explicit prune also plans a namespace it removes nothing from: its kept
+            // checkpoints may name a parent that is already gone, and lose it like the others.
+            if !remove.is_empty() || (orphan_writes && !keep.is_empty()) {
                 plans.push(NamespacePlan { thread: thread.to_owned(), ns: ns.to_string(), remove, keep });
             }
         }

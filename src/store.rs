@@ -142,6 +142,8 @@ pub struct StoreStats {
     pub fsyncs: u64,
     /// Bytes written to segment files since open.
     pub bytes_written: u64,
+    /// Run ids the index holds (those of live checkpoints).
+    pub run_ids: u64,
 }
 
 /// The store's state, shared by [`LogStore`] and its background worker.
@@ -286,6 +288,12 @@ impl Engine {
         flushed
     }
 
+    /// Tags of the committed batches in commit order (tests only).
+    #[cfg(feature = "testing")]
+    pub(crate) fn commit_log(&self) -> Vec<u64> {
+        self.committer.commit_log()
+    }
+
     /// Whether `close` has begun (long calls check it to stop early).
     pub(crate) fn closing(&self) -> bool {
         self.closed.load(Ordering::SeqCst)
@@ -293,7 +301,10 @@ impl Engine {
 
     /// Counters of the index and the write path.
     pub(crate) fn stats(&self) -> StoreStats {
-        let counts = self.index.read().counts();
+        let (counts, run_ids) = {
+            let index = self.index.read();
+            (index.counts(), index.runs.len() as u64)
+        };
         StoreStats {
             threads: counts.threads,
             checkpoints: counts.checkpoints,
@@ -304,6 +315,7 @@ impl Engine {
             frames: self.stats.frames.load(Ordering::Relaxed),
             fsyncs: self.stats.fsyncs.load(Ordering::Relaxed),
             bytes_written: self.stats.bytes_written.load(Ordering::Relaxed),
+            run_ids,
         }
     }
 
@@ -734,19 +746,24 @@ impl CheckpointSaver for Engine {
             PruneStrategy::Delete => self.commit_planned(maintenance::delete_threads(thread_ids.to_vec())),
             PruneStrategy::KeepLatest => {
                 let keep_latest = Retention { keep_last: Some(1), ..Retention::default() };
-                self.retain(&keep_latest, thread_ids.to_vec(), true).map(|_| ())
+                self.retain(&keep_latest, maintenance::RetentionScope::Threads(thread_ids.to_vec()), true).map(|_| ())
             }
         }
     }
 }
 
 impl Engine {
-    /// Apply `policy` to `threads` in bounded batches, each planned at its commit point.
-    fn retain(&self, policy: &Retention, threads: Vec<String>, orphan_writes: bool) -> Result<RetentionStats> {
+    /// Apply `policy` to `scope` in bounded batches, each planned at its commit point.
+    fn retain(
+        &self,
+        policy: &Retention,
+        scope: maintenance::RetentionScope,
+        orphan_writes: bool,
+    ) -> Result<RetentionStats> {
         let mut total = RetentionStats::default();
-        let mut rest = threads;
+        let mut scope = Some(scope);
         let now = SystemTime::now();
-        while !rest.is_empty() {
+        while let Some(this) = scope.take() {
             if self.closing() {
                 return Err(Error::Closed);
             }
@@ -754,7 +771,7 @@ impl Engine {
             let plan = maintenance::retention(
                 self.segments.clone(),
                 policy.clone(),
-                rest.clone(),
+                this,
                 orphan_writes,
                 now,
                 progress.clone(),
@@ -763,21 +780,23 @@ impl Engine {
             let done = std::mem::take(&mut *progress.lock());
             total.checkpoints_removed += done.stats.checkpoints_removed;
             total.parents_cleared += done.stats.parents_cleared;
-            rest.drain(..done.threads_done.min(rest.len()));
+            if !done.remaining.is_empty() {
+                scope = Some(maintenance::RetentionScope::Threads(done.remaining));
+            }
         }
         Ok(total)
     }
 
     /// Apply [`Options::retention`] to every thread now, in bounded batches: commits are not
-    /// held up for the whole store, and no batch outgrows a frame.
+    /// held up for the whole store, and no batch outgrows a frame. The first batch is planned
+    /// over the threads that exist at its commit point.
     pub(crate) fn apply_retention(&self) -> Result<RetentionStats> {
         let _call = self.enter()?;
         let policy = &self.options.retention;
         if policy.keep_last.is_none() && policy.max_age.is_none() {
             return Ok(RetentionStats::default());
         }
-        let threads: Vec<String> = self.index.read().threads().map(|(thread, _)| thread.to_owned()).collect();
-        self.retain(policy, threads, false)
+        self.retain(policy, maintenance::RetentionScope::All, false)
     }
 
     /// Bytes per segment: on disk, in records, live.

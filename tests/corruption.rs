@@ -182,3 +182,152 @@ fn skip_corrupted_opens_with_what_is_valid_and_reports_the_rest() {
         assert_eq!(tuple.checkpoint.channel_values.len(), 1);
     }
 }
+
+/// Every file of a store directory with its bytes, to prove a diagnostic changed nothing.
+fn directory_bytes(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut files: Vec<(PathBuf, Vec<u8>)> = std::fs::read_dir(dir)
+        .expect("read dir")
+        .map(|e| e.expect("entry").path())
+        .map(|p| {
+            let bytes = std::fs::read(&p).expect("read");
+            (p, bytes)
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+fn flip_byte(path: &Path, offset: u64) {
+    use std::os::unix::fs::FileExt;
+    let file = OpenOptions::new().read(true).write(true).open(path).expect("open");
+    let mut b = [0u8];
+    file.read_exact_at(&mut b, offset).expect("read");
+    file.write_all_at(&[b[0] ^ 0x10], offset).expect("write");
+}
+
+/// Regression (issue 10, defect 6): `verify` opened with `SkipCorrupted`, zeroed the tail,
+/// trimmed the segment and wrote an INDEX without the skipped frames; after one `verify` a
+/// normal open no longer reported the damage. Now it changes no byte, and says what it found.
+#[test]
+fn verify_changes_not_one_byte_and_the_damage_stays_reported() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let segment = store_with_puts(dir.path(), 6, Options::default());
+    let frames = frames(&segment);
+    flip_byte(&segment, frames[2].0 + frames[2].1 / 2);
+    // A torn tail too (a flipped byte in the last frame), which a writer would zero.
+    flip_byte(&segment, frames[5].0 + 40);
+    let before = directory_bytes(dir.path());
+    let (report, checked) = LogStore::verify_dir(dir.path(), &mut |_, _| {}).expect("verify");
+    assert_eq!(report.skipped.len(), 1, "{report:?}");
+    assert_eq!(report.skipped[0].offset, frames[2].0);
+    assert!(report.torn_tail.is_some());
+    assert!(checked.records_checked > 0);
+    assert_eq!(directory_bytes(dir.path()), before, "verify changed the store");
+    // The CLI goes through the same path.
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_logsaver"))
+        .args(["verify", &dir.path().display().to_string(), "--json"])
+        .output()
+        .expect("run logsaver verify");
+    assert!(!status.status.success(), "verify reports the damage with its exit status");
+    assert_eq!(directory_bytes(dir.path()), before, "logsaver verify changed the store");
+    let (_, offset, _) = expect_corruption(dir.path(), Options::default());
+    assert_eq!(offset, frames[2].0, "a normal open still reports the damage");
+}
+
+/// Regression (issue 10, defect 6): a `SkipCorrupted` open that skipped damage wrote its lossy
+/// index as the snapshot at close, so the next normal open used it and never saw the damage.
+#[test]
+fn skip_corrupted_never_persists_its_lossy_view() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let options = Options { segment_size: 4096, ..Options::default() };
+    let segment = store_with_puts(dir.path(), 40, options.clone());
+    let first = segment_files(dir.path()).remove(0);
+    assert_ne!(first, segment);
+    let frames = frames(&first);
+    flip_byte(&first, frames[1].0 + frames[1].1 / 2);
+    let lenient = Options { recovery: RecoveryMode::SkipCorrupted, ..options.clone() };
+    let store = LogStore::open(dir.path(), lenient).expect("open");
+    assert_eq!(store.recovery_report().skipped.len(), 1);
+    // New writes are fine; compaction (which would drop the damaged frame for good) is refused.
+    let cp = checkpoint("zzz-new", &[("x", b"after".as_slice())], 99);
+    store.put(&Config::thread("t"), &cp, &Default::default(), &cp.channel_versions).expect("put");
+    match store.compact() {
+        Err(Error::InvalidArgument(message)) => assert!(message.contains("skipped"), "{message}"),
+        other => panic!("compaction of a degraded store: {other:?}"),
+    }
+    store.close().expect("close");
+    assert!(!dir.path().join("INDEX").exists(), "a degraded store wrote a snapshot");
+    let (file, offset, _) = expect_corruption(dir.path(), options);
+    assert_eq!((file, offset), (first, frames[1].0), "the damage is reported at every open");
+}
+
+/// Regression (issue 10, defect 6): the docs said a damaged segment header is skipped under
+/// `SkipCorrupted`, the code failed. Now it is skipped, reported, and never written to.
+#[test]
+fn damaged_segment_header_is_skipped_under_skip_corrupted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let options = Options { segment_size: 4096, ..Options::default() };
+    store_with_puts(dir.path(), 40, options.clone());
+    let files = segment_files(dir.path());
+    assert!(files.len() >= 3);
+    flip_byte(&files[1], 2);
+    let (file, offset, reason) = expect_corruption(dir.path(), options.clone());
+    assert_eq!((file, offset), (files[1].clone(), 0));
+    assert!(reason.contains("header"), "{reason}");
+    let lenient = Options { recovery: RecoveryMode::SkipCorrupted, ..options.clone() };
+    let store = LogStore::open(dir.path(), lenient.clone()).expect("open");
+    let skipped = store.recovery_report().skipped.clone();
+    assert_eq!(skipped.len(), 1);
+    assert_eq!(skipped[0].file, files[1]);
+    let left = count(&store);
+    assert!(left > 0 && left < 40, "{left}");
+    drop(store);
+    // The last segment's header damaged: the writer starts a new segment instead of appending
+    // to it, and the damaged file stays as it was.
+    let last = segment_files(dir.path()).pop().expect("last");
+    flip_byte(&last, 2);
+    let damaged = std::fs::read(&last).expect("read");
+    let store = LogStore::open(dir.path(), lenient).expect("open");
+    let cp = checkpoint("zzz-new", &[("x", b"after".as_slice())], 99);
+    store.put(&Config::thread("t"), &cp, &Default::default(), &cp.channel_versions).expect("put");
+    drop(store);
+    assert_eq!(std::fs::read(&last).expect("read"), damaged, "a skipped segment was written to");
+}
+
+/// Regression (issue 10, defect 6): after a skipped frame the next one's sequence number was
+/// not checked, so a stray copy of an older frame right after the damage was replayed.
+#[test]
+fn frame_order_is_still_checked_after_a_skipped_frame() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let segment = store_with_puts(dir.path(), 6, Options::default());
+    let frames = frames(&segment);
+    // Frames 2.. are the same size (each put names its parent); copy frame 2 over frame 4 and
+    // damage frame 3: the copy is the first frame after the skipped one.
+    assert_eq!(frames[1].1, frames[3].1, "equal-size frames");
+    let bytes = std::fs::read(&segment).expect("read");
+    let copy = bytes[frames[1].0 as usize..(frames[1].0 + frames[1].1) as usize].to_vec();
+    {
+        use std::os::unix::fs::FileExt;
+        OpenOptions::new().write(true).open(&segment).expect("open").write_all_at(&copy, frames[3].0).expect("write");
+    }
+    flip_byte(&segment, frames[2].0 + frames[2].1 / 2);
+    let lenient = Options { recovery: RecoveryMode::SkipCorrupted, ..Options::default() };
+    let store = LogStore::open(dir.path(), lenient).expect("open");
+    let skipped: Vec<u64> = store.recovery_report().skipped.iter().map(|d| d.offset).collect();
+    assert_eq!(skipped, vec![frames[2].0, frames[3].0], "the copy of frame 2 is damage, not a frame");
+    assert!(store.recovery_report().skipped[1].reason.contains("out of sequence"));
+}
+
+/// Regression (issue 10, defect 6): with the MANIFEST missing, `SkipCorrupted` took the
+/// segments in numeric order, which replays a compaction's output (highest numbers, oldest
+/// records) after newer records and tombstones. The order is unknown: an error in every mode.
+#[test]
+fn missing_manifest_is_an_error_in_every_mode() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    store_with_puts(dir.path(), 4, Options::default());
+    std::fs::remove_file(dir.path().join("MANIFEST")).expect("remove MANIFEST");
+    for recovery in [RecoveryMode::AbsoluteConsistency, RecoveryMode::TolerateTornTail, RecoveryMode::SkipCorrupted] {
+        let (file, _, reason) = expect_corruption(dir.path(), Options { recovery, ..Options::default() });
+        assert!(file.ends_with("MANIFEST") && reason.contains("order"), "{recovery:?}: {reason}");
+    }
+}
