@@ -158,6 +158,12 @@ impl LogStore {
     pub fn commit_log(&self) -> Vec<u64> {
         self.engine.commit_log()
     }
+
+    /// Run `hook` in every compaction between its switch and its snapshot (tests only).
+    #[cfg(feature = "testing")]
+    pub fn set_before_snapshot_hook(&self, hook: impl Fn() + Send + Sync + 'static) {
+        *self.engine.before_snapshot.lock() = Some(Box::new(hook));
+    }
 }
 
 impl Drop for LogStore {

@@ -169,6 +169,10 @@ pub(crate) struct Engine {
     layout: Arc<Layout>,
     /// One compaction at a time.
     compacting: parking_lot::Mutex<()>,
+    /// Called by compaction between its switch and its snapshot (tests only: a call landing
+    /// there must not be covered by the snapshot unless it is durable).
+    #[cfg(feature = "testing")]
+    pub(crate) before_snapshot: parking_lot::Mutex<Option<Box<dyn Fn() + Send + Sync>>>,
 }
 
 impl Engine {
@@ -240,6 +244,8 @@ impl Engine {
             lock: parking_lot::Mutex::new(Some(lock)),
             layout,
             compacting: parking_lot::Mutex::new(()),
+            #[cfg(feature = "testing")]
+            before_snapshot: parking_lot::Mutex::new(None),
         })
     }
 
@@ -871,6 +877,10 @@ impl Engine {
             &|| self.closing(),
         )?;
         tracing::info!(?stats, "compacted");
+        #[cfg(feature = "testing")]
+        if let Some(hook) = self.before_snapshot.lock().as_ref() {
+            hook();
+        }
         // The old snapshot names retired segments: replace it.
         self.write_snapshot();
         Ok(stats)
