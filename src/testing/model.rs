@@ -79,6 +79,11 @@ pub enum ModelOp {
     },
     /// Clean close and reopen.
     Reopen,
+    /// Clean close, the snapshot removed (what a crash between compaction's MANIFEST switch and
+    /// its snapshot leaves), reopen replaying the whole log.
+    ReopenFullReplay,
+    /// `apply_retention` with `keep_last` 2.
+    Retention,
     /// Compact every segment; the logical state must not change.
     Compact,
 }
@@ -99,8 +104,12 @@ pub fn decode_ops(data: &[u8]) -> Vec<ModelOp> {
                 12 => ModelOp::Flush,
                 13 => ModelOp::Crash { seed: (u64::from(a) << 8) | u64::from(b) },
                 14 => ModelOp::CrashDuring { nth_io: a % 12 + 1, seed: u64::from(b) + 1 },
-                _ if a & 1 == 0 => ModelOp::Reopen,
-                _ => ModelOp::Compact,
+                _ => match a % 4 {
+                    0 => ModelOp::Reopen,
+                    1 => ModelOp::Compact,
+                    2 => ModelOp::Retention,
+                    _ => ModelOp::ReopenFullReplay,
+                },
             }
         })
         .collect()
@@ -109,13 +118,28 @@ pub fn decode_ops(data: &[u8]) -> Vec<ModelOp> {
 /// An acknowledged (or cut-off) call, replayable on any saver.
 #[derive(Clone, Debug)]
 enum Call {
-    Put { config: Config, checkpoint: Checkpoint, metadata: Metadata, new_versions: ChannelVersions },
-    PutWrites { config: Config, writes: Vec<(String, Blob)>, task_id: String, task_path: String },
+    Put {
+        config: Config,
+        checkpoint: Checkpoint,
+        metadata: Metadata,
+        new_versions: ChannelVersions,
+    },
+    PutWrites {
+        config: Config,
+        writes: Vec<(String, Blob)>,
+        task_id: String,
+        task_path: String,
+    },
     DeleteThread(String),
     DeleteForRuns(Vec<String>),
     Prune(Vec<String>, PruneStrategy),
     CopyThread(String, String),
+    /// `apply_retention` with [`KEEP_LAST`] (the reference: `MemorySaver::apply_retention`).
+    Retention,
 }
+
+/// `keep_last` of the model's retention.
+const KEEP_LAST: usize = 2;
 
 impl Call {
     fn apply(&self, saver: &dyn CheckpointSaver) -> crate::Result<()> {
@@ -130,6 +154,26 @@ impl Call {
             Call::DeleteForRuns(runs) => saver.delete_for_runs(runs),
             Call::Prune(threads, strategy) => saver.prune(threads, *strategy),
             Call::CopyThread(from, to) => saver.copy_thread(from, to),
+            Call::Retention => Ok(()),
+        }
+    }
+
+    /// Apply to the store under test.
+    fn apply_store(&self, store: &LogStore) -> crate::Result<()> {
+        match self {
+            Call::Retention => store.apply_retention().map(|_| ()),
+            call => call.apply(store),
+        }
+    }
+
+    /// Apply to a reference.
+    fn apply_reference(&self, reference: &MemorySaver) -> crate::Result<()> {
+        match self {
+            Call::Retention => {
+                reference.apply_retention(KEEP_LAST);
+                Ok(())
+            }
+            call => call.apply(reference),
         }
     }
 }
@@ -149,6 +193,10 @@ pub struct ModelReport {
     pub recoveries: u64,
     /// Compactions run.
     pub compactions: u64,
+    /// Retention passes run.
+    pub retentions: u64,
+    /// Reopens that replayed the whole log (snapshot removed).
+    pub full_replays: u64,
 }
 
 fn everything(saver: &dyn CheckpointSaver) -> crate::Result<Vec<CheckpointTuple>> {
@@ -158,7 +206,7 @@ fn everything(saver: &dyn CheckpointSaver) -> crate::Result<Vec<CheckpointTuple>
 fn replay(calls: &[Call]) -> Result<MemorySaver, String> {
     let reference = MemorySaver::new();
     for call in calls {
-        call.apply(&reference).map_err(|e| format!("reference refused {call:?}: {e}"))?;
+        call.apply_reference(&reference).map_err(|e| format!("reference refused {call:?}: {e}"))?;
     }
     Ok(reference)
 }
@@ -255,12 +303,16 @@ impl Harness {
                 if keep_latest { PruneStrategy::KeepLatest } else { PruneStrategy::Delete },
             ),
             ModelOp::CopyThread { from, to } if from != to => Call::CopyThread(thread(from), thread(to)),
+            ModelOp::Retention => Call::Retention,
             _ => return Ok(None),
         }))
     }
 
     fn acknowledge(&mut self, call: Call) -> Result<(), String> {
-        call.apply(&self.visible).map_err(|e| format!("reference refused {call:?}: {e}"))?;
+        if matches!(call, Call::Retention) {
+            self.report.retentions += 1;
+        }
+        call.apply_reference(&self.visible).map_err(|e| format!("reference refused {call:?}: {e}"))?;
         self.acked.push(call);
         self.report.calls += 1;
         if self.options.durability == Durability::Sync {
@@ -311,6 +363,7 @@ pub fn run_model(ops: &[ModelOp], durability: Durability) -> Result<ModelReport,
         buffer_bytes: 2048,
         auto_compaction: None,         // compactions are the model's own operations
         prepare_segments_ahead: false, // keep every I/O on the caller's thread: reproducible runs
+        retention: crate::Retention { keep_last: Some(KEEP_LAST), ..crate::Retention::default() },
         ..Options::default()
     };
     let mut harness = Harness {
@@ -331,9 +384,13 @@ pub fn run_model(ops: &[ModelOp], durability: Durability) -> Result<ModelReport,
                 harness.store()?.flush().map_err(|e| format!("flush: {e}"))?;
                 harness.durable = harness.acked.len();
             }
-            ModelOp::Reopen => {
+            ModelOp::Reopen | ModelOp::ReopenFullReplay => {
                 harness.store()?.close().map_err(|e| format!("close: {e}"))?;
                 harness.durable = harness.acked.len();
+                if *op == ModelOp::ReopenFullReplay {
+                    let _ = harness.sim.vfs().remove_file(&Path::new(DIR).join("INDEX"));
+                    harness.report.full_replays += 1;
+                }
                 harness.open()?;
                 let got = everything(harness.store()?).map_err(|e| e.to_string())?;
                 if got != everything(&harness.visible).map_err(|e| e.to_string())? {
@@ -356,7 +413,7 @@ pub fn run_model(ops: &[ModelOp], durability: Durability) -> Result<ModelReport,
                 let put = ModelOp::Put { thread: (*seed % 4) as u8, sub_ns: false, size: 700, keep_b: false };
                 let Some(call) = harness.next_call(&put)? else { continue };
                 harness.faults.arm(Fault { kind: FaultKind::Any, nth: u64::from(*nth_io), errno: 5, sticky: true });
-                let outcome = call.apply(harness.store()?);
+                let outcome = call.apply_store(harness.store()?);
                 let injected = harness.faults.injected();
                 harness.faults.disarm();
                 let cut_off = match outcome {
@@ -372,7 +429,7 @@ pub fn run_model(ops: &[ModelOp], durability: Durability) -> Result<ModelReport,
             }
             op => {
                 let Some(call) = harness.next_call(op)? else { continue };
-                call.apply(harness.store()?).map_err(|e| format!("{call:?} failed: {e}"))?;
+                call.apply_store(harness.store()?).map_err(|e| format!("{call:?} failed: {e}"))?;
                 harness.acknowledge(call)?;
             }
         }
