@@ -71,7 +71,11 @@ fn run(durability: Durability, seconds: f64) {
                     0 => drop(store.get_tuple(&Config::thread(format!("thread-{t}"))).expect("get")),
                     1 => {
                         let id = &ids[t][(x as usize / 3) % STEPS];
-                        drop(store.get_tuple(&Config::thread(format!("thread-{t}")).with_checkpoint(id.clone())).expect("get"))
+                        drop(
+                            store
+                                .get_tuple(&Config::thread(format!("thread-{t}")).with_checkpoint(id.clone()))
+                                .expect("get"),
+                        )
                     }
                     _ => drop(
                         store

@@ -19,23 +19,9 @@ use crate::format::{
 };
 use crate::index::{Applied, Index, IndexOp};
 use crate::manifest::Layout;
+use crate::options::Durability;
 use crate::records::Record;
 use crate::segment::{Loc, PreparedSegment, Segment, SegmentSet};
-
-/// What a call promises about its data when it returns.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum Durability {
-    /// The call returns after an fdatasync covers its record: it survives a power cut.
-    /// Concurrent callers share one fdatasync (group commit).
-    #[default]
-    Sync,
-    /// The call returns after its record is handed to the operating system: it survives a crash
-    /// of the process, not of the machine.
-    Flush,
-    /// The record is buffered in memory until `flush()`, `close()` or the buffer fills; a crash
-    /// of the process loses what was buffered.
-    None,
-}
 
 /// The largest frame payload: frame lengths and segment offsets are 32-bit.
 pub const MAX_FRAME_PAYLOAD: u64 = (u32::MAX as u64) - (1 << 20);

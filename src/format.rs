@@ -218,6 +218,7 @@ pub fn finish_record(buf: &mut [u8], at: usize, kind: RecordKind) -> usize {
     body_len
 }
 
+#[cfg(test)]
 /// Append a whole record (header + body) to `buf`; returns the offset of its header.
 pub fn append_record(buf: &mut Vec<u8>, kind: RecordKind, body: &[u8]) -> usize {
     let at = begin_record(buf);

@@ -210,13 +210,8 @@ impl RunTable {
     }
 
     /// Run ids interned (live ones).
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.ids.len()
-    }
-
-    /// Whether no run id is interned.
-    pub fn is_empty(&self) -> bool {
-        self.ids.is_empty()
     }
 }
 

@@ -4,15 +4,16 @@
 use std::path::{Path, PathBuf};
 
 use crate::commit::Batch;
+use crate::engine::{Engine, LOCK_FILE};
 use crate::error::{Error, Result};
 use crate::index::Index;
 use crate::index::blob_hash;
 use crate::model::{Blob, Config};
+use crate::options::RecoveryMode;
 use crate::pending::encode_slotted_writes;
 use crate::records::{BlobKey, BlobRecord, CheckpointRecord, WritesRecord, decode, decode_prefix};
-use crate::recovery::{Access, RecoveryMode, RecoveryReport, recover};
+use crate::recovery::{Access, RecoveryReport, recover};
 use crate::segment::SegmentSet;
-use crate::store::{Engine, LOCK_FILE};
 use crate::vfs::Vfs;
 
 /// Verify the store in `dir` without changing one byte of it: replay every frame read-only

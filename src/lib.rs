@@ -25,45 +25,52 @@
 #[cfg(feature = "tokio")]
 mod async_saver;
 mod commit;
-pub mod compaction;
+mod compaction;
+mod engine;
 mod error;
-pub mod format;
+mod format;
 mod id;
 mod index;
-pub mod inspect;
+mod inspect;
 mod logstore;
 mod maintenance;
 mod manifest;
 mod memory;
 mod model;
+mod options;
 mod pending;
-pub mod records;
-pub mod recovery;
+mod plans;
+mod reads;
+mod records;
+mod recovery;
 mod retention;
 mod saver;
 mod segment;
 mod snapshot;
-mod store;
+mod stats;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod vfs;
+mod writes;
 
 #[cfg(feature = "tokio")]
 pub use async_saver::AsyncSaver;
-pub use commit::Durability;
 pub use compaction::CompactionStats;
+pub use engine::LOCK_FILE;
 pub use error::{Error, Result};
 pub use id::CheckpointIdGenerator;
+pub use inspect::{Problem, ThreadSummary, VerifyReport};
 pub use logstore::LogStore;
 pub use memory::MemorySaver;
 pub use model::{
     Blob, ChannelVersion, ChannelVersions, Checkpoint, CheckpointTuple, Config, DeltaChannelHistory, ListQuery,
     Metadata, PendingWrite, PruneStrategy,
 };
-pub use recovery::{Damage, RecoveryMode, RecoveryReport};
+pub use options::{AutoCompaction, Durability, Options, RecoveryMode, Retention};
+pub use recovery::{Damage, RecoveryReport};
 pub use retention::RetentionStats;
 pub use saver::{CheckpointSaver, metadata_matches, next_version, write_slot};
-pub use store::{AutoCompaction, LOCK_FILE, Options, Retention, SegmentSpace, SpaceStats, StoreStats};
+pub use stats::{SegmentSpace, SpaceStats, StoreStats};
 
 /// The README's examples, compiled and run as doctests so they stay true.
 #[cfg(doctest)]

@@ -10,14 +10,16 @@ use std::time::{Duration, Instant};
 use parking_lot::{Condvar, Mutex};
 
 use crate::compaction::CompactionStats;
+use crate::engine::Engine;
 use crate::error::Result;
 use crate::model::{
     Blob, ChannelVersions, Checkpoint, CheckpointTuple, Config, DeltaChannelHistory, ListQuery, Metadata, PruneStrategy,
 };
+use crate::options::Options;
 use crate::recovery::RecoveryReport;
 use crate::retention::RetentionStats;
 use crate::saver::CheckpointSaver;
-use crate::store::{Engine, Options, SpaceStats, StoreStats};
+use crate::stats::{SpaceStats, StoreStats};
 use crate::vfs::{RealFs, Vfs};
 
 /// The embedded, log-structured checkpoint store. Share it across threads (`&LogStore` or

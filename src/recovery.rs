@@ -22,21 +22,10 @@ use crate::format::{
 };
 use crate::index::{Applied, Index, IndexOp};
 use crate::manifest::Manifest;
+use crate::options::RecoveryMode;
 use crate::records::with_index_op;
 use crate::segment::{Loc, SEGMENT_SUFFIX, Segment, SegmentSet, segment_path, sync_dir};
 use crate::vfs::{OpenMode, Vfs};
-
-/// How recovery treats damage.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum RecoveryMode {
-    /// Any damage is an error, a torn tail included.
-    AbsoluteConsistency,
-    /// A torn tail of the last segment is truncated and reported; other damage is an error.
-    #[default]
-    TolerateTornTail,
-    /// Damaged frames anywhere are skipped and reported; the store opens with what is valid.
-    SkipCorrupted,
-}
 
 /// A damaged region found at open.
 #[derive(Clone, Debug, PartialEq, Eq)]

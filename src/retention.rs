@@ -7,7 +7,7 @@
 use std::time::{Duration, SystemTime};
 
 use crate::index::{CheckpointKey, Index};
-use crate::store::Retention;
+use crate::options::Retention;
 
 /// What one (thread, namespace) loses.
 pub struct NamespacePlan {

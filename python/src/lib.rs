@@ -12,8 +12,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use logsaver::{
-    AutoCompaction, Blob, ChannelVersion, ChannelVersions, Checkpoint, CheckpointSaver, CheckpointTuple, Config,
-    Durability, Error, ListQuery, LogStore, Metadata, Options, PendingWrite, PruneStrategy, RecoveryMode, Retention,
+    AutoCompaction, Blob, ChannelVersion, ChannelVersions, Checkpoint, CheckpointSaver, CheckpointTuple, Config, Error,
+    ListQuery, LogStore, Metadata, Options, PendingWrite, PruneStrategy, Retention,
 };
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
@@ -133,28 +133,6 @@ fn tuple_to_py<'py>(py: Python<'py>, tuple: &CheckpointTuple) -> PyResult<Bound<
     PyTuple::new(py, items)
 }
 
-fn parse_durability(name: &str) -> Result<Durability, Error> {
-    match name {
-        "sync" => Ok(Durability::Sync),
-        "flush" => Ok(Durability::Flush),
-        "none" => Ok(Durability::None),
-        other => {
-            Err(Error::InvalidArgument(format!("durability must be \"sync\", \"flush\" or \"none\", not {other:?}")))
-        }
-    }
-}
-
-fn parse_recovery(name: &str) -> Result<RecoveryMode, Error> {
-    match name {
-        "absolute_consistency" => Ok(RecoveryMode::AbsoluteConsistency),
-        "tolerate_torn_tail" => Ok(RecoveryMode::TolerateTornTail),
-        "skip_corrupted" => Ok(RecoveryMode::SkipCorrupted),
-        other => Err(Error::InvalidArgument(format!(
-            "recovery must be \"absolute_consistency\", \"tolerate_torn_tail\" or \"skip_corrupted\", not {other:?}"
-        ))),
-    }
-}
-
 /// The Rust store. Used through `logsaver.LogSaver`.
 #[pyclass(frozen, module = "logsaver._native")]
 struct Store {
@@ -195,10 +173,10 @@ impl Store {
         let options = (|| -> Result<Options, Error> {
             let auto = AutoCompaction::default();
             Ok(Options {
-                durability: parse_durability(durability)?,
+                durability: durability.parse()?,
                 segment_size: segment_size.unwrap_or(defaults.segment_size),
                 preallocate: preallocate.unwrap_or(defaults.preallocate),
-                recovery: recovery.map(parse_recovery).transpose()?.unwrap_or(defaults.recovery),
+                recovery: recovery.map(str::parse).transpose()?.unwrap_or(defaults.recovery),
                 max_value_bytes: max_value_bytes.unwrap_or(defaults.max_value_bytes),
                 buffer_bytes: buffer_bytes.unwrap_or(defaults.buffer_bytes),
                 auto_compaction: match auto_compaction {

@@ -19,10 +19,10 @@ use crate::DemoArgs;
 /// Run the demo.
 pub fn run(args: &DemoArgs) -> Result<()> {
     prepare_dir(&args.dir)?;
-    let options = Options::with_durability(args.durability.into());
+    let options = Options::with_durability(args.durability);
     let total_steps = args.threads * args.steps;
     println!(
-        "logsaver demo: {} agent threads x {} steps, {} workers, {} tasks per step, durability {:?}",
+        "logsaver demo: {} agent threads x {} steps, {} workers, {} tasks per step, durability {}",
         args.threads, args.steps, args.workers, args.tasks, args.durability
     );
     println!("store: {}", args.dir.display());

@@ -7,7 +7,7 @@ mod ops;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 use logsaver::Durability;
 
 #[derive(Parser)]
@@ -120,30 +120,14 @@ pub struct DemoArgs {
     /// Concurrent `put_writes` calls (tasks) per step.
     #[arg(long, default_value_t = 3)]
     pub tasks: usize,
-    /// Durability mode.
-    #[arg(long, value_enum, default_value_t = DurabilityArg::Sync)]
-    pub durability: DurabilityArg,
+    /// Durability mode: sync, flush or none.
+    #[arg(long, default_value_t = Durability::Sync, value_parser = parse_durability)]
+    pub durability: Durability,
 }
 
-/// `--durability` values.
-#[derive(Clone, Copy, Debug, ValueEnum)]
-pub enum DurabilityArg {
-    /// fdatasync before returning (group commit).
-    Sync,
-    /// Handed to the OS before returning.
-    Flush,
-    /// Buffered until flush/close.
-    None,
-}
-
-impl From<DurabilityArg> for Durability {
-    fn from(arg: DurabilityArg) -> Self {
-        match arg {
-            DurabilityArg::Sync => Durability::Sync,
-            DurabilityArg::Flush => Durability::Flush,
-            DurabilityArg::None => Durability::None,
-        }
-    }
+/// `--durability`: the library's own names (`Durability: FromStr`).
+fn parse_durability(name: &str) -> Result<Durability, String> {
+    name.parse().map_err(|e: logsaver::Error| e.to_string())
 }
 
 fn main() -> ExitCode {

@@ -1,0 +1,269 @@
+//! The engine: the state a [`crate::LogStore`] and its background worker share, its open and
+//! close, and how every call enters it. The read path is in `reads.rs`, the write path in
+//! `writes.rs`, maintenance (space, compaction, retention, snapshots) in `maintenance.rs`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use parking_lot::RwLock;
+
+use crate::commit::{Batch, CommitStats, Committed, Committer, Work, Writer, WriterOptions};
+use crate::error::{Error, Result};
+use crate::id::CheckpointIdGenerator;
+use crate::index::Index;
+use crate::manifest::{Layout, Manifest};
+use crate::options::Options;
+use crate::recovery::{Access, RecoveryReport, recover};
+use crate::segment::{SegmentSet, sync_dir};
+use crate::stats::StoreStats;
+use crate::vfs::{LockGuard, Vfs};
+
+/// Name of the lock file in a store directory.
+pub const LOCK_FILE: &str = "LOCK";
+
+/// The store's state, shared by [`crate::LogStore`] and its background worker.
+pub(crate) struct Engine {
+    pub(crate) dir: PathBuf,
+    pub(crate) options: Options,
+    pub(crate) index: RwLock<Index>,
+    pub(crate) segments: Arc<SegmentSet>,
+    pub(crate) committer: Committer,
+    pub(crate) stats: Arc<CommitStats>,
+    pub(crate) ids: CheckpointIdGenerator,
+    pub(crate) report: RecoveryReport,
+    /// Set by `close` before it waits for calls in flight; calls that start later fail.
+    pub(crate) closed: AtomicBool,
+    /// Every call holds this shared while it runs; `close` takes it exclusively, so it flushes
+    /// and unlocks the directory only once no call is in flight (and none can start).
+    pub(crate) gate: RwLock<()>,
+    /// The store was opened with damage skipped ([`RecoveryMode::SkipCorrupted`]): its index
+    /// is a lossy view, which must never be persisted (no snapshot, no compaction).
+    pub(crate) degraded: bool,
+    /// The directory lock; dropped (unlocking the directory) by `close` or drop.
+    pub(crate) lock: parking_lot::Mutex<Option<LockGuard>>,
+    pub(crate) layout: Arc<Layout>,
+    /// One compaction at a time.
+    pub(crate) compacting: parking_lot::Mutex<()>,
+    /// Called by compaction between its switch and its snapshot (tests only: a call landing
+    /// there must not be covered by the snapshot unless it is durable).
+    #[cfg(feature = "testing")]
+    pub(crate) before_snapshot: parking_lot::Mutex<Option<Box<dyn Fn() + Send + Sync>>>,
+}
+
+impl Engine {
+    pub(crate) fn open_with(vfs: Arc<dyn Vfs>, dir: impl AsRef<Path>, options: Options) -> Result<Engine> {
+        let dir = dir.as_ref().to_path_buf();
+        options.validate()?;
+        create_store_dir(&*vfs, &dir)?;
+        let lock_path = dir.join(LOCK_FILE);
+        let lock = match vfs.try_lock(&lock_path).map_err(|e| Error::io("lock", &lock_path, e))? {
+            Some(lock) => lock,
+            None => return Err(Error::Locked { path: dir }),
+        };
+
+        let recovered = recover(&*vfs, &dir, options.recovery, options.use_snapshot, Access::ReadWrite)?;
+        let stats = Arc::new(CommitStats::default());
+        let writer_options = WriterOptions {
+            durability: options.durability,
+            segment_size: options.segment_size,
+            preallocate: options.preallocate,
+            buffer_bytes: options.buffer_bytes,
+            prepare_ahead: options.prepare_segments_ahead,
+        };
+        let manifest = recovered.manifest.unwrap_or(Manifest { generation: 0, segments: Vec::new() });
+        let layout = Arc::new(Layout::new(
+            vfs.clone(),
+            dir.clone(),
+            recovered.segments.clone(),
+            manifest,
+            recovered.next_segment,
+        ));
+        let writer = match recovered.active {
+            Some((active, capacity, end)) => Writer::resume(
+                layout.clone(),
+                active,
+                capacity,
+                end,
+                recovered.next_frame_seq,
+                writer_options,
+                stats.clone(),
+            ),
+            None => Writer::create(layout.clone(), writer_options, stats.clone())?,
+        };
+        let max_id = recovered.index.max_checkpoint_id.as_ref().map(|key| key.as_str().into_owned());
+        tracing::info!(
+            dir = %dir.display(),
+            segments = recovered.report.segments,
+            records = recovered.report.records,
+            elapsed_ms = recovered.report.elapsed.as_millis() as u64,
+            "opened store"
+        );
+        let degraded = !recovered.report.skipped.is_empty();
+        Ok(Engine {
+            dir,
+            options,
+            index: RwLock::new(recovered.index),
+            segments: recovered.segments,
+            committer: Committer::new(writer, stats.clone()),
+            stats,
+            ids: CheckpointIdGenerator::new(max_id.as_deref()),
+            report: recovered.report,
+            closed: AtomicBool::new(false),
+            gate: RwLock::new(()),
+            degraded,
+            lock: parking_lot::Mutex::new(Some(lock)),
+            layout,
+            compacting: parking_lot::Mutex::new(()),
+            #[cfg(feature = "testing")]
+            before_snapshot: parking_lot::Mutex::new(None),
+        })
+    }
+
+    /// The store directory.
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The options the store was opened with.
+    pub(crate) fn options(&self) -> &Options {
+        &self.options
+    }
+
+    /// What recovery found when the store was opened.
+    pub(crate) fn recovery_report(&self) -> &RecoveryReport {
+        &self.report
+    }
+
+    /// A new checkpoint id (uuid6), greater than every id made by this process and every id in
+    /// the store when it was opened.
+    pub(crate) fn next_checkpoint_id(&self) -> String {
+        self.ids.next_id()
+    }
+
+    /// Make everything committed so far durable (writes buffered bytes, fdatasync).
+    pub(crate) fn flush(&self) -> Result<()> {
+        let _call = self.enter()?;
+        self.committer.flush()
+    }
+
+    /// Flush and close, releasing the directory lock so the store can be opened again. Waits
+    /// for calls in flight (a compaction stops at its next frame); calls that start later fail
+    /// with [`Error::Closed`]. Nothing touches the directory after it returns. Closing twice is
+    /// harmless.
+    pub(crate) fn close(&self) -> Result<()> {
+        if self.closed.swap(true, Ordering::SeqCst) {
+            return Ok(());
+        }
+        let _no_calls = self.gate.write();
+        // Flushed and trimmed: a closed store holds no preallocated space.
+        let flushed = self.committer.close();
+        if flushed.is_ok() {
+            self.write_snapshot();
+        }
+        self.lock.lock().take();
+        flushed
+    }
+
+    /// Tags of the committed batches in commit order (tests only).
+    #[cfg(feature = "testing")]
+    pub(crate) fn commit_log(&self) -> Vec<u64> {
+        self.committer.commit_log()
+    }
+
+    /// Whether `close` has begun (long calls check it to stop early).
+    pub(crate) fn closing(&self) -> bool {
+        self.closed.load(Ordering::SeqCst)
+    }
+
+    /// Counters of the index and the write path.
+    pub(crate) fn stats(&self) -> StoreStats {
+        let (counts, run_ids) = {
+            let index = self.index.read();
+            (index.counts(), index.runs.len() as u64)
+        };
+        StoreStats {
+            threads: counts.threads,
+            checkpoints: counts.checkpoints,
+            blobs: counts.blobs,
+            write_records: counts.write_records,
+            segments: self.segments.all().len() as u64,
+            commits: self.stats.commits.load(Ordering::Relaxed),
+            frames: self.stats.frames.load(Ordering::Relaxed),
+            fsyncs: self.stats.fsyncs.load(Ordering::Relaxed),
+            bytes_written: self.stats.bytes_written.load(Ordering::Relaxed),
+            run_ids,
+        }
+    }
+
+    /// Begin a call: fails once the store is closed or poisoned; the guard keeps `close` waiting
+    /// until the call is over.
+    pub(crate) fn enter(&self) -> Result<parking_lot::RwLockReadGuard<'_, ()>> {
+        if self.closing() {
+            return Err(Error::Closed);
+        }
+        // Recursive: a call may run inside another (the background worker's retention) while
+        // `close` waits for the exclusive side; the flag is checked again once inside.
+        let guard = self.gate.read_recursive();
+        if self.closing() {
+            return Err(Error::Closed);
+        }
+        self.committer.check_poison()?;
+        Ok(guard)
+    }
+
+    /// Commit records encoded by the caller that assume nothing stored.
+    pub(crate) fn commit(&self, batch: Batch) -> Result<()> {
+        match self.committer.commit(Work::Encoded(batch), &self.index)? {
+            Committed::Done => Ok(()),
+            Committed::Stale => Err(Error::invalid("internal: a batch without assumptions was found stale")),
+        }
+    }
+
+    /// Commit records the leader plans at the commit point (maintenance calls).
+    pub(crate) fn commit_planned(&self, plan: crate::commit::Plan) -> Result<()> {
+        match self.committer.commit(Work::Planned(plan), &self.index)? {
+            Committed::Done | Committed::Stale => Ok(()),
+        }
+    }
+
+    pub(crate) fn commit_batch(&self, batch: Batch) -> Result<()> {
+        let _call = self.enter()?;
+        self.commit(batch)
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        if !self.closed.load(Ordering::SeqCst)
+            && let Err(error) = self.close()
+        {
+            tracing::warn!(%error, dir = %self.dir.display(), "flush at drop failed");
+        }
+    }
+}
+
+/// Create the store directory; if it is new, fsync its parent so the directory entry survives a
+/// power cut (the segments, MANIFEST and LOCK inside it are synced through the directory itself).
+fn create_store_dir(vfs: &dyn Vfs, dir: &Path) -> Result<()> {
+    // The directories about to be created, deepest first.
+    let mut missing = Vec::new();
+    let mut at = Some(dir);
+    while let Some(path) = at.filter(|p| !p.as_os_str().is_empty() && !vfs.is_dir(p)) {
+        missing.push(path);
+        at = path.parent();
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    vfs.create_dir_all(dir).map_err(|e| Error::io("create directory", dir, e))?;
+    for created in missing {
+        let parent = match created.parent() {
+            Some(parent) if parent.as_os_str().is_empty() => Path::new("."),
+            Some(parent) => parent,
+            None => continue,
+        };
+        sync_dir(vfs, parent)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,156 @@
+//! The write path: `put`, `put_writes`, and the deletes, copy and prune, which hand their plans
+//! to the commit leader (`plans.rs`).
+
+use std::borrow::Cow;
+
+use crate::commit::{Batch, Committed, Work};
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+use crate::index::blob_hash;
+use crate::model::{Blob, ChannelVersions, Checkpoint, Config, Metadata, PruneStrategy};
+use crate::options::Retention;
+use crate::pending::encode_writes;
+use crate::plans;
+use crate::records::{BlobKey, BlobRecord, BlobRef, CheckpointBody, CheckpointHead, CheckpointRecord};
+use crate::saver::{check_thread_id, run_id_of};
+
+/// How often a put whose assumed values vanished is encoded again before giving up (each retry
+/// writes the vanished values itself, so a second one needs yet another delete in between).
+const MAX_STALE_RETRIES: usize = 64;
+
+impl Engine {
+    pub(crate) fn check_value(&self, what: impl FnOnce() -> String, value: &Blob) -> Result<()> {
+        let size = value.bytes.len() as u64;
+        if size > self.options.max_value_bytes {
+            return Err(Error::TooLarge { what: what(), size, limit: self.options.max_value_bytes });
+        }
+        Ok(())
+    }
+
+    pub(crate) fn put(
+        &self,
+        config: &Config,
+        checkpoint: &Checkpoint,
+        metadata: &Metadata,
+        new_versions: &ChannelVersions,
+    ) -> Result<Config> {
+        let _call = self.enter()?;
+        check_thread_id(&config.thread_id)?;
+        if checkpoint.id.is_empty() {
+            return Err(Error::invalid(format!("checkpoint for thread {:?} has an empty id", config.thread_id)));
+        }
+        let (thread, ns_name) = (&config.thread_id, &config.checkpoint_ns);
+        for value in
+            new_versions.keys().filter_map(|channel| checkpoint.channel_values.get(channel).map(|v| (channel, v)))
+        {
+            self.check_value(|| format!("channel {:?} of thread {thread:?}", value.0), value.1)?;
+        }
+        let metadata_json = serde_json::to_string(metadata).map_err(|e| Error::invalid(format!("metadata: {e}")))?;
+        // A value already stored is not written again; the leader checks that it is still
+        // stored when the batch commits (a delete or a compaction may drop it meanwhile), and a
+        // stale batch is encoded again, writing the value this time.
+        for _attempt in 0..MAX_STALE_RETRIES {
+            let mut batch = Batch::new();
+            {
+                let index = self.index.read();
+                let ns = index.namespace(thread, ns_name);
+                for (channel, version) in new_versions {
+                    if let Some(ns) = ns
+                        && self.find_blob(thread, ns_name, ns, channel, version)?.is_some()
+                    {
+                        batch.assume_stored(thread, ns_name, blob_hash(channel, version));
+                        continue;
+                    }
+                    let record = BlobRecord {
+                        key: BlobKey {
+                            thread_id: Cow::Borrowed(thread),
+                            checkpoint_ns: Cow::Borrowed(ns_name),
+                            channel: Cow::Borrowed(channel),
+                            version: Cow::Borrowed(version),
+                        },
+                        value: checkpoint.channel_values.get(channel).map(BlobRef::of),
+                    };
+                    batch.push(&record)?;
+                }
+            }
+            let record = CheckpointRecord {
+                head: CheckpointHead {
+                    thread_id: Cow::Borrowed(thread),
+                    checkpoint_ns: Cow::Borrowed(ns_name),
+                    checkpoint_id: Cow::Borrowed(&checkpoint.id),
+                    parent_id: config.checkpoint_id.as_deref().map(Cow::Borrowed),
+                    run_id: run_id_of(metadata).map(Cow::Borrowed),
+                    metadata_json: Cow::Borrowed(&metadata_json),
+                },
+                body: CheckpointBody {
+                    v: checkpoint.v,
+                    ts: Cow::Borrowed(&checkpoint.ts),
+                    channel_versions: Cow::Borrowed(&checkpoint.channel_versions),
+                    versions_seen: Cow::Borrowed(&checkpoint.versions_seen),
+                    updated_channels: checkpoint.updated_channels.as_deref().map(Cow::Borrowed),
+                },
+            };
+            batch.push(&record)?;
+            match self.committer.commit(Work::Encoded(batch), &self.index)? {
+                Committed::Done => {
+                    return Ok(Config {
+                        thread_id: thread.clone(),
+                        checkpoint_ns: ns_name.clone(),
+                        checkpoint_id: Some(checkpoint.id.clone()),
+                    });
+                }
+                Committed::Stale => continue,
+            }
+        }
+        Err(Error::invalid(format!(
+            "put of checkpoint {} of thread {thread:?}: its stored values kept being deleted under it; retry",
+            checkpoint.id
+        )))
+    }
+
+    pub(crate) fn put_writes(
+        &self,
+        config: &Config,
+        writes: &[(String, Blob)],
+        task_id: &str,
+        task_path: &str,
+    ) -> Result<()> {
+        let _call = self.enter()?;
+        let mut batch = Batch::new();
+        encode_writes(&mut batch, config, writes, task_id, task_path, self.options.max_value_bytes)?;
+        self.commit(batch)
+    }
+
+    pub(crate) fn delete_thread(&self, thread_id: &str) -> Result<()> {
+        self.prune(&[thread_id.to_owned()], PruneStrategy::Delete)
+    }
+
+    pub(crate) fn delete_for_runs(&self, run_ids: &[String]) -> Result<()> {
+        let _call = self.enter()?;
+        if run_ids.is_empty() {
+            return Ok(());
+        }
+        self.commit_planned(plans::delete_for_runs(run_ids.to_vec()))
+    }
+
+    pub(crate) fn copy_thread(&self, source: &str, target: &str) -> Result<()> {
+        let _call = self.enter()?;
+        check_thread_id(source)?;
+        check_thread_id(target)?;
+        self.commit_planned(plans::copy_thread(self.segments.clone(), source.to_owned(), target.to_owned()))
+    }
+
+    pub(crate) fn prune(&self, thread_ids: &[String], strategy: PruneStrategy) -> Result<()> {
+        let _call = self.enter()?;
+        for thread in thread_ids {
+            check_thread_id(thread)?;
+        }
+        match strategy {
+            PruneStrategy::Delete => self.commit_planned(plans::delete_threads(thread_ids.to_vec())),
+            PruneStrategy::KeepLatest => {
+                let keep_latest = Retention { keep_last: Some(1), ..Retention::default() };
+                self.retain(&keep_latest, plans::RetentionScope::Threads(thread_ids.to_vec()), true).map(|_| ())
+            }
+        }
+    }
+}
