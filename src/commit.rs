@@ -15,13 +15,14 @@ use parking_lot::{Condvar, Mutex, MutexGuard, RwLock};
 
 use crate::error::{Error, Result};
 use crate::format::{
-    FRAME_HEADER_LEN, FrameHeader, SEGMENT_HEADER_LEN, align_up, begin_record, finish_record, salted_hasher,
+    EncodedFrame, FRAME_HEADER_LEN, FrameHeader, SEGMENT_HEADER_LEN, align_up, begin_record, finish_record,
+    salted_hasher,
 };
 use crate::index::{Applied, Index, IndexOp};
 use crate::manifest::Layout;
 use crate::options::Durability;
 use crate::records::Record;
-use crate::segment::{Loc, PreparedSegment, Segment, SegmentSet};
+use crate::segment::{Loc, PreparedSegment, Segment, SegmentSet, write_frame};
 
 /// The largest frame payload: frame lengths and segment offsets are 32-bit.
 pub const MAX_FRAME_PAYLOAD: u64 = (u32::MAX as u64) - (1 << 20);
@@ -263,20 +264,16 @@ impl Writer {
             synced_upto: self.synced_offset,
             payload_crc: crc.finalize(),
         };
-        let span = header.span();
-        let padding = (span - FRAME_HEADER_LEN as u64 - payload_len) as usize;
-        let header_bytes = header.encode(seq);
-        let pieces = std::iter::once(&header_bytes[..])
-            .chain(batches.iter().map(|b| &b.bytes[..]))
-            .chain(std::iter::once(&[0u8; 8][..padding]));
-
-        let tail_lock = self.active.tail().ok_or_else(|| Error::invalid("active segment is sealed"))?;
+        let payload: Vec<&[u8]> = batches.iter().map(|b| &b.bytes[..]).collect();
+        let frame = EncodedFrame::new(&header, seq, &payload);
+        let span = frame.span();
         if self.options.durability == Durability::None {
+            let tail_lock = self.active.tail().ok_or_else(|| Error::invalid("active segment is sealed"))?;
             let mut tail = tail_lock.lock();
             if tail.bytes.is_empty() {
                 tail.start = self.write_offset;
             }
-            pieces.for_each(|piece| tail.bytes.extend_from_slice(piece));
+            frame.pieces().for_each(|piece| tail.bytes.extend_from_slice(piece));
             let full = tail.bytes.len() >= self.options.buffer_bytes;
             drop(tail);
             self.write_offset += span;
@@ -285,19 +282,7 @@ impl Writer {
             }
         } else {
             let file = self.active.active_file().ok_or_else(|| Error::invalid("active segment is sealed"))?;
-            let path = &self.active.path;
-            if span <= 256 * 1024 {
-                // Small frames: one write call.
-                let mut frame = Vec::with_capacity(span as usize);
-                pieces.for_each(|piece| frame.extend_from_slice(piece));
-                file.write_all_at(&frame, self.write_offset).map_err(|e| Error::io("write", path, e))?;
-            } else {
-                let mut at = self.write_offset;
-                for piece in pieces {
-                    file.write_all_at(piece, at).map_err(|e| Error::io("write", path, e))?;
-                    at += piece.len() as u64;
-                }
-            }
+            write_frame(&**file, &self.active.path, self.write_offset, &frame)?;
             self.write_offset += span;
         }
         self.next_frame_seq += 1;

@@ -25,11 +25,14 @@ use parking_lot::RwLock;
 
 use crate::commit::Committer;
 use crate::error::{Error, Result};
-use crate::format::{FRAME_HEADER_LEN, FrameHeader, SEGMENT_HEADER_LEN, align_up, parse_frame, salted_hasher};
+use crate::format::{
+    EncodedFrame, FRAME_ALIGN, FRAME_HEADER_LEN, FrameHeader, FrameScanner, SEGMENT_HEADER_LEN, Scanned, align_up,
+    salted_hasher,
+};
 use crate::index::{Applied, Index, IndexOp};
 use crate::manifest::Layout;
-use crate::recovery::{next_valid_frame, record_loc, replay_op};
-use crate::segment::{Loc, Segment, segment_path, sync_dir};
+use crate::recovery::{record_loc, replay_op};
+use crate::segment::{Loc, Segment, segment_path, sync_dir, write_frame};
 use crate::vfs::VfsFile;
 
 /// What a compaction did.
@@ -132,11 +135,9 @@ impl<'a> Output<'a> {
             synced_upto: *used,
             payload_crc: crc.finalize(),
         };
-        let mut frame = header.encode(u64::from(*seq)).to_vec();
-        frame.extend_from_slice(&self.payload);
-        frame.resize(span as usize, 0);
-        let path = segment_path(&self.layout.dir, *seq);
-        file.write_all_at(&frame, *used).map_err(|e| Error::io("write", &path, e))?;
+        let payload = [&self.payload[..]];
+        let frame = EncodedFrame::new(&header, u64::from(*seq), &payload);
+        write_frame(&**file, &segment_path(&self.layout.dir, *seq), *used, &frame)?;
         for &(at, len) in &self.pending {
             let offset = *used + FRAME_HEADER_LEN as u64 + at as u64;
             self.placed.push(Loc { segment: *seq, offset: offset as u32, len });
@@ -293,23 +294,23 @@ fn copy_live(
             segment.mapped_bytes().ok_or_else(|| Error::corruption(&segment.path, 0, "segment is not sealed"))?;
         stats.bytes_before += data.len() as u64;
         let seq = u64::from(segment.seq);
-        let mut offset = SEGMENT_HEADER_LEN as u64;
-        while (offset as usize) < data.len() {
+        let mut scanner = FrameScanner::new(data, seq, SEGMENT_HEADER_LEN as u64);
+        loop {
             if stop() {
                 return Err(Error::Closed);
             }
-            let frame = match parse_frame(&data[offset as usize..], seq) {
-                Ok(frame) => frame,
+            let (offset, records) = match scanner.next_frame() {
+                Scanned::End { .. } => break,
+                Scanned::Frame { offset, records, .. } => (offset, records),
                 // Damage skipped at open (SkipCorrupted): skip it here too.
-                Err(_) => match next_valid_frame(data, offset + 8, seq) {
+                Scanned::Damage { offset, .. } => match scanner.next_valid_frame(offset + FRAME_ALIGN) {
                     Some((next, _)) => {
-                        offset = next;
+                        scanner.skip_to(next);
                         continue;
                     }
                     None => break,
                 },
             };
-            let (header, records) = frame;
             // One read lock per frame: writers are never held up for long.
             let index = index.read();
             for (relative, record) in records {
@@ -336,7 +337,6 @@ fn copy_live(
                     stats.records_dropped += 1;
                 }
             }
-            offset += header.span();
         }
     }
     Ok(())

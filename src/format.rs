@@ -164,6 +164,148 @@ impl FrameHeader {
     }
 }
 
+/// Zero bytes to pad a frame to the alignment.
+const PADDING: [u8; FRAME_ALIGN as usize] = [0; FRAME_ALIGN as usize];
+
+/// A frame ready to be written: header, payload, zero padding. The one frame encoder: the commit
+/// path (a group's batches as the payload) and compaction (copied records) both build frames
+/// with it.
+pub struct EncodedFrame<'a> {
+    header: [u8; FRAME_HEADER_LEN],
+    payload: &'a [&'a [u8]],
+    padding: usize,
+}
+
+impl<'a> EncodedFrame<'a> {
+    /// Encode `header` for segment `seq` over `payload`, whose bytes its `payload_len` and
+    /// `payload_crc` describe.
+    pub fn new(header: &FrameHeader, seq: u64, payload: &'a [&'a [u8]]) -> Self {
+        debug_assert_eq!(payload.iter().map(|p| p.len()).sum::<usize>(), header.payload_len as usize);
+        let unpadded = FRAME_HEADER_LEN as u64 + u64::from(header.payload_len);
+        let padding = usize::try_from(header.span() - unpadded).unwrap_or(0);
+        EncodedFrame { header: header.encode(seq), payload, padding }
+    }
+
+    /// Bytes the frame occupies, padding included.
+    pub fn span(&self) -> u64 {
+        (FRAME_HEADER_LEN + self.payload.iter().map(|p| p.len()).sum::<usize>() + self.padding) as u64
+    }
+
+    /// The frame's bytes in order.
+    pub fn pieces(&self) -> impl Iterator<Item = &[u8]> {
+        std::iter::once(&self.header[..])
+            .chain(self.payload.iter().copied())
+            .chain(std::iter::once(PADDING.get(..self.padding).unwrap_or_default()))
+    }
+
+    /// The frame in one buffer.
+    pub fn to_vec(&self) -> Vec<u8> {
+        let mut bytes = Vec::with_capacity(usize::try_from(self.span()).unwrap_or(0));
+        self.pieces().for_each(|piece| bytes.extend_from_slice(piece));
+        bytes
+    }
+}
+
+/// What a [`FrameScanner`] found at its position.
+#[derive(Debug)]
+pub enum Scanned<'a> {
+    /// A whole valid frame (header, payload and every record check) at `offset`.
+    Frame {
+        /// Where it starts.
+        offset: u64,
+        /// Its header.
+        header: FrameHeader,
+        /// Its records, with their offsets relative to `offset`.
+        records: Vec<(usize, RecordView<'a>)>,
+    },
+    /// Bytes at `offset` that are not a valid frame, with no valid frame being absent after them
+    /// (that would be the end). The scanner stays at `offset` until [`FrameScanner::skip_to`].
+    Damage {
+        /// Where the damage starts.
+        offset: u64,
+        /// What check failed.
+        reason: String,
+    },
+    /// The end of the written data: nothing at `offset` (zeros, or the end of the bytes) and no
+    /// valid frame after it.
+    End {
+        /// Where the data ends.
+        offset: u64,
+    },
+}
+
+/// Walks the frames of one segment's bytes. The one frame scanner: recovery (which adds the
+/// order and durability rules), compaction and verification read segments through it.
+pub struct FrameScanner<'a> {
+    data: &'a [u8],
+    seq: u64,
+    offset: u64,
+    valid_up_to: u64,
+}
+
+impl<'a> FrameScanner<'a> {
+    /// Scan `data`, the bytes of segment `seq`, from `from`.
+    pub fn new(data: &'a [u8], seq: u64, from: u64) -> Self {
+        FrameScanner { data, seq, offset: from, valid_up_to: from }
+    }
+
+    /// The end of the last valid frame returned (`from` before any).
+    pub fn valid_up_to(&self) -> u64 {
+        self.valid_up_to
+    }
+
+    /// Continue at `offset` (after damage, where the caller decided the next frame is).
+    pub fn skip_to(&mut self, offset: u64) {
+        self.offset = offset;
+    }
+
+    /// What is at the scanner's position; a valid frame moves it past the frame.
+    pub fn next_frame(&mut self) -> Scanned<'a> {
+        let len = self.data.len() as u64;
+        let offset = self.offset;
+        let Some(rest) = usize::try_from(offset).ok().and_then(|at| self.data.get(at..)).filter(|r| !r.is_empty())
+        else {
+            return Scanned::End { offset: offset.min(len) };
+        };
+        match parse_frame(rest, self.seq) {
+            Ok((header, records)) => {
+                self.offset = (offset + header.span()).min(len);
+                self.valid_up_to = self.offset;
+                Scanned::Frame { offset, header, records }
+            }
+            Err(reason) => {
+                // Zeros (or nothing) where a header would start, and no valid frame later: the
+                // clean end. A partial header is damage.
+                let empty = rest.iter().take(FRAME_HEADER_LEN).all(|&b| b == 0);
+                if empty && self.next_valid_frame(offset + FRAME_ALIGN).is_none() {
+                    Scanned::End { offset }
+                } else {
+                    Scanned::Damage { offset, reason }
+                }
+            }
+        }
+    }
+
+    /// The first offset at or after `from` (aligned) where a whole valid frame starts.
+    pub fn next_valid_frame(&self, from: u64) -> Option<(u64, FrameHeader)> {
+        let mut at = align_up(from);
+        loop {
+            let slot = usize::try_from(at).ok().and_then(|at| self.data.get(at..))?;
+            if slot.len() < FRAME_HEADER_LEN {
+                return None;
+            }
+            // Every frame starts with a non-zero length, so zero words are skipped cheaply.
+            if slot.iter().take(8).any(|&b| b != 0)
+                && let FrameSlot::Frame(_) = FrameHeader::decode(slot, self.seq)
+                && let Ok((frame, _)) = parse_frame(slot, self.seq)
+            {
+                return Some((at, frame));
+            }
+            at += FRAME_ALIGN;
+        }
+    }
+}
+
 /// The kind of a record; its postcard schema is in [`crate::records`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]

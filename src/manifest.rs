@@ -95,7 +95,7 @@ impl Manifest {
     pub fn store(&self, vfs: &dyn Vfs, dir: &Path) -> Result<()> {
         let path = Manifest::path(dir);
         let temp = dir.join(format!("{MANIFEST_FILE}.tmp"));
-        let file = vfs.open(&temp, OpenMode::CreateNew).map_err(|e| Error::io("create", &temp, e))?;
+        let file = vfs.open(&temp, OpenMode::CreateTruncate).map_err(|e| Error::io("create", &temp, e))?;
         file.write_all_at(&self.encode(), 0).map_err(|e| Error::io("write", &temp, e))?;
         file.sync_all().map_err(|e| Error::io("fsync", &temp, e))?;
         vfs.rename(&temp, &path).map_err(|e| Error::io("rename manifest", &path, e))?;

@@ -17,9 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
-use crate::format::{
-    FRAME_ALIGN, FRAME_HEADER_LEN, FrameHeader, FrameSlot, RecordView, SEGMENT_HEADER_LEN, SegmentHeader, parse_frame,
-};
+use crate::format::{FRAME_ALIGN, FrameHeader, FrameScanner, RecordView, SEGMENT_HEADER_LEN, Scanned, SegmentHeader};
 use crate::index::{Applied, Index, IndexOp};
 use crate::manifest::Manifest;
 use crate::options::RecoveryMode;
@@ -290,41 +288,33 @@ fn scan_segment(
     let seq = header.seq;
     let len = data.len() as u64;
     let mut expect = previous.map_or(Expect::Any, |last| Expect::Exactly(last + 1));
-    let mut offset = from;
-    while offset < len {
-        let at = offset as usize;
-        let parsed = parse_frame(&data[at..], seq)
-            .and_then(|(frame, records)| check_frame_order(&frame, offset, expect).map(|()| (frame, records)));
-        let failure = match parsed {
-            Ok((frame, records)) => {
-                expect = Expect::Exactly(frame.frame_seq + 1);
-                *max_frame_seq = (*max_frame_seq).max(frame.frame_seq);
-                index.applied = Applied {
-                    segment: segment.seq,
-                    offset: (offset + frame.span()).min(len),
-                    frame_seq: frame.frame_seq,
-                };
-                for (relative, record) in records {
-                    let loc = record_loc(segment, offset, relative, &record);
-                    replay_op(segment, loc, &record, |op| index.apply(op, loc, segments))?;
-                    report.records += 1;
+    let mut scanner = FrameScanner::new(data, seq, from);
+    loop {
+        let (offset, failure) = match scanner.next_frame() {
+            Scanned::End { offset } => return Ok(Some(offset)),
+            Scanned::Frame { offset, header: frame, records } => match check_frame_order(&frame, offset, expect) {
+                Ok(()) => {
+                    expect = Expect::Exactly(frame.frame_seq + 1);
+                    *max_frame_seq = (*max_frame_seq).max(frame.frame_seq);
+                    index.applied =
+                        Applied { segment: segment.seq, offset: scanner.valid_up_to(), frame_seq: frame.frame_seq };
+                    for (relative, record) in records {
+                        let loc = record_loc(segment, offset, relative, &record);
+                        replay_op(segment, loc, &record, |op| index.apply(op, loc, segments))?;
+                        report.records += 1;
+                    }
+                    report.frames += 1;
+                    report.bytes += frame.span();
+                    continue;
                 }
-                report.frames += 1;
-                report.bytes += frame.span();
-                offset = (offset + frame.span()).min(len);
-                continue;
-            }
-            Err(reason) => reason,
+                Err(reason) => (offset, reason),
+            },
+            Scanned::Damage { offset, reason } => (offset, reason),
         };
-        // Zeros (or nothing) where a header would start; a partial header is damage.
-        let empty_slot = data[at..(at + FRAME_HEADER_LEN).min(data.len())].iter().all(|&b| b == 0);
-        let next = next_valid_frame(data, offset + FRAME_ALIGN, seq);
+        let next = scanner.next_valid_frame(offset + FRAME_ALIGN);
         // Unsynced only if no valid frame after it claims it durable: not just the next one,
         // which may be a stray copy of an older frame (claiming less than the frames around it).
-        let unsynced = !later_frame_claims_durable(data, next, offset, seq);
-        if empty_slot && next.is_none() {
-            return Ok(Some(offset)); // the clean end: nothing was ever written past here
-        }
+        let unsynced = !later_frame_claims_durable(&scanner, next, offset);
         if is_last && unsynced {
             let dirty_end = dirty_end(data).max(offset);
             let damage = Damage { file: segment.path.clone(), offset, len: dirty_end - offset, reason: failure };
@@ -347,14 +337,13 @@ fn scan_segment(
         }
         tracing::warn!(file = %segment.path.display(), offset, bytes = damage.len, reason = %damage.reason, "skipping damaged frame");
         report.skipped.push(damage);
-        offset = skip_to;
+        scanner.skip_to(skip_to);
         // Frames were skipped: the next one's number is unknown, but must still be higher.
         expect = match expect {
             Expect::Exactly(next) => Expect::After(next.saturating_sub(1)),
             other => other,
         };
     }
-    Ok(Some(len))
 }
 
 /// A frame is in its place if its sequence number follows the previous frame of the segment
@@ -376,32 +365,15 @@ fn check_frame_order(frame: &FrameHeader, offset: u64, expect: Expect) -> Result
     }
 }
 
-/// The first offset at or after `from` (aligned) where a whole valid frame starts.
-pub(crate) fn next_valid_frame(data: &[u8], from: u64, seq: u64) -> Option<(u64, FrameHeader)> {
-    let mut at = from.div_ceil(FRAME_ALIGN) * FRAME_ALIGN;
-    while at as usize + FRAME_HEADER_LEN <= data.len() {
-        let slot = &data[at as usize..];
-        // Every frame starts with a non-zero length, so zero words are skipped cheaply.
-        if slot[..8] != [0u8; 8]
-            && let FrameSlot::Frame(_) = FrameHeader::decode(slot, seq)
-            && let Ok((frame, _)) = parse_frame(slot, seq)
-        {
-            return Some((at, frame));
-        }
-        at += FRAME_ALIGN;
-    }
-    None
-}
-
 /// Whether a valid frame at or after `first` (the next valid frame after the damage at
 /// `damage`) says that `damage` had been made durable.
-fn later_frame_claims_durable(data: &[u8], first: Option<(u64, FrameHeader)>, damage: u64, seq: u64) -> bool {
+fn later_frame_claims_durable(scanner: &FrameScanner<'_>, first: Option<(u64, FrameHeader)>, damage: u64) -> bool {
     let mut found = first;
     while let Some((at, frame)) = found {
         if frame.synced_upto > damage {
             return true;
         }
-        found = next_valid_frame(data, at + frame.span().max(FRAME_ALIGN), seq);
+        found = scanner.next_valid_frame(at + frame.span().max(FRAME_ALIGN));
     }
     false
 }

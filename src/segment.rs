@@ -13,7 +13,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use parking_lot::{Mutex, RwLock};
 
 use crate::error::{Error, Result};
-use crate::format::{RECORD_HEADER_LEN, RecordKind, RecordView, SEGMENT_HEADER_LEN, SegmentHeader, parse_record};
+use crate::format::{
+    EncodedFrame, RECORD_HEADER_LEN, RecordKind, RecordView, SEGMENT_HEADER_LEN, SegmentHeader, parse_record,
+};
 use crate::vfs::{Mapping, OpenMode, Vfs, VfsFile};
 
 /// File name suffix of segments.
@@ -72,6 +74,21 @@ pub fn segment_path(dir: &Path, seq: u32) -> PathBuf {
     dir.join(format!("{seq:010}{SEGMENT_SUFFIX}"))
 }
 
+/// Write `frame` at `offset` of a segment file: one write call for a small frame, one per piece
+/// for a large one (no copy of a large payload). The commit path and compaction write frames
+/// through it.
+pub fn write_frame(file: &dyn VfsFile, path: &Path, offset: u64, frame: &EncodedFrame<'_>) -> Result<()> {
+    if frame.span() <= 256 * 1024 {
+        return file.write_all_at(&frame.to_vec(), offset).map_err(|e| Error::io("write", path, e));
+    }
+    let mut at = offset;
+    for piece in frame.pieces() {
+        file.write_all_at(piece, at).map_err(|e| Error::io("write", path, e))?;
+        at += piece.len() as u64;
+    }
+    Ok(())
+}
+
 /// fsync a directory, so that files created, renamed or removed in it stay so after a crash.
 pub fn sync_dir(vfs: &dyn Vfs, dir: &Path) -> Result<()> {
     vfs.sync_dir(dir).map_err(|e| Error::io("fsync directory", dir, e))
@@ -115,7 +132,7 @@ impl Segment {
     /// written, preallocated and synced. Nothing refers to it yet (removed at open if left).
     pub fn prepare(vfs: &dyn Vfs, dir: &Path, seq: u32, capacity: u64, preallocate: bool) -> Result<PreparedSegment> {
         let temp = dir.join(format!("{seq:010}{TEMP_SUFFIX}"));
-        let file = vfs.open(&temp, OpenMode::CreateNew).map_err(|e| Error::io("create segment", &temp, e))?;
+        let file = vfs.open(&temp, OpenMode::CreateTruncate).map_err(|e| Error::io("create segment", &temp, e))?;
         let created_unix_ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
         let header = SegmentHeader { seq: u64::from(seq), capacity, created_unix_ms };
         file.write_all_at(&header.encode(), 0).map_err(|e| Error::io("write segment header", &temp, e))?;

@@ -152,7 +152,7 @@ pub fn write(vfs: &dyn Vfs, dir: &Path, image: &Image) -> Result<()> {
     let crc = crc32fast::hash(&bytes[MAGIC.len()..]);
     bytes.extend_from_slice(&crc.to_le_bytes());
     let temp = dir.join(format!("{SNAPSHOT_FILE}.tmp"));
-    let file = vfs.open(&temp, OpenMode::CreateNew).map_err(|e| Error::io("create", &temp, e))?;
+    let file = vfs.open(&temp, OpenMode::CreateTruncate).map_err(|e| Error::io("create", &temp, e))?;
     file.write_all_at(&bytes, 0).map_err(|e| Error::io("write", &temp, e))?;
     file.sync_all().map_err(|e| Error::io("fsync", &temp, e))?;
     vfs.rename(&temp, &path(dir)).map_err(|e| Error::io("rename snapshot", path(dir), e))?;

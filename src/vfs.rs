@@ -26,8 +26,9 @@ pub enum OpenMode {
     Read,
     /// Read and write; the file must exist.
     ReadWrite,
-    /// Read and write; created empty (truncated if it exists).
-    CreateNew,
+    /// Read and write; created empty, or truncated to empty if it exists (unlike std's
+    /// `create_new`, an existing file is not an error).
+    CreateTruncate,
 }
 
 /// A directory of files.
@@ -106,7 +107,9 @@ impl Vfs for RealFs {
         let file = match mode {
             OpenMode::Read => File::open(path)?,
             OpenMode::ReadWrite => OpenOptions::new().read(true).write(true).open(path)?,
-            OpenMode::CreateNew => OpenOptions::new().read(true).write(true).create(true).truncate(true).open(path)?,
+            OpenMode::CreateTruncate => {
+                OpenOptions::new().read(true).write(true).create(true).truncate(true).open(path)?
+            }
         };
         Ok(Arc::new(RealFile(file)))
     }

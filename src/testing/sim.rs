@@ -232,7 +232,7 @@ impl Vfs for SimFs {
     fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Arc<dyn VfsFile>> {
         let mut state = self.state.lock();
         let inode = match (mode, state.live_names.get(path).copied()) {
-            (OpenMode::CreateNew, existing) => {
+            (OpenMode::CreateTruncate, existing) => {
                 let inode = existing.unwrap_or_else(|| {
                     let inode = state.next_inode;
                     state.next_inode += 1;
@@ -380,19 +380,19 @@ mod tests {
     fn synced_data_survives_and_unsynced_data_may_not() {
         let fs = SimFs::new();
         let dir = Path::new("/d");
-        let file = fs.open(&dir.join("a"), OpenMode::CreateNew).expect("create");
+        let file = fs.open(&dir.join("a"), OpenMode::CreateTruncate).expect("create");
         file.write_all_at(b"durable", 0).expect("write");
         file.sync_data().expect("sync");
         fs.sync_dir(dir).expect("sync dir");
         file.write_all_at(b"LOST???", 0).expect("write");
-        let other = fs.open(&dir.join("b"), OpenMode::CreateNew).expect("create unsynced name");
+        let other = fs.open(&dir.join("b"), OpenMode::CreateTruncate).expect("create unsynced name");
         other.write_all_at(b"x", 0).expect("write");
         other.sync_data().expect("sync");
         // Find a seed that drops the overwrite: the durable image must come back exactly.
         let seed = (1..1000)
             .find(|&seed| {
                 let probe = SimFs::new();
-                let f = probe.open(Path::new("/p"), OpenMode::CreateNew).expect("create");
+                let f = probe.open(Path::new("/p"), OpenMode::CreateTruncate).expect("create");
                 f.sync_data().expect("sync");
                 f.write_all_at(b"z", 0).expect("write");
                 probe.sync_dir(Path::new("/")).expect("sync dir");
