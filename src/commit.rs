@@ -54,7 +54,7 @@ impl Batch {
         let at = begin_record(&mut self.bytes);
         let bytes = std::mem::take(&mut self.bytes);
         self.bytes =
-            postcard::to_extend(record, bytes).map_err(|e| Error::invalid(format!("cannot encode record: {e}")))?;
+            postcard::to_extend(record, bytes).map_err(|e| Error::invariant(format!("cannot encode a record: {e}")))?;
         let body_len = finish_record(&mut self.bytes, at, R::KIND);
         if self.bytes.len() as u64 > MAX_FRAME_PAYLOAD {
             return Err(Error::TooLarge {
@@ -268,7 +268,7 @@ impl Writer {
         let frame = EncodedFrame::new(&header, seq, &payload);
         let span = frame.span();
         if self.options.durability == Durability::None {
-            let tail_lock = self.active.tail().ok_or_else(|| Error::invalid("active segment is sealed"))?;
+            let tail_lock = self.active.tail().ok_or_else(|| Error::invariant("the active segment is sealed"))?;
             let mut tail = tail_lock.lock();
             if tail.bytes.is_empty() {
                 tail.start = self.write_offset;
@@ -281,7 +281,7 @@ impl Writer {
                 self.flush_tail()?;
             }
         } else {
-            let file = self.active.active_file().ok_or_else(|| Error::invalid("active segment is sealed"))?;
+            let file = self.active.active_file().ok_or_else(|| Error::invariant("the active segment is sealed"))?;
             write_frame(&**file, &self.active.path, self.write_offset, &frame)?;
             self.write_offset += span;
         }
@@ -294,7 +294,7 @@ impl Writer {
     /// Durability `None`: write the buffered tail to the file.
     fn flush_tail(&mut self) -> Result<()> {
         let Some(tail_lock) = self.active.tail() else { return Ok(()) };
-        let file = self.active.active_file().ok_or_else(|| Error::invalid("active segment is sealed"))?;
+        let file = self.active.active_file().ok_or_else(|| Error::invariant("the active segment is sealed"))?;
         let mut tail = tail_lock.lock();
         if tail.bytes.is_empty() {
             return Ok(());
@@ -312,7 +312,7 @@ impl Writer {
         if self.synced_offset == self.write_offset {
             return Ok(());
         }
-        let file = self.active.active_file().ok_or_else(|| Error::invalid("active segment is sealed"))?;
+        let file = self.active.active_file().ok_or_else(|| Error::invariant("the active segment is sealed"))?;
         file.sync_data().map_err(|e| Error::io("fdatasync", &self.active.path, e))?;
         self.stats.fsyncs.fetch_add(1, Ordering::Relaxed);
         self.synced_offset = self.write_offset;
@@ -323,7 +323,7 @@ impl Writer {
     /// least big enough for `needed` bytes after its header.
     fn rotate(&mut self, needed: u64) -> Result<()> {
         self.sync()?;
-        let file = self.active.active_file().ok_or_else(|| Error::invalid("active segment is sealed"))?;
+        let file = self.active.active_file().ok_or_else(|| Error::invariant("the active segment is sealed"))?;
         let path = self.active.path.clone();
         file.set_len(self.write_offset).map_err(|e| Error::io("trim sealed segment", &path, e))?;
         file.sync_all().map_err(|e| Error::io("fsync sealed segment", &path, e))?;
@@ -654,7 +654,7 @@ impl Committer {
         let result = writer.sync().and_then(|()| {
             let end = writer.write_offset;
             let path = writer.active.path.clone();
-            let file = writer.active.active_file().ok_or_else(|| Error::invalid("active segment is sealed"))?;
+            let file = writer.active.active_file().ok_or_else(|| Error::invariant("the active segment is sealed"))?;
             file.set_len(end).map_err(|e| Error::io("trim active segment", &path, e))?;
             file.sync_all().map_err(|e| Error::io("fsync", &path, e))?;
             writer.capacity = end;

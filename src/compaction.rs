@@ -120,11 +120,16 @@ impl<'a> Output<'a> {
             let seq = self.layout.new_segment_number();
             let capacity = self.segment_size.max(span + SEGMENT_HEADER_LEN as u64);
             let segment = Segment::create(&*self.layout.vfs, &self.layout.dir, seq, capacity, false)?;
-            let file = segment.active_file().cloned().ok_or_else(|| Error::invalid("new segment is not writable"))?;
+            let file = segment
+                .active_file()
+                .cloned()
+                .ok_or_else(|| Error::invariant("a new compaction output segment is not writable"))?;
             self.files.push((seq, file, SEGMENT_HEADER_LEN as u64));
             self.frame_seq = 0;
         }
-        let Some((seq, file, used)) = self.files.last_mut() else { return Err(Error::invalid("no output segment")) };
+        let Some((seq, file, used)) = self.files.last_mut() else {
+            return Err(Error::invariant("compaction has no output segment"));
+        };
         self.frame_seq += 1;
         let mut crc = salted_hasher(u64::from(*seq));
         crc.update(&self.payload);

@@ -216,7 +216,7 @@ impl Engine {
     pub(crate) fn commit(&self, batch: Batch) -> Result<()> {
         match self.committer.commit(Work::Encoded(batch), &self.index)? {
             Committed::Done => Ok(()),
-            Committed::Stale => Err(Error::invalid("internal: a batch without assumptions was found stale")),
+            Committed::Stale => Err(Error::invariant("a batch without assumptions was found stale")),
         }
     }
 

@@ -79,11 +79,20 @@ pub enum Error {
     /// The store was closed.
     #[error("store is closed")]
     Closed,
+
+    /// A broken internal invariant: a bug in logsaver, not bad input or bad bytes. Please report
+    /// it with the message.
+    #[error("internal error (a bug in logsaver): {0}")]
+    Invariant(String),
 }
 
 impl Error {
     pub(crate) fn invalid(msg: impl Into<String>) -> Self {
         Error::InvalidArgument(msg.into())
+    }
+
+    pub(crate) fn invariant(msg: impl Into<String>) -> Self {
+        Error::Invariant(msg.into())
     }
 
     pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {

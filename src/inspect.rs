@@ -10,7 +10,7 @@ use crate::index::Index;
 use crate::index::blob_hash;
 use crate::model::{Blob, Config};
 use crate::options::RecoveryMode;
-use crate::pending::encode_slotted_writes;
+use crate::pending::{encode_slotted_writes, record_error};
 use crate::records::{BlobKey, BlobRecord, CheckpointRecord, WritesRecord, decode, decode_prefix};
 use crate::recovery::{Access, RecoveryReport, recover};
 use crate::segment::SegmentSet;
@@ -135,20 +135,18 @@ pub(crate) fn check_records(index: &Index, segments: &SegmentSet, progress: &mut
     for (thread, thread_index) in index.threads() {
         for (ns_name, ns) in &thread_index.namespaces {
             for slot in ns.blobs.values().filter(|slot| slot.is_stored()) {
-                match segments
-                    .read_record(slot.loc)
-                    .and_then(|b| decode::<BlobRecord>(b.view().body).map(|_| ()).map_err(Error::InvalidArgument))
-                {
+                match segments.read_record(slot.loc).and_then(|b| {
+                    decode::<BlobRecord>(b.view().body).map(|_| ()).map_err(|r| record_error(segments, b.loc, r))
+                }) {
                     Ok(()) => {}
                     Err(e) => problem(&mut report, slot.loc, format!("blob of thread {thread:?}: {e}")),
                 }
                 report.records_checked += 1;
             }
             for &loc in ns.writes.values().flatten() {
-                if let Err(e) = segments
-                    .read_record(loc)
-                    .and_then(|b| decode::<WritesRecord>(b.view().body).map(|_| ()).map_err(Error::InvalidArgument))
-                {
+                if let Err(e) = segments.read_record(loc).and_then(|b| {
+                    decode::<WritesRecord>(b.view().body).map(|_| ()).map_err(|r| record_error(segments, b.loc, r))
+                }) {
                     problem(&mut report, loc, format!("pending writes of thread {thread:?}: {e}"));
                 }
                 report.records_checked += 1;

@@ -114,7 +114,11 @@ impl Engine {
         }
         let victims: Vec<_> = seqs
             .iter()
-            .map(|&seq| self.segments.get(seq).ok_or_else(|| Error::invalid(format!("segment {seq} is not open"))))
+            .map(|&seq| {
+                self.segments
+                    .get(seq)
+                    .ok_or_else(|| Error::invariant(format!("segment {seq} of the manifest is not open")))
+            })
             .collect::<Result<_>>()?;
         let stats = crate::compaction::compact_prefix(
             &self.layout,

@@ -154,7 +154,7 @@ impl Layout {
     pub fn replace_prefix(&self, old: &[u32], new: &[u32]) -> Result<()> {
         let mut manifest = self.manifest.lock();
         if !manifest.segments.starts_with(old) {
-            return Err(Error::invalid(
+            return Err(Error::invariant(
                 "the log changed under compaction: its first segments are not the compacted ones",
             ));
         }

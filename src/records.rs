@@ -273,7 +273,8 @@ pub fn checkpoint_blob_refs(versions: &ChannelVersions) -> Vec<u64> {
 impl crate::index::RecordSource for crate::segment::SegmentSet {
     fn checkpoint_refs(&self, loc: crate::segment::Loc) -> Vec<u64> {
         let refs = self.read_record(loc).and_then(|bytes| {
-            let record: CheckpointRecord = decode(bytes.view().body).map_err(crate::Error::InvalidArgument)?;
+            let record: CheckpointRecord =
+                decode(bytes.view().body).map_err(|reason| crate::pending::record_error(self, loc, reason))?;
             Ok(checkpoint_blob_refs(&record.body.channel_versions))
         });
         refs.unwrap_or_else(|error| {
@@ -284,7 +285,8 @@ impl crate::index::RecordSource for crate::segment::SegmentSet {
 
     fn write_keys(&self, loc: crate::segment::Loc) -> Vec<(String, i64)> {
         let keys = self.read_record(loc).and_then(|bytes| {
-            let record: WritesRecord = decode(bytes.view().body).map_err(crate::Error::InvalidArgument)?;
+            let record: WritesRecord =
+                decode(bytes.view().body).map_err(|reason| crate::pending::record_error(self, loc, reason))?;
             Ok(record.writes.iter().map(|w| (record.task_id.to_string(), w.idx)).collect())
         });
         keys.unwrap_or_else(|error| {

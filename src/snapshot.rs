@@ -107,7 +107,7 @@ pub fn capture(manifest: &Manifest, segments: &SegmentSet, index: &Index) -> Res
     if covered.is_empty() && !index.threads.is_empty() {
         // The index says it covers a position the log no longer has: never write a snapshot
         // that would make the next open replay everything on top of it.
-        return Err(Error::invalid("index position is not in the manifest; snapshot not written"));
+        return Err(Error::invariant("index position is not in the manifest; snapshot not written"));
     }
     let image = Image {
         segments: covered,
@@ -148,7 +148,7 @@ pub fn capture(manifest: &Manifest, segments: &SegmentSet, index: &Index) -> Res
 pub fn write(vfs: &dyn Vfs, dir: &Path, image: &Image) -> Result<()> {
     let mut bytes = MAGIC.to_vec();
     bytes = postcard::to_extend(image, bytes)
-        .map_err(|e| Error::invalid(format!("cannot encode the index snapshot: {e}")))?;
+        .map_err(|e| Error::invariant(format!("cannot encode the index snapshot: {e}")))?;
     let crc = crc32fast::hash(&bytes[MAGIC.len()..]);
     bytes.extend_from_slice(&crc.to_le_bytes());
     let temp = dir.join(format!("{SNAPSHOT_FILE}.tmp"));
