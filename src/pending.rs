@@ -15,7 +15,7 @@ use crate::error::{Error, Result};
 use crate::model::{Blob, Config, PendingWrite};
 use crate::records::{BlobRef, WriteEntry, WritesKey, WritesRecord, decode};
 use crate::saver::{WriteBatch, required_checkpoint_id, resolve_pending_writes, write_slot};
-use crate::segment::{Loc, SegmentSet};
+use crate::segment::{Loc, Pinned, SegmentSet};
 
 /// Encode one `put_writes` call: each write takes its position as `idx`, or its special
 /// channel's fixed slot. `max_value` bounds each value.
@@ -71,12 +71,12 @@ pub fn encode_slotted_writes(
     batch.push(&record)
 }
 
-/// Read the writes records at `locs` (in commit order) and resolve them into pending writes.
-pub fn load_pending_writes(segments: &SegmentSet, locs: &[Loc]) -> Result<Vec<PendingWrite>> {
-    let mut batches = Vec::with_capacity(locs.len());
-    for &loc in locs {
-        let bytes = segments.read_record(loc)?;
-        let record: WritesRecord = decode(bytes.view().body).map_err(|reason| record_error(segments, loc, reason))?;
+/// Read the writes records `pinned` (in commit order) and resolve them into pending writes.
+pub fn load_pending_writes(pinned: &[Pinned]) -> Result<Vec<PendingWrite>> {
+    let mut batches = Vec::with_capacity(pinned.len());
+    for record in pinned {
+        let bytes = record.read()?;
+        let record: WritesRecord = decode(bytes.view().body).map_err(|reason| record.corruption(reason))?;
         batches.push(WriteBatch {
             task_id: record.task_id.into_owned(),
             task_path: record.task_path.into_owned(),

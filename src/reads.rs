@@ -1,184 +1,231 @@
-//! The read path: `get_tuple`, `list`, the delta-channel history, and the record reads behind
-//! them.
+//! The read path: `get_tuple`, `list`, the delta-channel history.
+//!
+//! No file is read under the index lock. A read takes the lock twice, briefly, and reads in
+//! between and after (raft-engine's `fetch_entries_to` pattern):
+//!
+//! 1. under the lock, find the checkpoint and pin its record's location ([`Pinned`]: the segment
+//!    is held, so a compaction retiring it meanwhile does not take the bytes away);
+//! 2. without the lock, read the record: its channel versions say which values to read;
+//! 3. under the lock again, check that the index still names that record (else the checkpoint
+//!    was replaced, moved by a compaction or deleted in between: start again), and pin the
+//!    values' and pending writes' locations;
+//! 4. without the lock, read them.
+//!
+//! What step 3 pins is what the index holds at that moment, and the checkpoint is the one it
+//! names then, so the tuple is a state that existed. A checkpoint that keeps changing under the
+//! reader is read with the lock held throughout after a few tries, so a read always finishes.
+//! `list` runs the same steps for a chunk of candidates at a time.
 
 use std::borrow::Cow;
-use std::collections::BinaryHeap;
+use std::collections::{BTreeMap, BinaryHeap};
 
 use crate::engine::Engine;
 use crate::error::Result;
-use crate::index::{CheckpointKey, CheckpointSlot, NamespaceIndex, blob_hash};
+use crate::index::{CheckpointKey, Index, NamespaceIndex, blob_hash};
 use crate::model::{
     Blob, ChannelVersion, Checkpoint, CheckpointTuple, Config, DeltaChannelHistory, ListQuery, Metadata,
 };
-use crate::pending::{load_pending_writes, record_error};
-use crate::plans;
-use crate::records::{BlobKey, BlobRecord, CheckpointHead, CheckpointRecord, decode_prefix};
+use crate::pending::load_pending_writes;
+use crate::records::{BlobKey, BlobRecord, CheckpointHead, CheckpointRecord, decode, decode_prefix};
 use crate::saver::{Ancestor, check_thread_id, metadata_matches, walk_delta_history};
-use crate::segment::{Loc, RecordBytes};
+use crate::segment::{Pinned, RecordBytes};
 
-/// One (thread, namespace) source for `list`'s newest-first merge.
-struct ListSource<'a> {
-    thread: &'a str,
-    ns_name: &'a str,
-    ns: &'a NamespaceIndex,
-    entries: Box<dyn Iterator<Item = (&'a CheckpointKey, &'a CheckpointSlot)> + 'a>,
+/// Optimistic tries before a read holds the lock throughout.
+const OPTIMISTIC_TRIES: usize = 4;
+
+/// Candidates `list` pins per lock acquisition.
+const LIST_CHUNK: usize = 64;
+
+/// A checkpoint record read outside the lock, with what step 3 needs to find it again.
+struct ReadCheckpoint {
+    thread: String,
+    ns: String,
+    key: CheckpointKey,
+    pinned: Pinned,
+    bytes: RecordBytes,
+    metadata: Metadata,
 }
 
-impl Engine {
-    /// Decode the body of a record read from the log; a record that passed its CRC but does
-    /// not decode is corruption at its location.
-    pub(crate) fn decoded<'b, T: serde::Deserialize<'b>>(&self, bytes: &'b RecordBytes) -> Result<T> {
-        plans::decoded(&self.segments, bytes)
-    }
+/// The rest of a checkpoint record, decoded once its metadata passed the filter.
+struct Body {
+    checkpoint: Checkpoint,
+    parent_id: Option<String>,
+}
 
-    /// The blob record of (channel, version) in `ns`, if stored, read once. Its key is checked
-    /// against the request, so a hash collision is reported rather than answered with the
-    /// wrong value.
-    pub(crate) fn find_blob(
-        &self,
-        thread: &str,
-        ns_name: &str,
-        ns: &NamespaceIndex,
-        channel: &str,
-        version: &ChannelVersion,
-    ) -> Result<Option<RecordBytes>> {
-        let Some(loc) = ns.stored_blob(blob_hash(channel, version)).map(|slot| slot.loc) else { return Ok(None) };
-        let bytes = self.segments.read_record(loc)?;
-        let key: BlobKey =
-            decode_prefix(bytes.view().body).map_err(|reason| record_error(&self.segments, loc, reason))?;
-        if key.thread_id != thread || key.checkpoint_ns != ns_name || key.channel != channel || *key.version != *version
-        {
-            return Err(record_error(
-                &self.segments,
-                loc,
-                format!(
-                    "blob index entry for channel {channel:?} version {version} of thread {thread:?} points at another blob"
-                ),
-            ));
-        }
-        Ok(Some(bytes))
-    }
-
-    /// The stored value of (channel, version) in `ns`; `None` if nothing is stored or it is the
-    /// `empty` sentinel.
-    pub(crate) fn blob_value(
-        &self,
-        thread: &str,
-        ns_name: &str,
-        ns: &NamespaceIndex,
-        channel: &str,
-        version: &ChannelVersion,
-    ) -> Result<Option<Blob>> {
-        let Some(bytes) = self.find_blob(thread, ns_name, ns, channel, version)? else { return Ok(None) };
-        let record: BlobRecord = self.decoded(&bytes)?;
-        Ok(record.value.map(|value| value.to_blob()))
-    }
-
-    /// Read a checkpoint record and decode it.
-    pub(crate) fn read_checkpoint(&self, loc: Loc) -> Result<(RecordBytes, Metadata)> {
-        let bytes = self.segments.read_record(loc)?;
-        let head: CheckpointHead =
-            decode_prefix(bytes.view().body).map_err(|reason| record_error(&self.segments, loc, reason))?;
-        let metadata = serde_json::from_str(&head.metadata_json)
-            .map_err(|e| record_error(&self.segments, loc, format!("metadata is not a JSON object: {e}")))?;
-        Ok((bytes, metadata))
-    }
-
-    /// Assemble the tuple of one indexed checkpoint.
-    pub(crate) fn load_tuple(
-        &self,
-        thread: &str,
-        ns_name: &str,
-        ns: &NamespaceIndex,
-        key: &CheckpointKey,
-        slot: &CheckpointSlot,
-        loaded: Option<(RecordBytes, Metadata)>,
-    ) -> Result<CheckpointTuple> {
-        let (bytes, metadata) = match loaded {
-            Some(loaded) => loaded,
-            None => self.read_checkpoint(slot.loc)?,
-        };
-        let record: CheckpointRecord = self.decoded(&bytes)?;
-        let id = key.as_str();
-        if record.head.checkpoint_id != id || record.head.thread_id != thread || record.head.checkpoint_ns != ns_name {
-            return Err(record_error(
-                &self.segments,
-                slot.loc,
-                format!("index entry for checkpoint {id} of thread {thread:?} points at another record"),
-            ));
-        }
+impl ReadCheckpoint {
+    /// Decode the whole record (the head was decoded for the metadata).
+    fn body(&self) -> Result<Body> {
+        let record: CheckpointRecord =
+            decode(self.bytes.view().body).map_err(|reason| self.pinned.corruption(reason))?;
         let body = record.body;
-        let mut channel_values = std::collections::BTreeMap::new();
-        for (channel, version) in body.channel_versions.iter() {
-            if let Some(value) = self.blob_value(thread, ns_name, ns, channel, version)? {
-                channel_values.insert(channel.clone(), value);
-            }
-        }
-        let pending_writes = match ns.writes.get(key) {
-            Some(locs) => load_pending_writes(&self.segments, locs)?,
-            None => Vec::new(),
-        };
-        let config = Config {
-            thread_id: thread.to_owned(),
-            checkpoint_ns: ns_name.to_owned(),
-            checkpoint_id: Some(id.to_string()),
-        };
-        let parent_config = record.head.parent_id.map(|parent| config.clone().with_checkpoint(parent.into_owned()));
-        Ok(CheckpointTuple {
+        Ok(Body {
             checkpoint: Checkpoint {
                 v: body.v,
-                id: id.into_owned(),
+                id: self.key.as_str().into_owned(),
                 ts: body.ts.into_owned(),
-                channel_values,
+                channel_values: BTreeMap::new(),
                 channel_versions: body.channel_versions.into_owned(),
                 versions_seen: body.versions_seen.into_owned(),
                 updated_channels: body.updated_channels.map(Cow::into_owned),
             },
-            config,
-            metadata,
-            parent_config,
-            pending_writes,
+            parent_id: record.head.parent_id.map(Cow::into_owned),
         })
     }
+}
 
-    /// One ancestor for the delta-history walk: its parent, the requested channels' stored
-    /// values and its pending writes, without loading other channels.
-    pub(crate) fn load_ancestor(
+/// The locations step 3 pins: each named channel's value, and the checkpoint's writes.
+struct Contents {
+    values: Vec<(String, ChannelVersion, Pinned)>,
+    writes: Vec<Pinned>,
+}
+
+/// Read a checkpoint record and its metadata (no lock held).
+fn read_checkpoint(thread: &str, ns: &str, key: CheckpointKey, pinned: Pinned) -> Result<ReadCheckpoint> {
+    let bytes = pinned.read()?;
+    let head: CheckpointHead = decode_prefix(bytes.view().body).map_err(|reason| pinned.corruption(reason))?;
+    let id = key.as_str();
+    if head.checkpoint_id != id || head.thread_id != thread || head.checkpoint_ns != ns {
+        return Err(
+            pinned.corruption(format!("index entry for checkpoint {id} of thread {thread:?} points at another record"))
+        );
+    }
+    let metadata = serde_json::from_str(&head.metadata_json)
+        .map_err(|e| pinned.corruption(format!("metadata is not a JSON object: {e}")))?;
+    Ok(ReadCheckpoint { thread: thread.to_owned(), ns: ns.to_owned(), key, pinned, bytes, metadata })
+}
+
+/// Read a blob record outside the lock and check its key against the request, so a hash
+/// collision is reported rather than answered with the wrong value.
+pub(crate) fn read_blob(
+    pinned: &Pinned,
+    thread: &str,
+    ns: &str,
+    channel: &str,
+    version: &ChannelVersion,
+) -> Result<RecordBytes> {
+    let bytes = pinned.read()?;
+    let key: BlobKey = decode_prefix(bytes.view().body).map_err(|reason| pinned.corruption(reason))?;
+    if key.thread_id != thread || key.checkpoint_ns != ns || key.channel != channel || *key.version != *version {
+        return Err(pinned.corruption(format!(
+            "blob index entry for channel {channel:?} version {version} of thread {thread:?} points at another blob"
+        )));
+    }
+    Ok(bytes)
+}
+
+/// The value of a blob record read outside the lock (its key checked, see [`read_blob`]).
+fn read_value(
+    pinned: &Pinned,
+    thread: &str,
+    ns: &str,
+    channel: &str,
+    version: &ChannelVersion,
+) -> Result<Option<Blob>> {
+    let bytes = read_blob(pinned, thread, ns, channel, version)?;
+    let record: BlobRecord = decode(bytes.view().body).map_err(|reason| pinned.corruption(reason))?;
+    Ok(record.value.map(|value| value.to_blob()))
+}
+
+impl Engine {
+    /// Step 3, under the lock: if `read` is still the record the index names, pin the values of
+    /// `channels` (all of its channels when `None`) and its writes. `None`: it changed.
+    fn pin_contents(
         &self,
-        thread: &str,
-        ns_name: &str,
-        ns: &NamespaceIndex,
-        id: &str,
-        channels: &[String],
-    ) -> Result<Option<Ancestor>> {
-        let Some((key, slot)) = ns.checkpoints.get_key_value(&CheckpointKey::new(id)) else { return Ok(None) };
-        let bytes = self.segments.read_record(slot.loc)?;
-        let record: CheckpointRecord = self.decoded(&bytes)?;
-        let mut values = std::collections::BTreeMap::new();
-        for channel in channels {
-            let Some(version) = record.body.channel_versions.get(channel) else { continue };
-            if let Some(value) = self.blob_value(thread, ns_name, ns, channel, version)? {
-                values.insert(channel.clone(), value);
+        index: &Index,
+        read: &ReadCheckpoint,
+        versions: &BTreeMap<String, ChannelVersion>,
+        channels: Option<&[String]>,
+    ) -> Result<Option<Contents>> {
+        let Some(ns) = index.namespace(&read.thread, &read.ns) else { return Ok(None) };
+        if ns.checkpoints.get(&read.key).is_none_or(|slot| slot.loc != read.pinned.loc) {
+            return Ok(None);
+        }
+        let mut values = Vec::new();
+        let mut pin_value = |channel: &String, version: &ChannelVersion| -> Result<()> {
+            if let Some(slot) = ns.stored_blob(blob_hash(channel, version)) {
+                values.push((channel.clone(), version.clone(), self.segments.pin(slot.loc)?));
+            }
+            Ok(())
+        };
+        match channels {
+            None => versions.iter().try_for_each(|(channel, version)| pin_value(channel, version))?,
+            Some(channels) => channels
+                .iter()
+                .filter_map(|channel| versions.get_key_value(channel))
+                .try_for_each(|(channel, version)| pin_value(channel, version))?,
+        }
+        let writes = ns.writes.get(&read.key).map_or(Ok(Vec::new()), |locs| {
+            locs.iter().map(|&loc| self.segments.pin(loc)).collect::<Result<Vec<_>>>()
+        })?;
+        Ok(Some(Contents { values, writes }))
+    }
+
+    /// Step 1 for one checkpoint: pin the record the index names for `id` (the latest when
+    /// `None`).
+    fn pin_checkpoint(&self, thread: &str, ns: &str, id: Option<&str>) -> Result<Option<(CheckpointKey, Pinned)>> {
+        let index = self.index.read();
+        let Some(namespace) = index.namespace(thread, ns) else { return Ok(None) };
+        let found = match id {
+            Some(id) => namespace.checkpoints.get_key_value(&CheckpointKey::new(id)),
+            None => namespace.checkpoints.last_key_value(),
+        };
+        match found {
+            Some((key, slot)) => Ok(Some((key.clone(), self.segments.pin(slot.loc)?))),
+            None => Ok(None),
+        }
+    }
+
+    /// Build the tuple from a record and its pinned contents (no lock held).
+    fn assemble(read: ReadCheckpoint, body: Body, contents: &Contents) -> Result<CheckpointTuple> {
+        let mut checkpoint = body.checkpoint;
+        for (channel, version, pinned) in &contents.values {
+            if let Some(value) = read_value(pinned, &read.thread, &read.ns, channel, version)? {
+                checkpoint.channel_values.insert(channel.clone(), value);
             }
         }
-        let writes = match ns.writes.get(key) {
-            Some(locs) => load_pending_writes(&self.segments, locs)?,
-            None => Vec::new(),
+        let pending_writes = load_pending_writes(&contents.writes)?;
+        let config =
+            Config { thread_id: read.thread, checkpoint_ns: read.ns, checkpoint_id: Some(checkpoint.id.clone()) };
+        let parent_config = body.parent_id.map(|parent| config.clone().with_checkpoint(parent));
+        Ok(CheckpointTuple { checkpoint, config, metadata: read.metadata, parent_config, pending_writes })
+    }
+
+    /// Steps 3-4 for a record read in step 2: `None` if it changed in between.
+    fn finish_read(&self, read: ReadCheckpoint) -> Result<Option<CheckpointTuple>> {
+        let body = read.body()?;
+        let contents = self.pin_contents(&self.index.read(), &read, &body.checkpoint.channel_versions, None)?;
+        contents.map(|contents| Engine::assemble(read, body, &contents)).transpose()
+    }
+
+    /// One checkpoint, every step; with the lock held throughout once the optimistic tries are
+    /// used up (the checkpoint keeps being replaced or moved under the reader).
+    fn read_one(&self, thread: &str, ns: &str, id: Option<&str>) -> Result<Option<CheckpointTuple>> {
+        for _ in 0..OPTIMISTIC_TRIES {
+            let Some((key, pinned)) = self.pin_checkpoint(thread, ns, id)? else { return Ok(None) };
+            let read = read_checkpoint(thread, ns, key, pinned)?;
+            if let Some(tuple) = self.finish_read(read)? {
+                return Ok(Some(tuple));
+            }
+        }
+        let index = self.index.read();
+        let Some(namespace) = index.namespace(thread, ns) else { return Ok(None) };
+        let found = match id {
+            Some(id) => namespace.checkpoints.get_key_value(&CheckpointKey::new(id)),
+            None => namespace.checkpoints.last_key_value(),
         };
-        Ok(Some(Ancestor { parent_id: record.head.parent_id.map(Cow::into_owned), values, writes }))
+        let Some((key, slot)) = found else { return Ok(None) };
+        let read = read_checkpoint(thread, ns, key.clone(), self.segments.pin(slot.loc)?)?;
+        let body = read.body()?;
+        match self.pin_contents(&index, &read, &body.checkpoint.channel_versions, None)? {
+            Some(contents) => Engine::assemble(read, body, &contents).map(Some),
+            None => Ok(None),
+        }
     }
 
     pub(crate) fn get_tuple(&self, config: &Config) -> Result<Option<CheckpointTuple>> {
         let _call = self.enter()?;
         check_thread_id(&config.thread_id)?;
-        let index = self.index.read();
-        let Some(ns) = index.namespace(&config.thread_id, &config.checkpoint_ns) else { return Ok(None) };
-        let found = match &config.checkpoint_id {
-            Some(id) => ns.checkpoints.get_key_value(&CheckpointKey::new(id)),
-            None => ns.checkpoints.last_key_value(),
-        };
-        let Some((key, slot)) = found else { return Ok(None) };
-        self.load_tuple(&config.thread_id, &config.checkpoint_ns, ns, key, slot, None).map(Some)
+        self.read_one(&config.thread_id, &config.checkpoint_ns, config.checkpoint_id.as_deref())
     }
 
     pub(crate) fn list(&self, query: &ListQuery) -> Result<Vec<CheckpointTuple>> {
@@ -187,88 +234,191 @@ impl Engine {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        let index = self.index.read();
-        let before = query.before.as_deref().map(CheckpointKey::new);
-        let exact = query.checkpoint_id.as_deref().map(CheckpointKey::new);
-        let mut sources = Vec::new();
-        let threads: Vec<(&str, &crate::index::ThreadIndex)> = match &query.thread_id {
-            Some(thread) => index.thread(thread).map(|t| (thread.as_str(), t)).into_iter().collect(),
-            None => {
-                // Sorted, so checkpoints with equal ids (copied threads) list in a stable order.
-                let mut all: Vec<_> = index.threads().collect();
-                all.sort_unstable_by(|a, b| a.0.cmp(b.0));
-                all
+        let mut cursors = self.list_sources(query);
+        let mut out = Vec::new();
+        while out.len() < limit {
+            // Step 1 for a chunk of candidates, newest first across every source.
+            let candidates = self.next_candidates(query, &mut cursors, LIST_CHUNK.min(limit - out.len()))?;
+            if candidates.is_empty() {
+                break;
             }
-        };
-        for (thread, thread_index) in threads {
-            for (ns_name, ns) in &thread_index.namespaces {
-                if query.checkpoint_ns.as_deref().is_some_and(|wanted| wanted != ns_name.as_ref()) {
-                    continue;
+            // Step 2, and the metadata filter, outside the lock.
+            let mut reads = Vec::with_capacity(candidates.len());
+            for (thread, ns, key, pinned) in candidates {
+                let read = read_checkpoint(&thread, &ns, key, pinned)?;
+                if metadata_matches(&read.metadata, &query.filter) {
+                    reads.push(read);
                 }
-                let entries: Box<dyn Iterator<Item = _>> = match (&exact, &before) {
-                    (Some(exact), _) => Box::new(
-                        ns.checkpoints
-                            .get_key_value(exact)
-                            .filter(|(key, _)| before.as_ref().is_none_or(|b| *key < b))
-                            .into_iter(),
-                    ),
-                    (None, Some(before)) => Box::new(ns.checkpoints.range(..before.clone()).rev()),
-                    (None, None) => Box::new(ns.checkpoints.iter().rev()),
+            }
+            // Step 3 for the whole chunk under one lock; a candidate that changed meanwhile is
+            // read again on its own (it may no longer match, or no longer exist).
+            let mut pinned = Vec::with_capacity(reads.len());
+            {
+                let index = self.index.read();
+                for read in reads {
+                    let body = read.body()?;
+                    let contents = self.pin_contents(&index, &read, &body.checkpoint.channel_versions, None)?;
+                    pinned.push((read, body, contents));
+                }
+            }
+            for (read, body, contents) in pinned {
+                let tuple = match contents {
+                    Some(contents) => Some(Engine::assemble(read, body, &contents)?),
+                    None => self
+                        .read_one(&read.thread, &read.ns, Some(&read.key.as_str()))?
+                        .filter(|tuple| metadata_matches(&tuple.metadata, &query.filter)),
                 };
-                sources.push(ListSource { thread, ns_name, ns, entries });
+                out.extend(tuple);
+                if out.len() >= limit {
+                    break;
+                }
             }
         }
-        // Newest first across every source: a max-heap holding each source's next entry.
+        Ok(out)
+    }
+
+    /// The (thread, namespace) sources `list` merges, sorted by thread so checkpoints with equal
+    /// ids (copied threads) list in a stable order.
+    fn list_sources(&self, query: &ListQuery) -> Vec<ListCursor> {
+        let index = self.index.read();
+        let mut threads: Vec<&str> = match &query.thread_id {
+            Some(thread) => index.thread(thread).map(|_| thread.as_str()).into_iter().collect(),
+            None => index.threads().map(|(thread, _)| thread).collect(),
+        };
+        threads.sort_unstable();
+        let mut cursors = Vec::new();
+        for thread in threads {
+            let Some(thread_index) = index.thread(thread) else { continue };
+            for ns in thread_index.namespaces.keys() {
+                if query.checkpoint_ns.as_deref().is_some_and(|wanted| wanted != ns.as_ref()) {
+                    continue;
+                }
+                cursors.push(ListCursor {
+                    thread: thread.to_owned(),
+                    ns: ns.to_string(),
+                    below: query.before.as_deref().map(CheckpointKey::new),
+                });
+            }
+        }
+        cursors
+    }
+
+    /// Up to `n` next candidates (thread, namespace, key, pinned record), newest first across
+    /// the sources; each source's cursor moves below what it gave.
+    fn next_candidates(
+        &self,
+        query: &ListQuery,
+        cursors: &mut [ListCursor],
+        n: usize,
+    ) -> Result<Vec<(String, String, CheckpointKey, Pinned)>> {
+        let index = self.index.read();
+        let exact = query.checkpoint_id.as_deref().map(CheckpointKey::new);
+        let mut sources: Vec<Box<dyn Iterator<Item = (&CheckpointKey, &crate::index::CheckpointSlot)> + '_>> =
+            Vec::with_capacity(cursors.len());
+        for cursor in cursors.iter() {
+            let Some(ns) = index.namespace(&cursor.thread, &cursor.ns) else {
+                sources.push(Box::new(std::iter::empty()));
+                continue;
+            };
+            sources.push(entries_below(ns, exact.as_ref(), cursor.below.as_ref()));
+        }
+        // A max-heap holding each source's next entry.
         let mut heap = BinaryHeap::new();
         let mut heads = Vec::with_capacity(sources.len());
         for (i, source) in sources.iter_mut().enumerate() {
-            let head = source.entries.next();
+            let head = source.next();
             if let Some((key, _)) = head {
                 heap.push((key, std::cmp::Reverse(i)));
             }
             heads.push(head);
         }
-        let mut out = Vec::new();
-        while let Some((_, std::cmp::Reverse(i))) = heap.pop() {
-            let Some((key, slot)) = heads[i] else { continue };
-            heads[i] = sources[i].entries.next();
-            if let Some((next, _)) = heads[i] {
-                heap.push((next, std::cmp::Reverse(i)));
+        let mut out = Vec::with_capacity(n);
+        while out.len() < n {
+            let Some((_, std::cmp::Reverse(i))) = heap.pop() else { break };
+            let (Some(Some((key, slot))), Some(source)) = (heads.get(i).copied(), sources.get_mut(i)) else { break };
+            let next = source.next();
+            if let Some((next_key, _)) = next {
+                heap.push((next_key, std::cmp::Reverse(i)));
             }
-            let source = &sources[i];
-            let loaded = self.read_checkpoint(slot.loc)?;
-            if !metadata_matches(&loaded.1, &query.filter) {
-                continue;
+            if let Some(head) = heads.get_mut(i) {
+                *head = next;
             }
-            out.push(self.load_tuple(source.thread, source.ns_name, source.ns, key, slot, Some(loaded))?);
-            if out.len() >= limit {
-                break;
+            if let Some(cursor) = cursors.get_mut(i) {
+                cursor.below = Some(key.clone());
+                out.push((cursor.thread.clone(), cursor.ns.clone(), key.clone(), self.segments.pin(slot.loc)?));
             }
         }
         Ok(out)
+    }
+
+    /// One ancestor for the delta-history walk: its parent, the requested channels' stored
+    /// values and its pending writes, without loading other channels.
+    fn load_ancestor(&self, thread: &str, ns: &str, id: &str, channels: &[String]) -> Result<Option<Ancestor>> {
+        for _ in 0..OPTIMISTIC_TRIES {
+            let Some((key, pinned)) = self.pin_checkpoint(thread, ns, Some(id))? else { return Ok(None) };
+            let read = read_checkpoint(thread, ns, key, pinned)?;
+            let Body { checkpoint, parent_id } = read.body()?;
+            let Some(contents) =
+                self.pin_contents(&self.index.read(), &read, &checkpoint.channel_versions, Some(channels))?
+            else {
+                continue;
+            };
+            let mut values = BTreeMap::new();
+            for (channel, version, pinned) in &contents.values {
+                if let Some(value) = read_value(pinned, thread, ns, channel, version)? {
+                    values.insert(channel.clone(), value);
+                }
+            }
+            let writes = load_pending_writes(&contents.writes)?;
+            return Ok(Some(Ancestor { parent_id, values, writes }));
+        }
+        // The ancestor keeps changing under the walk: read it through the one-checkpoint path,
+        // which falls back to holding the lock.
+        let Some(tuple) = self.read_one(thread, ns, Some(id))? else { return Ok(None) };
+        let values =
+            tuple.checkpoint.channel_values.into_iter().filter(|(channel, _)| channels.contains(channel)).collect();
+        Ok(Some(Ancestor {
+            parent_id: tuple.parent_config.and_then(|p| p.checkpoint_id),
+            values,
+            writes: tuple.pending_writes,
+        }))
     }
 
     pub(crate) fn get_delta_channel_history(
         &self,
         config: &Config,
         channels: &[String],
-    ) -> Result<std::collections::BTreeMap<String, DeltaChannelHistory>> {
+    ) -> Result<BTreeMap<String, DeltaChannelHistory>> {
         let _call = self.enter()?;
         check_thread_id(&config.thread_id)?;
-        let (thread, ns_name) = (config.thread_id.as_str(), config.checkpoint_ns.as_str());
-        // One read lock for the whole walk: a consistent view, no per-ancestor lookups.
-        let index = self.index.read();
-        let Some(ns) = index.namespace(thread, ns_name) else {
-            return walk_delta_history(channels, None, |_| Ok(None));
-        };
-        let target = match &config.checkpoint_id {
-            Some(id) => ns.checkpoints.get_key_value(&CheckpointKey::new(id)),
-            None => ns.checkpoints.last_key_value(),
-        };
-        let start = match target {
-            Some((key, _)) => self.load_ancestor(thread, ns_name, ns, &key.as_str(), &[])?.and_then(|a| a.parent_id),
+        let (thread, ns) = (config.thread_id.as_str(), config.checkpoint_ns.as_str());
+        let start = match self.pin_checkpoint(thread, ns, config.checkpoint_id.as_deref())? {
+            Some((key, _)) => self.load_ancestor(thread, ns, &key.as_str(), &[])?.and_then(|a| a.parent_id),
             None => None,
         };
-        walk_delta_history(channels, start, |id| self.load_ancestor(thread, ns_name, ns, id, channels))
+        walk_delta_history(channels, start, |id| self.load_ancestor(thread, ns, id, channels))
+    }
+}
+
+/// Where `list` stands in one (thread, namespace): it has given every checkpoint at or above
+/// `below`.
+struct ListCursor {
+    thread: String,
+    ns: String,
+    below: Option<CheckpointKey>,
+}
+
+/// The checkpoints of `ns` below `below`, newest first (only `exact`, if given).
+fn entries_below<'a>(
+    ns: &'a NamespaceIndex,
+    exact: Option<&CheckpointKey>,
+    below: Option<&CheckpointKey>,
+) -> Box<dyn Iterator<Item = (&'a CheckpointKey, &'a crate::index::CheckpointSlot)> + 'a> {
+    match (exact, below) {
+        (Some(exact), _) => {
+            Box::new(ns.checkpoints.get_key_value(exact).filter(|(key, _)| below.is_none_or(|b| *key < b)).into_iter())
+        }
+        (None, Some(below)) => Box::new(ns.checkpoints.range(..below.clone()).rev()),
+        (None, None) => Box::new(ns.checkpoints.iter().rev()),
     }
 }

@@ -254,6 +254,47 @@ impl RecordBytes {
     }
 }
 
+/// A record's location with its segment held. Readers resolve locations under the index lock
+/// and read after releasing it: a segment compaction retires meanwhile stays readable through
+/// the pin (the map, or the active segment's file handle, outlives the unlinked file), so the
+/// read returns the bytes the index named when the location was taken.
+#[derive(Clone)]
+pub struct Pinned {
+    segment: Arc<Segment>,
+    /// The record's location.
+    pub loc: Loc,
+}
+
+impl Pinned {
+    /// Read and check the record.
+    pub fn read(&self) -> Result<RecordBytes> {
+        let (segment, loc) = (&self.segment, self.loc);
+        let len = loc.disk_len() as usize;
+        let bytes = segment.read(u64::from(loc.offset), len)?;
+        let (view, total) =
+            parse_record(&bytes).map_err(|reason| Error::corruption(&segment.path, u64::from(loc.offset), reason))?;
+        if total != len || view.body.len() != loc.len as usize {
+            return Err(Error::corruption(
+                &segment.path,
+                u64::from(loc.offset),
+                "record length differs from the index",
+            ));
+        }
+        let kind = view.kind;
+        let (storage, body_start) = match bytes {
+            Cow::Borrowed(_) => (RecordStorage::Mapped(segment.clone()), loc.offset as usize + RECORD_HEADER_LEN),
+            Cow::Owned(vec) => (RecordStorage::Owned(vec), RECORD_HEADER_LEN),
+        };
+        Ok(RecordBytes { storage, kind, body_start, loc })
+    }
+
+    /// A corruption error at this record (it passed its CRC but does not decode, or holds
+    /// something other than the index says).
+    pub fn corruption(&self, reason: impl Into<String>) -> Error {
+        Error::corruption(&self.segment.path, u64::from(self.loc.offset), reason)
+    }
+}
+
 /// The live segments, by sequence number; shared by the writer and all readers.
 #[derive(Default)]
 pub struct SegmentSet {
@@ -283,25 +324,14 @@ impl SegmentSet {
 
     /// Read and check the record at `loc`.
     pub fn read_record(&self, loc: Loc) -> Result<RecordBytes> {
+        self.pin(loc)?.read()
+    }
+
+    /// Hold the segment of `loc`, so the record can be read after the index lock is released.
+    pub fn pin(&self, loc: Loc) -> Result<Pinned> {
         let segment = self.get(loc.segment).ok_or_else(|| {
             Error::corruption(format!("segment {}", loc.segment), u64::from(loc.offset), "segment is not open")
         })?;
-        let len = loc.disk_len() as usize;
-        let bytes = segment.read(u64::from(loc.offset), len)?;
-        let (view, total) =
-            parse_record(&bytes).map_err(|reason| Error::corruption(&segment.path, u64::from(loc.offset), reason))?;
-        if total != len || view.body.len() != loc.len as usize {
-            return Err(Error::corruption(
-                &segment.path,
-                u64::from(loc.offset),
-                "record length differs from the index",
-            ));
-        }
-        let kind = view.kind;
-        let (storage, body_start) = match bytes {
-            Cow::Borrowed(_) => (RecordStorage::Mapped(segment.clone()), loc.offset as usize + RECORD_HEADER_LEN),
-            Cow::Owned(vec) => (RecordStorage::Owned(vec), RECORD_HEADER_LEN),
-        };
-        Ok(RecordBytes { storage, kind, body_start, loc })
+        Ok(Pinned { segment, loc })
     }
 }

@@ -11,8 +11,10 @@ use crate::model::{Blob, ChannelVersions, Checkpoint, Config, Metadata, PruneStr
 use crate::options::Retention;
 use crate::pending::encode_writes;
 use crate::plans;
+use crate::reads::read_blob;
 use crate::records::{BlobKey, BlobRecord, BlobRef, CheckpointBody, CheckpointHead, CheckpointRecord};
 use crate::saver::{check_thread_id, run_id_of};
+use crate::segment::Pinned;
 
 /// How often a put whose assumed values vanished is encoded again before giving up (each retry
 /// writes the vanished values itself, so a second one needs yet another delete in between).
@@ -51,27 +53,35 @@ impl Engine {
         // stale batch is encoded again, writing the value this time.
         for _attempt in 0..MAX_STALE_RETRIES {
             let mut batch = Batch::new();
-            {
+            // Which values are stored already: located under the lock, their keys checked after.
+            let stored: Vec<Option<Pinned>> = {
                 let index = self.index.read();
                 let ns = index.namespace(thread, ns_name);
-                for (channel, version) in new_versions {
-                    if let Some(ns) = ns
-                        && self.find_blob(thread, ns_name, ns, channel, version)?.is_some()
-                    {
-                        batch.assume_stored(thread, ns_name, blob_hash(channel, version));
-                        continue;
-                    }
-                    let record = BlobRecord {
-                        key: BlobKey {
-                            thread_id: Cow::Borrowed(thread),
-                            checkpoint_ns: Cow::Borrowed(ns_name),
-                            channel: Cow::Borrowed(channel),
-                            version: Cow::Borrowed(version),
-                        },
-                        value: checkpoint.channel_values.get(channel).map(BlobRef::of),
-                    };
-                    batch.push(&record)?;
+                new_versions
+                    .iter()
+                    .map(|(channel, version)| {
+                        ns.and_then(|ns| ns.stored_blob(blob_hash(channel, version)))
+                            .map(|slot| self.segments.pin(slot.loc))
+                            .transpose()
+                    })
+                    .collect::<Result<_>>()?
+            };
+            for ((channel, version), stored) in new_versions.iter().zip(stored) {
+                if let Some(pinned) = stored {
+                    read_blob(&pinned, thread, ns_name, channel, version)?;
+                    batch.assume_stored(thread, ns_name, blob_hash(channel, version));
+                    continue;
                 }
+                let record = BlobRecord {
+                    key: BlobKey {
+                        thread_id: Cow::Borrowed(thread),
+                        checkpoint_ns: Cow::Borrowed(ns_name),
+                        channel: Cow::Borrowed(channel),
+                        version: Cow::Borrowed(version),
+                    },
+                    value: checkpoint.channel_values.get(channel).map(BlobRef::of),
+                };
+                batch.push(&record)?;
             }
             let record = CheckpointRecord {
                 head: CheckpointHead {
