@@ -15,13 +15,13 @@ use parking_lot::{Condvar, Mutex, MutexGuard, RwLock};
 
 use crate::error::{Error, Result};
 use crate::format::{
-    EncodedFrame, FRAME_HEADER_LEN, FrameHeader, SEGMENT_HEADER_LEN, align_up, begin_record, finish_record,
-    salted_hasher,
+    EncodedFrame, FRAME_HEADER_LEN, FrameHeader, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN, align_up, begin_record,
+    finish_record, salted_hasher,
 };
-use crate::index::{Applied, Index, IndexOp};
+use crate::index::{Applied, Index, IndexOp, RecordSource};
 use crate::manifest::Layout;
 use crate::options::Durability;
-use crate::records::Record;
+use crate::records::{Record, write_keys_of};
 use crate::segment::{Loc, PreparedSegment, Segment, SegmentSet, write_frame};
 
 /// The largest frame payload: frame lengths and segment offsets are 32-bit.
@@ -346,6 +346,91 @@ impl Writer {
     }
 }
 
+/// What the index reads back from records while a group is applied, read before the index write
+/// lock is taken: from the group's own bytes for its new records, from disk for older ones.
+struct Prefetched<'a> {
+    refs: HashMap<Loc, Vec<u64>>,
+    keys: HashMap<Loc, Vec<(String, i64)>>,
+    /// For anything not gathered (it should not happen; reading then is correct, only slower).
+    fallback: &'a SegmentSet,
+}
+
+impl<'a> Prefetched<'a> {
+    fn gather(index: &Index, batches: &[&Batch], locs: &[Vec<Loc>], segments: &'a SegmentSet) -> Prefetched<'a> {
+        let mut refs = HashMap::new();
+        let mut keys = HashMap::new();
+        let mut read_refs = Vec::new();
+        let mut read_keys = Vec::new();
+        // Records of this group, by (thread, namespace, checkpoint id), as the ops before each
+        // one leave them: an op may replace or delete what an earlier op of the group wrote.
+        for (batch, locs) in batches.iter().zip(locs) {
+            for ((op, at, len), &loc) in batch.records.iter().zip(locs) {
+                match op {
+                    IndexOp::Checkpoint { thread, ns, id, refs: own, .. } => {
+                        refs.insert(loc, own.clone());
+                        if let Some(slot) = index
+                            .namespace(thread, ns)
+                            .and_then(|n| n.checkpoints.get(&crate::index::CheckpointKey::new(id)))
+                        {
+                            read_refs.push(slot.loc);
+                        }
+                    }
+                    IndexOp::DeleteCheckpoints { thread, ns, ids } => {
+                        if let Some(n) = index.namespace(thread, ns) {
+                            for id in ids {
+                                if let Some(slot) = n.checkpoints.get(&crate::index::CheckpointKey::new(id)) {
+                                    read_refs.push(slot.loc);
+                                }
+                            }
+                        }
+                    }
+                    IndexOp::Writes { thread, ns, checkpoint_id, special } => {
+                        let body = batch.bytes.get(at + RECORD_HEADER_LEN..at + RECORD_HEADER_LEN + *len as usize);
+                        if let Some(Ok(own)) = body.map(write_keys_of) {
+                            keys.insert(loc, own);
+                        }
+                        if *special
+                            && let Some(existing) = index
+                                .namespace(thread, ns)
+                                .and_then(|n| n.writes.get(&crate::index::CheckpointKey::new(checkpoint_id)))
+                        {
+                            read_keys.extend(existing.iter().copied());
+                        }
+                    }
+                    IndexOp::Blob { .. } | IndexOp::DeleteThread { .. } => {}
+                }
+            }
+        }
+        for loc in read_refs {
+            if let std::collections::hash_map::Entry::Vacant(entry) = refs.entry(loc) {
+                entry.insert(segments.checkpoint_refs(loc));
+            }
+        }
+        for loc in read_keys {
+            if let std::collections::hash_map::Entry::Vacant(entry) = keys.entry(loc) {
+                entry.insert(segments.write_keys(loc));
+            }
+        }
+        Prefetched { refs, keys, fallback: segments }
+    }
+}
+
+impl RecordSource for Prefetched<'_> {
+    fn checkpoint_refs(&self, loc: Loc) -> Vec<u64> {
+        match self.refs.get(&loc) {
+            Some(refs) => refs.clone(),
+            None => self.fallback.checkpoint_refs(loc),
+        }
+    }
+
+    fn write_keys(&self, loc: Loc) -> Vec<(String, i64)> {
+        match self.keys.get(&loc) {
+            Some(keys) => keys.clone(),
+            None => self.fallback.write_keys(loc),
+        }
+    }
+}
+
 /// What a caller hands to the committer.
 pub enum Work {
     /// Records the caller encoded. A blob the batch assumes stored
@@ -585,12 +670,26 @@ impl Committer {
                 return outcomes;
             }
         };
-        // Readers hold the index lock while they may wait on a segment's buffered tail; the
-        // leader takes the index lock after the tail lock is released, never the other way round.
+        // What applying the group reads back from records (the references of a replaced or
+        // deleted checkpoint, the keys of a checkpoint's writes when a special write may leave
+        // some with nothing to give) is gathered first, so no file is read under the index
+        // write lock: readers wait only for the index changes themselves.
+        let locs: Vec<Vec<Loc>> = batches
+            .iter()
+            .zip(&placed)
+            .map(|(batch, (segment, base))| {
+                batch
+                    .records
+                    .iter()
+                    .map(|(_, at, len)| Loc { segment: *segment, offset: (base + *at as u64) as u32, len: *len })
+                    .collect()
+            })
+            .collect();
+        let prefetched = Prefetched::gather(&index.read(), &batches, &locs, &self.segments);
         let mut index = index.write();
-        for (batch, (segment, base)) in batches.iter().zip(placed) {
-            for (op, at, len) in &batch.records {
-                index.apply(op, Loc { segment, offset: (base + *at as u64) as u32, len: *len }, &*self.segments);
+        for (batch, locs) in batches.iter().zip(&locs) {
+            for ((op, _, _), loc) in batch.records.iter().zip(locs) {
+                index.apply(op, *loc, &prefetched);
             }
         }
         index.applied = end;

@@ -270,6 +270,12 @@ pub fn checkpoint_blob_refs(versions: &ChannelVersions) -> Vec<u64> {
     versions.iter().map(|(channel, version)| crate::index::blob_hash(channel, version)).collect()
 }
 
+/// The `(task_id, idx)` keys of a writes record body.
+pub fn write_keys_of(body: &[u8]) -> Result<Vec<(String, i64)>, String> {
+    let record: WritesRecord = decode(body)?;
+    Ok(record.writes.iter().map(|w| (record.task_id.to_string(), w.idx)).collect())
+}
+
 impl crate::index::RecordSource for crate::segment::SegmentSet {
     fn checkpoint_refs(&self, loc: crate::segment::Loc) -> Vec<u64> {
         let refs = self.read_record(loc).and_then(|bytes| {
@@ -285,9 +291,7 @@ impl crate::index::RecordSource for crate::segment::SegmentSet {
 
     fn write_keys(&self, loc: crate::segment::Loc) -> Vec<(String, i64)> {
         let keys = self.read_record(loc).and_then(|bytes| {
-            let record: WritesRecord =
-                decode(bytes.view().body).map_err(|reason| crate::pending::record_error(self, loc, reason))?;
-            Ok(record.writes.iter().map(|w| (record.task_id.to_string(), w.idx)).collect())
+            write_keys_of(bytes.view().body).map_err(|reason| crate::pending::record_error(self, loc, reason))
         });
         keys.unwrap_or_else(|error| {
             tracing::warn!(%error, ?loc, "cannot read a writes record; it stays counted live");
