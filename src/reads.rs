@@ -41,6 +41,8 @@ struct ReadCheckpoint {
     thread: String,
     ns: String,
     key: CheckpointKey,
+    /// The key as the id string (formatted once).
+    id: String,
     pinned: Pinned,
     bytes: RecordBytes,
     metadata: Metadata,
@@ -61,7 +63,7 @@ impl ReadCheckpoint {
         Ok(Body {
             checkpoint: Checkpoint {
                 v: body.v,
-                id: self.key.as_str().into_owned(),
+                id: self.id.clone(),
                 ts: body.ts.into_owned(),
                 channel_values: BTreeMap::new(),
                 channel_versions: body.channel_versions.into_owned(),
@@ -83,7 +85,7 @@ struct Contents {
 fn read_checkpoint(thread: &str, ns: &str, key: CheckpointKey, pinned: Pinned) -> Result<ReadCheckpoint> {
     let bytes = pinned.read()?;
     let head: CheckpointHead = decode_prefix(bytes.view().body).map_err(|reason| pinned.corruption(reason))?;
-    let id = key.as_str();
+    let id = key.as_str().into_owned();
     if head.checkpoint_id != id || head.thread_id != thread || head.checkpoint_ns != ns {
         return Err(
             pinned.corruption(format!("index entry for checkpoint {id} of thread {thread:?} points at another record"))
@@ -91,7 +93,7 @@ fn read_checkpoint(thread: &str, ns: &str, key: CheckpointKey, pinned: Pinned) -
     }
     let metadata = serde_json::from_str(&head.metadata_json)
         .map_err(|e| pinned.corruption(format!("metadata is not a JSON object: {e}")))?;
-    Ok(ReadCheckpoint { thread: thread.to_owned(), ns: ns.to_owned(), key, pinned, bytes, metadata })
+    Ok(ReadCheckpoint { thread: thread.to_owned(), ns: ns.to_owned(), key, id, pinned, bytes, metadata })
 }
 
 /// Read a blob record outside the lock and check its key against the request, so a hash
@@ -265,7 +267,7 @@ impl Engine {
                 let tuple = match contents {
                     Some(contents) => Some(Engine::assemble(read, body, &contents)?),
                     None => self
-                        .read_one(&read.thread, &read.ns, Some(&read.key.as_str()))?
+                        .read_one(&read.thread, &read.ns, Some(&read.id))?
                         .filter(|tuple| metadata_matches(&tuple.metadata, &query.filter)),
                 };
                 out.extend(tuple);
