@@ -3,6 +3,10 @@
 //!
 //! `cargo bench --features testing --bench compaction` (stores of up to 1,000,000 checkpoints;
 //! under `cargo test` the sizes are small, as a smoke pass).
+#![expect(
+    clippy::expect_used,
+    reason = "benchmark harness: a failed setup or call aborts the run, and that panic is the report"
+)]
 
 use std::time::{Duration, Instant};
 
@@ -74,7 +78,7 @@ fn compaction(c: &mut Criterion) {
             group.throughput(Throughput::Bytes(stats.bytes_before));
         }
         group.bench_function(BenchmarkId::new("garbage_percent", garbage), |b| {
-            b.iter_batched(setup, |(_dir, store)| store.compact().expect("compact"), BatchSize::PerIteration)
+            b.iter_batched(setup, |(_dir, store)| store.compact().expect("compact"), BatchSize::PerIteration);
         });
     }
     group.finish();
@@ -109,10 +113,10 @@ fn reopen(c: &mut Criterion) {
             total
         };
         group.bench_function(BenchmarkId::new("with_snapshot", checkpoints), |b| {
-            b.iter_custom(|iters| time_open(true, iters))
+            b.iter_custom(|iters| time_open(true, iters));
         });
         group.bench_function(BenchmarkId::new("full_scan", checkpoints), |b| {
-            b.iter_custom(|iters| time_open(false, iters))
+            b.iter_custom(|iters| time_open(false, iters));
         });
     }
     group.finish();

@@ -5,6 +5,16 @@
 //!
 //! `cargo bench --bench contention` (the README's Performance section quotes it);
 //! `cargo bench --bench contention -- --quick` runs a short pass.
+#![expect(
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    reason = "benchmark harness: indices are taken modulo the table sizes or scaled by a fraction in 0..=1, and a failed call aborts the run with that panic as the report"
+)]
+#![expect(
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    reason = "fill bytes and random indices from counters (truncation intended) and percentile positions from a non-negative fraction"
+)]
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -75,7 +85,7 @@ fn run(durability: Durability, seconds: f64) {
                             store
                                 .get_tuple(&Config::thread(format!("thread-{t}")).with_checkpoint(id.clone()))
                                 .expect("get"),
-                        )
+                        );
                     }
                     _ => drop(
                         store

@@ -3,6 +3,10 @@
 //! `cargo bench --bench index_memory` measures at 1,000,000 checkpoints (1,000 threads × 1,000
 //! checkpoints, each with one new blob and one `put_writes` call, as a LangGraph step makes);
 //! under `cargo test` it runs a 20,000-checkpoint smoke pass.
+#![expect(
+    clippy::expect_used,
+    reason = "benchmark harness: a failed setup or call aborts the run, and that panic is the report"
+)]
 
 use std::alloc::System;
 use std::time::Instant;
@@ -18,7 +22,7 @@ static ALLOCATOR: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
 
 fn main() {
     let full = std::env::args().any(|a| a == "--bench");
-    let (threads, per_thread) = if full { (1_000, 1_000) } else { (100, 200) };
+    let (threads, per_thread): (u32, u32) = if full { (1_000, 1_000) } else { (100, 200) };
     let dir = tempfile::tempdir().expect("tempdir");
     let store = LogStore::open(dir.path(), Options::with_durability(Durability::None)).expect("open");
     let ids = CheckpointIdGenerator::new(None);
@@ -45,13 +49,13 @@ fn main() {
     let bytes = change.bytes_allocated as isize - change.bytes_deallocated as isize;
     let checkpoints = threads * per_thread;
     let stats = store.stats();
-    assert_eq!(stats.checkpoints, checkpoints as u64);
+    assert_eq!(stats.checkpoints, u64::from(checkpoints));
     println!(
         "index memory: {checkpoints} checkpoints ({} blobs, {} write records) use {:.1} MB: {:.0} bytes per checkpoint (loaded in {:.1} s)",
         stats.blobs,
         stats.write_records,
         bytes as f64 / 1e6,
-        bytes as f64 / checkpoints as f64,
+        bytes as f64 / f64::from(checkpoints),
         elapsed.as_secs_f64()
     );
 }

@@ -3,6 +3,10 @@
 //! fdatasync), all in one run, then a table of the ratios the project targets.
 //!
 //! `cargo bench --bench side_by_side` (under `cargo test` each case runs once, as a smoke pass).
+#![expect(
+    clippy::expect_used,
+    reason = "benchmark harness: a failed setup or call aborts the run, and that panic is the report"
+)]
 
 use std::fs::OpenOptions;
 use std::os::unix::fs::FileExt;
@@ -158,7 +162,7 @@ fn puts(c: &mut Criterion) {
                     version += 1;
                     let cp = checkpoint(&ids, size, version);
                     log.put(&Config::thread("bench"), &cp, &Default::default(), &cp.channel_versions).expect("put")
-                })
+                });
             });
             let sqlite = Sqlite::open(&dir.path().join("sqlite.db"), synchronous);
             let value = vec![42u8; size];
@@ -166,7 +170,7 @@ fn puts(c: &mut Criterion) {
                 b.iter(|| {
                     let id = ids.next_id();
                     sqlite.put("bench", &id, None, &value);
-                })
+                });
             });
             if durability == Durability::Sync {
                 let mut floor = Floor::new(&dir.path().join("floor"));
@@ -205,7 +209,7 @@ fn concurrency(c: &mut Criterion) {
                     }
                 });
                 started.elapsed().mul_f64(iters as f64 / (per_writer * writers as u64) as f64)
-            })
+            });
         });
     }
     group.finish();
@@ -236,19 +240,19 @@ fn reads(c: &mut Criterion) {
     let mut group = c.benchmark_group("read");
     group.sample_size(30).warm_up_time(Duration::from_millis(300)).measurement_time(Duration::from_secs(2));
     group.bench_function("get_tuple_latest/logsaver", |b| {
-        b.iter(|| log.get_tuple(&Config::thread("bench")).expect("get"))
+        b.iter(|| log.get_tuple(&Config::thread("bench")).expect("get"));
     });
     group.bench_function("get_tuple_latest/sqlite", |b| b.iter(|| sqlite.get_latest("bench")));
     group.bench_function("get_tuple_by_id/logsaver", |b| b.iter(|| log.get_tuple(&by_id).expect("get")));
     for limit in [10, 100] {
         group.bench_function(format!("list_limit_{limit}/logsaver"), |b| {
-            b.iter(|| log.list(&ListQuery::thread("bench").limit(limit)).expect("list"))
+            b.iter(|| log.list(&ListQuery::thread("bench").limit(limit)).expect("list"));
         });
     }
     group.bench_function("list_filter_limit_10/logsaver", |b| {
         b.iter(|| {
             log.list(&ListQuery::thread("bench").filter("source", serde_json::json!("input")).limit(10)).expect("list")
-        })
+        });
     });
     group.finish();
     let mut group = c.benchmark_group("put_writes");
@@ -265,8 +269,8 @@ fn reads(c: &mut Criterion) {
                 &format!("t{task}"),
                 "",
             )
-            .expect("put_writes")
-        })
+            .expect("put_writes");
+        });
     });
     group.finish();
 }

@@ -1,6 +1,10 @@
 //! Early speed checks of the engine: `put` in each durability mode, `put_writes`, `get_tuple`
 //! latest and by id, and `list`. The full side-by-side suite (SQLite, the fdatasync floor,
 //! concurrency) builds on this.
+#![expect(
+    clippy::expect_used,
+    reason = "benchmark harness: a failed setup or call aborts the run, and that panic is the report"
+)]
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use logsaver::{
@@ -30,7 +34,7 @@ fn put(c: &mut Criterion) {
                     version += 1;
                     let cp = checkpoint(&ids, size, version);
                     store.put(&config, &cp, &Default::default(), &cp.channel_versions).expect("put")
-                })
+                });
             });
         }
     }
@@ -46,8 +50,8 @@ fn put_writes(c: &mut Criterion) {
     c.bench_function("put_writes/Flush/512", |b| {
         b.iter(|| {
             task += 1;
-            store.put_writes(&config, &writes, &format!("task-{task}"), "").expect("put_writes")
-        })
+            store.put_writes(&config, &writes, &format!("task-{task}"), "").expect("put_writes");
+        });
     });
 }
 

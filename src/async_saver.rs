@@ -105,7 +105,9 @@ mod tests {
                 let saver = saver.clone();
                 tokio::spawn(async move {
                     let mut checkpoint = Checkpoint::empty(format!("{i:04}"));
-                    checkpoint.channel_values.insert("x".into(), Blob::new("json", vec![i as u8]));
+                    checkpoint
+                        .channel_values
+                        .insert("x".into(), Blob::new("json", vec![u8::try_from(i).expect("i < 16")]));
                     checkpoint.channel_versions.insert("x".into(), crate::ChannelVersion::Int(i));
                     let versions = checkpoint.channel_versions.clone();
                     saver.put(Config::thread(format!("t{}", i % 4)), checkpoint, Metadata::new(), versions).await

@@ -63,7 +63,15 @@ impl Batch {
                 limit: MAX_FRAME_PAYLOAD,
             });
         }
+        #[expect(
+            clippy::indexing_slicing,
+            reason = "`at` is where begin_record started this record in self.bytes, which only grew since"
+        )]
         self.crc.update(&self.bytes[at..]);
+        #[expect(
+            clippy::cast_possible_truncation,
+            reason = "body_len <= self.bytes.len() <= MAX_FRAME_PAYLOAD < u32::MAX, checked just above"
+        )]
         self.records.push((op, at, body_len as u32));
         Ok(())
     }
@@ -225,28 +233,32 @@ impl Writer {
     /// the segment and the offset of its first byte.
     fn append(&mut self, batches: &[&Batch]) -> Result<Vec<(u32, u64)>> {
         let mut placed = Vec::with_capacity(batches.len());
-        let mut start = 0;
-        while start < batches.len() {
+        let mut rest = batches;
+        while let Some(next) = rest.first() {
             let room = self.capacity.saturating_sub(self.write_offset + FRAME_HEADER_LEN as u64);
-            let mut end = start;
+            let mut count = 0;
             let mut payload = 0u64;
-            while end < batches.len() && payload + batches[end].len() <= room.min(MAX_FRAME_PAYLOAD) {
-                payload += batches[end].len();
-                end += 1;
+            for batch in rest {
+                if payload + batch.len() > room.min(MAX_FRAME_PAYLOAD) {
+                    break;
+                }
+                payload += batch.len();
+                count += 1;
             }
-            if end == start {
+            if count == 0 {
                 // Not even the next batch fits: seal and start a segment big enough for it.
-                self.rotate(FRAME_HEADER_LEN as u64 + batches[start].len())?;
+                self.rotate(FRAME_HEADER_LEN as u64 + next.len())?;
                 continue;
             }
+            let (group, after) = rest.split_at(count);
             let frame_offset = self.write_offset;
-            self.write_frame(&batches[start..end], payload)?;
+            self.write_frame(group, payload)?;
             let mut at = frame_offset + FRAME_HEADER_LEN as u64;
-            for batch in &batches[start..end] {
+            for batch in group {
                 placed.push((self.active.seq, at));
                 at += batch.len();
             }
-            start = end;
+            rest = after;
         }
         Ok(placed)
     }
@@ -257,9 +269,14 @@ impl Writer {
         for batch in batches {
             crc.combine(&batch.crc);
         }
+        let payload_len = u32::try_from(payload_len).map_err(|_| {
+            Error::invariant(format!("a frame payload of {payload_len} bytes exceeds MAX_FRAME_PAYLOAD"))
+        })?;
+        let record_count = u32::try_from(batches.iter().map(|b| b.records.len()).sum::<usize>())
+            .map_err(|_| Error::invariant("a frame holds more than u32::MAX records"))?;
         let header = FrameHeader {
-            payload_len: payload_len as u32,
-            record_count: batches.iter().map(|b| b.records.len() as u32).sum(),
+            payload_len,
+            record_count,
             frame_seq: self.next_frame_seq,
             synced_upto: self.synced_offset,
             payload_crc: crc.finalize(),
@@ -674,6 +691,10 @@ impl Committer {
         // deleted checkpoint, the keys of a checkpoint's writes when a special write may leave
         // some with nothing to give) is gathered first, so no file is read under the index
         // write lock: readers wait only for the index changes themselves.
+        #[expect(
+            clippy::cast_possible_truncation,
+            reason = "a record's offset is below its segment's capacity, and every segment this store creates fits u32 offsets: Options::validate caps segment_size at 4 GiB and rotation sizes a segment for one frame of at most MAX_FRAME_PAYLOAD"
+        )]
         let locs: Vec<Vec<Loc>> = batches
             .iter()
             .zip(&placed)

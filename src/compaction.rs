@@ -133,9 +133,13 @@ impl<'a> Output<'a> {
         self.frame_seq += 1;
         let mut crc = salted_hasher(u64::from(*seq));
         crc.update(&self.payload);
+        let payload_len = u32::try_from(self.payload.len())
+            .map_err(|_| Error::invariant("a compaction frame payload exceeds u32::MAX bytes"))?;
+        let record_count = u32::try_from(self.pending.len())
+            .map_err(|_| Error::invariant("a compaction frame holds more than u32::MAX records"))?;
         let header = FrameHeader {
-            payload_len: self.payload.len() as u32,
-            record_count: self.pending.len() as u32,
+            payload_len,
+            record_count,
             frame_seq: self.frame_seq,
             synced_upto: *used,
             payload_crc: crc.finalize(),
@@ -145,7 +149,9 @@ impl<'a> Output<'a> {
         write_frame(&**file, &segment_path(&self.layout.dir, *seq), *used, &frame)?;
         for &(at, len) in &self.pending {
             let offset = *used + FRAME_HEADER_LEN as u64 + at as u64;
-            self.placed.push(Loc { segment: *seq, offset: offset as u32, len });
+            let offset = u32::try_from(offset)
+                .map_err(|_| Error::invariant(format!("compaction output offset {offset} exceeds u32::MAX")))?;
+            self.placed.push(Loc { segment: *seq, offset, len });
         }
         *used += span;
         self.payload.clear();
@@ -319,9 +325,12 @@ fn copy_live(
             // One read lock per frame: writers are never held up for long.
             let index = index.read();
             for (relative, record) in records {
-                let loc = record_loc(segment, offset, relative, &record);
+                let loc = record_loc(segment, offset, relative, &record)?;
                 let start = loc.offset as usize;
-                let bytes = &data[start..start + loc.disk_len() as usize];
+                let bytes = usize::try_from(loc.disk_len())
+                    .ok()
+                    .and_then(|len| data.get(start..start + len))
+                    .ok_or_else(|| Error::invariant("a scanned record lies outside its segment's bytes"))?;
                 // Live: copied. An unreferenced blob the index still names: dropped, but kept
                 // in hand in case a checkpoint reads it again before the switch.
                 let (live, unreferenced_blob) = replay_op(segment, loc, &record, |op| {

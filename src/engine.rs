@@ -57,9 +57,8 @@ impl Engine {
         options.validate()?;
         create_store_dir(&*vfs, &dir)?;
         let lock_path = dir.join(LOCK_FILE);
-        let lock = match vfs.try_lock(&lock_path).map_err(|e| Error::io("lock", &lock_path, e))? {
-            Some(lock) => lock,
-            None => return Err(Error::Locked { path: dir }),
+        let Some(lock) = vfs.try_lock(&lock_path).map_err(|e| Error::io("lock", &lock_path, e))? else {
+            return Err(Error::Locked { path: dir });
         };
 
         let recovered = recover(&*vfs, &dir, options.recovery, options.use_snapshot, Access::ReadWrite)?;
@@ -72,13 +71,8 @@ impl Engine {
             prepare_ahead: options.prepare_segments_ahead,
         };
         let manifest = recovered.manifest.unwrap_or(Manifest { generation: 0, segments: Vec::new() });
-        let layout = Arc::new(Layout::new(
-            vfs.clone(),
-            dir.clone(),
-            recovered.segments.clone(),
-            manifest,
-            recovered.next_segment,
-        ));
+        let layout =
+            Arc::new(Layout::new(vfs, dir.clone(), recovered.segments.clone(), manifest, recovered.next_segment));
         let writer = match recovered.active {
             Some((active, capacity, end)) => Writer::resume(
                 layout.clone(),
@@ -96,7 +90,7 @@ impl Engine {
             dir = %dir.display(),
             segments = recovered.report.segments,
             records = recovered.report.records,
-            elapsed_ms = recovered.report.elapsed.as_millis() as u64,
+            elapsed_ms = u64::try_from(recovered.report.elapsed.as_millis()).unwrap_or(u64::MAX),
             "opened store"
         );
         let degraded = !recovered.report.skipped.is_empty();

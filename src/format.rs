@@ -34,13 +34,15 @@ pub fn align_up(offset: u64) -> u64 {
     offset.div_ceil(FRAME_ALIGN) * FRAME_ALIGN
 }
 
-fn le_u32(bytes: &[u8], at: usize) -> u32 {
+/// The little-endian `u32` at `at` in a fixed-size header; callers pass constant field offsets.
+fn le_u32<const N: usize>(bytes: &[u8; N], at: usize) -> u32 {
     let mut word = [0u8; 4];
     word.copy_from_slice(&bytes[at..at + 4]);
     u32::from_le_bytes(word)
 }
 
-fn le_u64(bytes: &[u8], at: usize) -> u64 {
+/// The little-endian `u64` at `at` in a fixed-size header; callers pass constant field offsets.
+fn le_u64<const N: usize>(bytes: &[u8; N], at: usize) -> u64 {
     let mut word = [0u8; 8];
     word.copy_from_slice(&bytes[at..at + 8]);
     u64::from_le_bytes(word)
@@ -63,6 +65,7 @@ impl SegmentHeader {
         let mut bytes = [0u8; SEGMENT_HEADER_LEN];
         bytes[0..8].copy_from_slice(&SEGMENT_MAGIC);
         bytes[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+        #[expect(clippy::cast_possible_truncation, reason = "SEGMENT_HEADER_LEN is the constant 64")]
         bytes[12..16].copy_from_slice(&(SEGMENT_HEADER_LEN as u32).to_le_bytes());
         bytes[16..24].copy_from_slice(&self.seq.to_le_bytes());
         bytes[24..32].copy_from_slice(&self.capacity.to_le_bytes());
@@ -74,24 +77,24 @@ impl SegmentHeader {
 
     /// Parse and check a segment header; the error says which check failed.
     pub fn decode(bytes: &[u8]) -> Result<Self, String> {
-        if bytes.len() < SEGMENT_HEADER_LEN {
+        let Some(header) = bytes.first_chunk::<SEGMENT_HEADER_LEN>() else {
             return Err(format!("file is {} bytes, shorter than the {SEGMENT_HEADER_LEN}-byte header", bytes.len()));
-        }
-        if bytes[0..8] != SEGMENT_MAGIC {
+        };
+        if header[0..8] != SEGMENT_MAGIC {
             return Err("bad magic: not a logsaver segment".into());
         }
-        let crc = le_u32(bytes, 60);
-        if crc != crc32fast::hash(&bytes[0..60]) {
+        let crc = le_u32(header, 60);
+        if crc != crc32fast::hash(&header[0..60]) {
             return Err("segment header checksum mismatch".into());
         }
-        let version = le_u32(bytes, 8);
+        let version = le_u32(header, 8);
         if version != FORMAT_VERSION {
             return Err(format!("format version {version}, this build reads version {FORMAT_VERSION}"));
         }
-        if le_u32(bytes, 12) as usize != SEGMENT_HEADER_LEN {
+        if le_u32(header, 12) as usize != SEGMENT_HEADER_LEN {
             return Err("unexpected header length".into());
         }
-        Ok(SegmentHeader { seq: le_u64(bytes, 16), capacity: le_u64(bytes, 24), created_unix_ms: le_u64(bytes, 32) })
+        Ok(SegmentHeader { seq: le_u64(header, 16), capacity: le_u64(header, 24), created_unix_ms: le_u64(header, 32) })
     }
 }
 
@@ -140,7 +143,7 @@ impl FrameHeader {
 
     /// Read the header slot at the start of `bytes` (at least [`FRAME_HEADER_LEN`] long).
     pub fn decode(bytes: &[u8], seq: u64) -> FrameSlot {
-        let Some(slot) = bytes.get(..FRAME_HEADER_LEN) else { return FrameSlot::Invalid };
+        let Some(slot) = bytes.first_chunk::<FRAME_HEADER_LEN>() else { return FrameSlot::Invalid };
         if slot.iter().all(|&b| b == 0) {
             return FrameSlot::Empty;
         }
@@ -165,6 +168,7 @@ impl FrameHeader {
 }
 
 /// Zero bytes to pad a frame to the alignment.
+#[expect(clippy::cast_possible_truncation, reason = "FRAME_ALIGN is the constant 8")]
 const PADDING: [u8; FRAME_ALIGN as usize] = [0; FRAME_ALIGN as usize];
 
 /// A frame ready to be written: header, payload, zero padding. The one frame encoder: the commit
@@ -347,6 +351,14 @@ pub fn begin_record(buf: &mut Vec<u8>) -> usize {
 /// Fill in the header of the record started at `at`, whose body is everything after it. The
 /// record CRC is not salted: records are only ever reached through a frame whose header and
 /// payload CRCs are salted. Returns the body length.
+#[expect(
+    clippy::indexing_slicing,
+    reason = "`at` is where `begin_record` reserved the RECORD_HEADER_LEN header bytes in this buffer, which only grew since"
+)]
+#[expect(
+    clippy::cast_possible_truncation,
+    reason = "a body over u32::MAX bytes would get a wrong length here, but Batch::push, the one caller, then rejects the record as TooLarge (MAX_FRAME_PAYLOAD < u32::MAX): no such header is written"
+)]
 pub fn finish_record(buf: &mut [u8], at: usize, kind: RecordKind) -> usize {
     let body_len = buf.len() - at - RECORD_HEADER_LEN;
     let mut hasher = Hasher::new();
@@ -380,7 +392,7 @@ pub struct RecordView<'a> {
 
 /// Parse the record whose header starts at `bytes[0]`; returns it and its total length.
 pub fn parse_record(bytes: &[u8]) -> Result<(RecordView<'_>, usize), String> {
-    let header = bytes.get(..RECORD_HEADER_LEN).ok_or("record header runs past the frame")?;
+    let header = bytes.first_chunk::<RECORD_HEADER_LEN>().ok_or("record header runs past the frame")?;
     let body_len = le_u32(header, 0) as usize;
     let kind = RecordKind::from_tag(header[4]).ok_or_else(|| format!("unknown record kind {}", header[4]))?;
     let total = RECORD_HEADER_LEN.checked_add(body_len).ok_or("record length overflows")?;
@@ -412,8 +424,8 @@ pub fn parse_frame(bytes: &[u8], seq: u64) -> Result<(FrameHeader, Vec<(usize, R
     // Bounded by the payload, not by the (checked but untrusted) record count.
     let mut records = Vec::new();
     let mut at = 0;
-    while at < payload.len() {
-        let (record, len) = parse_record(&payload[at..])?;
+    while let Some(rest) = payload.get(at..).filter(|rest| !rest.is_empty()) {
+        let (record, len) = parse_record(rest)?;
         records.push((FRAME_HEADER_LEN + at, record));
         at += len;
     }
@@ -435,8 +447,8 @@ mod tests {
         let mut hasher = salted_hasher(seq);
         hasher.update(&payload);
         let header = FrameHeader {
-            payload_len: payload.len() as u32,
-            record_count: bodies.len() as u32,
+            payload_len: u32::try_from(payload.len()).expect("a small test payload"),
+            record_count: u32::try_from(bodies.len()).expect("a few test records"),
             frame_seq: 1,
             synced_upto: 64,
             payload_crc: hasher.finalize(),

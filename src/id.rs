@@ -30,8 +30,11 @@ impl CheckpointIdGenerator {
 
     /// The next id, e.g. `1f0c1d2e-3a4b-6c5d-8e7f-0123456789ab`.
     pub fn next_id(&self) -> String {
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() / 100).unwrap_or(0);
-        let now_ticks = (now as u64).saturating_add(GREGORIAN_TO_UNIX_TICKS) & ((1 << 60) - 1);
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| u64::try_from(d.as_nanos() / 100).unwrap_or(u64::MAX))
+            .unwrap_or(0);
+        let now_ticks = now.saturating_add(GREGORIAN_TO_UNIX_TICKS) & ((1 << 60) - 1);
         let ticks = {
             let mut last = self.last_ticks.lock();
             *last = now_ticks.max(*last + 1);

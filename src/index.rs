@@ -154,7 +154,8 @@ impl RunTable {
         }
         let number = match self.free.pop() {
             Some(number) => {
-                self.names[number.get() as usize - 1] = Some(run_id.into());
+                // Freed numbers are always below `names.len()`.
+                *self.names.get_mut(number.get() as usize - 1)? = Some(run_id.into());
                 number
             }
             None => {
@@ -192,9 +193,9 @@ impl RunTable {
 
     /// After counting every checkpoint of a loaded table: free the numbers no checkpoint names.
     pub(crate) fn free_unused(&mut self) {
-        for at in 0..self.names.len() {
-            if self.counts[at] == 0
-                && let Some(name) = self.names[at].take()
+        for (at, (name, count)) in self.names.iter_mut().zip(&self.counts).enumerate() {
+            if *count == 0
+                && let Some(name) = name.take()
             {
                 self.ids.remove(&name);
                 if let Some(number) = u32::try_from(at + 1).ok().and_then(NonZeroU32::new) {
@@ -387,11 +388,13 @@ fn decref(namespace: &mut NamespaceIndex, usage: &mut HashMap<u32, SegmentUsage>
 /// Which records of one checkpoint's writes still decide its pending writes: a regular write
 /// counts if no earlier record has its key, a special write if no later record has it.
 fn contributing(keys: &[Vec<(String, i64)>]) -> Vec<bool> {
-    (0..keys.len())
-        .map(|i| {
-            keys[i].iter().any(|(task, idx)| {
+    keys.iter()
+        .enumerate()
+        .map(|(i, record)| {
+            let (earlier, later) = (keys.get(..i).unwrap_or_default(), keys.get(i + 1..).unwrap_or_default());
+            record.iter().any(|(task, idx)| {
                 let same = |other: &Vec<(String, i64)>| other.iter().any(|(t, x)| t == task && x == idx);
-                if *idx >= 0 { !keys[..i].iter().any(same) } else { !keys[i + 1..].iter().any(same) }
+                if *idx >= 0 { !earlier.iter().any(same) } else { !later.iter().any(same) }
             })
         })
         .collect()
@@ -452,11 +455,10 @@ impl Index {
                 if *special && locs.len() > 1 {
                     // Overwritten special writes may leave earlier records with nothing to give.
                     let keys: Vec<_> = locs.iter().map(|&l| source.write_keys(l)).collect();
-                    let keep = contributing(&keys);
-                    let mut i = 0;
+                    // One flag per record, in order: `retain` visits each once, in order.
+                    let mut keep = contributing(&keys).into_iter();
                     locs.retain(|&l| {
-                        let kept = keep[i];
-                        i += 1;
+                        let kept = keep.next().unwrap_or(true);
                         if !kept {
                             sub_live(usage, l);
                         }
@@ -509,6 +511,7 @@ impl Index {
         }
     }
 
+    #[expect(clippy::expect_used, reason = "each key is inserted just above when missing")]
     fn namespace_mut(&mut self, thread: &str, ns: &str) -> (&mut NamespaceIndex, &mut HashMap<u32, SegmentUsage>) {
         // Look up before inserting so the common case allocates no key.
         if !self.threads.contains_key(thread) {

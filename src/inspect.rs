@@ -13,7 +13,7 @@ use crate::options::RecoveryMode;
 use crate::pending::{encode_slotted_writes, record_error};
 use crate::records::{BlobKey, BlobRecord, CheckpointRecord, WritesRecord, decode, decode_prefix};
 use crate::recovery::{Access, RecoveryReport, recover};
-use crate::segment::SegmentSet;
+use crate::segment::{Loc, SegmentSet};
 use crate::vfs::Vfs;
 
 /// Verify the store in `dir` without changing one byte of it: replay every frame read-only
@@ -100,7 +100,7 @@ impl Engine {
                     summary.checkpoints += ns.checkpoints.len();
                     summary.bytes += ns.checkpoints.values().map(|s| s.loc.disk_len()).sum::<u64>();
                     summary.bytes += ns.blobs.values().filter(|b| b.is_stored()).map(|b| b.loc.disk_len()).sum::<u64>();
-                    summary.bytes += ns.writes.values().flatten().map(|l| l.disk_len()).sum::<u64>();
+                    summary.bytes += ns.writes.values().flatten().map(Loc::disk_len).sum::<u64>();
                     if let Some((key, _)) = ns.checkpoints.last_key_value()
                         && latest.as_ref().is_none_or(|l| key > l)
                     {
@@ -129,8 +129,8 @@ pub(crate) fn check_records(index: &Index, segments: &SegmentSet, progress: &mut
     let total = total.checkpoints + total.blobs + total.write_records;
     let file_of =
         |seq: u32| segments.get(seq).map(|s| s.path.clone()).unwrap_or_else(|| PathBuf::from(format!("segment {seq}")));
-    let problem = |report: &mut VerifyReport, loc: crate::segment::Loc, what: String| {
-        report.problems.push(Problem { file: file_of(loc.segment), offset: u64::from(loc.offset), what })
+    let problem = |report: &mut VerifyReport, loc: Loc, what: String| {
+        report.problems.push(Problem { file: file_of(loc.segment), offset: u64::from(loc.offset), what });
     };
     for (thread, thread_index) in index.threads() {
         for (ns_name, ns) in &thread_index.namespaces {

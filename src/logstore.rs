@@ -128,6 +128,10 @@ impl LogStore {
     }
 
     /// [`LogStore::verify_dir`] on another file system (the simulator, in tests).
+    #[expect(
+        clippy::needless_pass_by_value,
+        reason = "public API: takes the file system as LogStore::open_with does, so callers pass `sim.vfs()` to both"
+    )]
     pub fn verify_dir_with(
         vfs: Arc<dyn Vfs>,
         dir: impl AsRef<Path>,

@@ -75,7 +75,8 @@ impl Engine {
         let _one = self.compacting.lock();
         self.committer.seal_active()?;
         let manifest = self.layout.manifest();
-        let sealed = &manifest.segments[..manifest.segments.len().saturating_sub(1)];
+        // Every segment but the last (the active one).
+        let sealed = manifest.segments.split_last().map(|(_, sealed)| sealed).unwrap_or_default();
         self.compact_segments(sealed)
     }
 
@@ -84,7 +85,7 @@ impl Engine {
         let _call = self.enter()?;
         let Some(_one) = self.compacting.try_lock() else { return Ok(None) };
         let space = self.space();
-        let sealed = &space.segments[..space.segments.len().saturating_sub(1)];
+        let sealed = space.segments.split_last().map(|(_, sealed)| sealed).unwrap_or_default();
         let (mut bytes, mut garbage, mut best) = (0u64, 0u64, 0usize);
         for (i, segment) in sealed.iter().enumerate() {
             bytes += segment.file_bytes;
@@ -97,7 +98,7 @@ impl Engine {
         if best == 0 {
             return Ok(None);
         }
-        let seqs: Vec<u32> = sealed[..best].iter().map(|s| s.seq).collect();
+        let seqs: Vec<u32> = sealed.iter().take(best).map(|s| s.seq).collect();
         self.compact_segments(&seqs).map(Some)
     }
 

@@ -49,6 +49,10 @@ impl Manifest {
         let mut bytes = Vec::with_capacity(24 + 4 * self.segments.len());
         bytes.extend_from_slice(MAGIC);
         bytes.extend_from_slice(&self.generation.to_le_bytes());
+        #[expect(
+            clippy::cast_possible_truncation,
+            reason = "the manifest lists distinct u32 segment numbers, so it holds fewer than 2^32 of them"
+        )]
         bytes.extend_from_slice(&(self.segments.len() as u32).to_le_bytes());
         for seq in &self.segments {
             bytes.extend_from_slice(&seq.to_le_bytes());
@@ -60,13 +64,17 @@ impl Manifest {
 
     /// Parse and check a manifest file.
     pub fn decode(bytes: &[u8]) -> Result<Manifest, String> {
-        if bytes.len() < 24 || &bytes[..8] != MAGIC {
+        if bytes.len() < 24 || !bytes.starts_with(MAGIC) {
             return Err("not a logsaver manifest".into());
         }
-        let (body, crc) = bytes.split_at(bytes.len() - 4);
-        if crc32fast::hash(body) != u32::from_le_bytes([crc[0], crc[1], crc[2], crc[3]]) {
+        let Some((body, crc)) = bytes.split_last_chunk::<4>() else { return Err("not a logsaver manifest".into()) };
+        if crc32fast::hash(body) != u32::from_le_bytes(*crc) {
             return Err("manifest checksum mismatch".into());
         }
+        #[expect(
+            clippy::indexing_slicing,
+            reason = "read at 8, 12 and 16 (the body is at least 20 bytes) and at 20 + 4i for i < count, after checking that the body is 20 + 4 * count bytes"
+        )]
         let word = |at: usize| u32::from_le_bytes([body[at], body[at + 1], body[at + 2], body[at + 3]]);
         let generation = u64::from(word(8)) | (u64::from(word(12)) << 32);
         let count = word(16) as usize;

@@ -243,13 +243,13 @@ impl CheckpointSaver for MemorySaver {
                         ns.checkpoints.retain(|id, _| *id == latest);
                         ns.writes.retain(|id, _| *id == latest);
                         // The kept checkpoint's parent is gone: it has none now.
-                        if let Some(kept) = ns.checkpoints.get_mut(&latest)
-                            && kept.parent_id.as_deref() != Some(latest.as_str())
-                        {
-                            kept.parent_id = None;
+                        if let Some(kept) = ns.checkpoints.get_mut(&latest) {
+                            if kept.parent_id.as_deref() != Some(latest.as_str()) {
+                                kept.parent_id = None;
+                            }
+                            let kept = &kept.checkpoint.channel_versions;
+                            ns.blobs.retain(|(channel, version), _| kept.get(channel) == Some(version));
                         }
-                        let kept = &ns.checkpoints[&latest].checkpoint.channel_versions;
-                        ns.blobs.retain(|(channel, version), _| kept.get(channel) == Some(version));
                     }
                 }
             }

@@ -32,6 +32,10 @@ pub enum ChannelVersion {
 impl ChannelVersion {
     /// The integer part of the version: the int itself, the float truncated, or the part of a
     /// string before the first `.` parsed as an integer. `None` if a string does not parse.
+    #[expect(
+        clippy::cast_possible_truncation,
+        reason = "truncating a float version to its integer part is the documented behaviour (`as` saturates)"
+    )]
     pub fn counter(&self) -> Option<i64> {
         match self {
             ChannelVersion::Int(n) => Some(*n),

@@ -169,9 +169,9 @@ pub(crate) fn retention(
                 let room = MAX_REMOVALS_PER_BATCH.saturating_sub(removals).max(1);
                 let take = plan.remove.len().min(room);
                 let ids: Vec<Cow<'static, str>> =
-                    plan.remove[..take].iter().map(|key| Cow::Owned(key.as_str().into_owned())).collect();
+                    plan.remove.iter().take(take).map(|key| Cow::Owned(key.as_str().into_owned())).collect();
                 stats.checkpoints_removed +=
-                    plan.remove[..take].iter().filter(|k| ns.checkpoints.contains_key(*k)).count() as u64;
+                    plan.remove.iter().take(take).filter(|k| ns.checkpoints.contains_key(*k)).count() as u64;
                 push_delete_checkpoints(&mut batch, &plan.thread, &plan.ns, ids)?;
                 removals += take;
                 if take < plan.remove.len() {

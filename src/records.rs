@@ -189,8 +189,8 @@ pub trait Record: Serialize {
     fn index_op(&self) -> IndexOp<'_>;
 }
 
-fn borrow<'b>(s: &'b Cow<'_, str>) -> Cow<'b, str> {
-    Cow::Borrowed(s.as_ref())
+fn borrow(s: &str) -> Cow<'_, str> {
+    Cow::Borrowed(s)
 }
 
 impl Record for CheckpointRecord<'_> {
@@ -201,7 +201,7 @@ impl Record for CheckpointRecord<'_> {
             thread: borrow(&self.head.thread_id),
             ns: borrow(&self.head.checkpoint_ns),
             id: borrow(&self.head.checkpoint_id),
-            run_id: self.head.run_id.as_ref().map(borrow),
+            run_id: self.head.run_id.as_deref().map(borrow),
             refs: checkpoint_blob_refs(&self.body.channel_versions),
         }
     }
@@ -247,7 +247,7 @@ impl Record for DeleteCheckpointsRecord<'_> {
         IndexOp::DeleteCheckpoints {
             thread: borrow(&self.thread_id),
             ns: borrow(&self.checkpoint_ns),
-            ids: self.checkpoint_ids.iter().map(borrow).collect(),
+            ids: self.checkpoint_ids.iter().map(|id| borrow(id)).collect(),
         }
     }
 }

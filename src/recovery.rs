@@ -299,7 +299,7 @@ fn scan_segment(
                     index.applied =
                         Applied { segment: segment.seq, offset: scanner.valid_up_to(), frame_seq: frame.frame_seq };
                     for (relative, record) in records {
-                        let loc = record_loc(segment, offset, relative, &record);
+                        let loc = record_loc(segment, offset, relative, &record)?;
                         replay_op(segment, loc, &record, |op| index.apply(op, loc, segments))?;
                         report.records += 1;
                     }
@@ -401,9 +401,19 @@ fn reopen_active(
     Ok((Arc::new(Segment::active(seq, path, file)), capacity, end))
 }
 
-/// Where a record of the frame at `frame_offset` lives.
-pub(crate) fn record_loc(segment: &Segment, frame_offset: u64, relative: usize, record: &RecordView<'_>) -> Loc {
-    Loc { segment: segment.seq, offset: (frame_offset as usize + relative) as u32, len: record.body.len() as u32 }
+/// Where a record of the frame at `frame_offset` lives. Locations are 32-bit and the segments
+/// this store writes stay within 4 GiB: a record past that (a file it did not write) is corruption.
+pub(crate) fn record_loc(
+    segment: &Segment,
+    frame_offset: u64,
+    relative: usize,
+    record: &RecordView<'_>,
+) -> Result<Loc> {
+    let offset = u32::try_from(frame_offset + relative as u64)
+        .map_err(|_| Error::corruption(&segment.path, frame_offset, "record past the 4 GiB segment limit"))?;
+    let len = u32::try_from(record.body.len())
+        .map_err(|_| Error::corruption(&segment.path, frame_offset, "record longer than 4 GiB"))?;
+    Ok(Loc { segment: segment.seq, offset, len })
 }
 
 /// Hand the index op of the replayed record at `loc` to `f`; a record that passed its CRC but

@@ -267,7 +267,10 @@ mod tests {
     use serde_json::json;
 
     fn meta(value: serde_json::Value) -> Metadata {
-        value.as_object().cloned().unwrap_or_default()
+        match value {
+            serde_json::Value::Object(map) => map,
+            _ => Metadata::default(),
+        }
     }
 
     #[test]

@@ -133,7 +133,10 @@ impl Segment {
     pub fn prepare(vfs: &dyn Vfs, dir: &Path, seq: u32, capacity: u64, preallocate: bool) -> Result<PreparedSegment> {
         let temp = dir.join(format!("{seq:010}{TEMP_SUFFIX}"));
         let file = vfs.open(&temp, OpenMode::CreateTruncate).map_err(|e| Error::io("create segment", &temp, e))?;
-        let created_unix_ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+        let created_unix_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+            .unwrap_or(0);
         let header = SegmentHeader { seq: u64::from(seq), capacity, created_unix_ms };
         file.write_all_at(&header.encode(), 0).map_err(|e| Error::io("write segment header", &temp, e))?;
         let body = capacity.saturating_sub(SEGMENT_HEADER_LEN as u64);
@@ -209,9 +212,9 @@ impl Segment {
                     // never straddle: a frame is either buffered whole or written whole.
                     let from =
                         offset.checked_sub(tail.start).ok_or_else(|| corrupt("record straddles the buffered tail"))?;
-                    let slice = tail
-                        .bytes
-                        .get(from as usize..(from as usize + len))
+                    let slice = usize::try_from(from)
+                        .ok()
+                        .and_then(|from| tail.bytes.get(from..from + len))
                         .ok_or_else(|| corrupt("record past the buffered tail"))?;
                     buf.copy_from_slice(slice);
                 } else {
@@ -269,7 +272,9 @@ impl Pinned {
     /// Read and check the record.
     pub fn read(&self) -> Result<RecordBytes> {
         let (segment, loc) = (&self.segment, self.loc);
-        let len = loc.disk_len() as usize;
+        let len = usize::try_from(loc.disk_len()).map_err(|_| {
+            Error::corruption(&segment.path, u64::from(loc.offset), "record longer than the address space")
+        })?;
         let bytes = segment.read(u64::from(loc.offset), len)?;
         let (view, total) =
             parse_record(&bytes).map_err(|reason| Error::corruption(&segment.path, u64::from(loc.offset), reason))?;

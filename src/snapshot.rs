@@ -99,9 +99,12 @@ fn path(dir: &Path) -> PathBuf {
 pub fn capture(manifest: &Manifest, segments: &SegmentSet, index: &Index) -> Result<Image> {
     let applied = index.applied;
     let covered: Vec<(u32, u64)> = match manifest.segments.iter().position(|&s| s == applied.segment) {
-        Some(i) => {
-            manifest.segments[..=i].iter().map(|&seq| (seq, segments.get(seq).map_or(0, |s| s.file_len()))).collect()
-        }
+        Some(i) => manifest
+            .segments
+            .iter()
+            .take(i + 1)
+            .map(|&seq| (seq, segments.get(seq).map_or(0, |s| s.file_len())))
+            .collect(),
         None => Vec::new(),
     };
     if covered.is_empty() && !index.threads.is_empty() {
@@ -112,7 +115,7 @@ pub fn capture(manifest: &Manifest, segments: &SegmentSet, index: &Index) -> Res
     let image = Image {
         segments: covered,
         applied: (applied.segment, applied.offset, applied.frame_seq),
-        runs: index.runs.names.iter().map(|n| n.as_ref().map(|n| n.to_string())).collect(),
+        runs: index.runs.names.iter().map(|n| n.as_ref().map(ToString::to_string)).collect(),
         max_checkpoint_id: index.max_checkpoint_id.as_ref().map(Key::from),
         usage: index.usage.iter().map(|(seq, u)| (*seq, u.records, u.live)).collect(),
         threads: index
@@ -127,7 +130,7 @@ pub fn capture(manifest: &Manifest, segments: &SegmentSet, index: &Index) -> Res
                         checkpoints: n
                             .checkpoints
                             .iter()
-                            .map(|(k, s)| (Key::from(k), l(s.loc), s.run.map_or(0, |r| r.get())))
+                            .map(|(k, s)| (Key::from(k), l(s.loc), s.run.map_or(0, NonZeroU32::get)))
                             .collect(),
                         blobs: n.blobs.iter().map(|(h, b)| (*h, l(b.loc), b.refs)).collect(),
                         writes: n
@@ -149,6 +152,7 @@ pub fn write(vfs: &dyn Vfs, dir: &Path, image: &Image) -> Result<()> {
     let mut bytes = MAGIC.to_vec();
     bytes = postcard::to_extend(image, bytes)
         .map_err(|e| Error::invariant(format!("cannot encode the index snapshot: {e}")))?;
+    #[expect(clippy::indexing_slicing, reason = "bytes starts with the MAGIC it was built from")]
     let crc = crc32fast::hash(&bytes[MAGIC.len()..]);
     bytes.extend_from_slice(&crc.to_le_bytes());
     let temp = dir.join(format!("{SNAPSHOT_FILE}.tmp"));
@@ -173,7 +177,7 @@ pub struct Loaded {
 /// the start of the manifest. Otherwise `None` (the caller replays everything).
 pub fn load(vfs: &dyn Vfs, dir: &Path, manifest: &Manifest, segments: &SegmentSet) -> Option<Loaded> {
     let file = vfs.open(&path(dir), OpenMode::Read).ok()?;
-    let len = file.len().ok()? as usize;
+    let len = usize::try_from(file.len().ok()?).ok()?;
     let mut bytes = vec![0u8; len];
     file.read_exact_at(&mut bytes, 0).ok()?;
     match decode(&bytes, manifest, segments) {
@@ -186,11 +190,10 @@ pub fn load(vfs: &dyn Vfs, dir: &Path, manifest: &Manifest, segments: &SegmentSe
 }
 
 fn decode(bytes: &[u8], manifest: &Manifest, segments: &SegmentSet) -> Result<Loaded, String> {
-    if bytes.len() < MAGIC.len() + 4 || &bytes[..MAGIC.len()] != MAGIC {
+    let Some((body, crc)) = bytes.strip_prefix(MAGIC.as_slice()).and_then(<[u8]>::split_last_chunk::<4>) else {
         return Err("not an index snapshot".into());
-    }
-    let (body, crc) = bytes[MAGIC.len()..].split_at(bytes.len() - MAGIC.len() - 4);
-    if crc32fast::hash(body) != u32::from_le_bytes([crc[0], crc[1], crc[2], crc[3]]) {
+    };
+    if crc32fast::hash(body) != u32::from_le_bytes(*crc) {
         return Err("checksum mismatch".into());
     }
     let image: Image = postcard::from_bytes(body).map_err(|e| format!("does not decode: {e}"))?;
@@ -203,7 +206,7 @@ fn decode(bytes: &[u8], manifest: &Manifest, segments: &SegmentSet) -> Result<Lo
             return Err("stale: the log it covers has been compacted since".into());
         }
         let position = covered.len() - 1;
-        if covered[position] != segment {
+        if covered.last() != Some(&segment) {
             return Err("covered position is not in its last segment".into());
         }
         // A covered segment that changed size was damaged (or trimmed and refilled): scan.

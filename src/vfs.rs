@@ -56,6 +56,10 @@ pub trait Vfs: Send + Sync + fmt::Debug {
 }
 
 /// An open file. Positioned I/O only, so one handle serves concurrent readers and the writer.
+#[expect(
+    clippy::len_without_is_empty,
+    reason = "`len` is a fallible file-size query like std's Metadata::len, not a collection length; adding a method to this public trait would change its API"
+)]
 pub trait VfsFile: Send + Sync {
     /// Fill `buf` from `offset`.
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;
@@ -160,13 +164,14 @@ impl VfsFile for RealFile {
     fn allocate(&self, offset: u64, len: u64) -> io::Result<()> {
         // Written zeros rather than fallocate: ext4 keeps fallocated blocks "unwritten", and the
         // first overwrite then journals an extent conversion at every fdatasync.
-        let zeros = vec![0u8; (len as usize).min(1 << 20)];
+        let mut zeros = vec![0u8; usize::try_from(len).unwrap_or(usize::MAX).min(1 << 20)];
         let end = offset + len;
         let mut at = offset;
         while at < end {
-            let n = ((end - at) as usize).min(zeros.len());
-            self.0.write_all_at(&zeros[..n], at)?;
-            at += n as u64;
+            // Shorter only for the last piece.
+            zeros.truncate(usize::try_from(end - at).unwrap_or(usize::MAX));
+            self.0.write_all_at(&zeros, at)?;
+            at += zeros.len() as u64;
         }
         Ok(())
     }

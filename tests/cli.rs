@@ -1,5 +1,9 @@
 //! The operator CLI end to end: stats, threads, history, show, verify, compact, export/import,
 //! and its errors.
+#![expect(
+    clippy::expect_used,
+    reason = "test code outside #[test] fns (helpers, closures): a panic is the failure report"
+)]
 
 use std::path::Path;
 use std::process::{Command, Stdio};

@@ -1,5 +1,9 @@
 //! Compaction, retention and space reclamation: liveness accounting, online compaction, crash
 //! safety at every step, retention that never damages what it keeps, bounded churn.
+#![expect(
+    clippy::expect_used,
+    reason = "test code outside #[test] fns (helpers, closures): a panic is the failure report"
+)]
 
 mod common;
 

@@ -1,6 +1,15 @@
 //! Where concurrent callers meet the maintenance paths (prune, retention, compaction, close):
 //! one regression test per defect of issue 10, each with real threads racing the calls that
 //! used to interleave wrongly, run for many rounds.
+#![expect(
+    clippy::expect_used,
+    reason = "test code outside #[test] fns (helpers, closures): a panic is the failure report"
+)]
+#![expect(
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    reason = "test data: `as u8` fill bytes from loop counters, wrapping intended"
+)]
 
 mod common;
 

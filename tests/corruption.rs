@@ -1,6 +1,15 @@
 //! Each documented outcome of damage found at open (docs/design.md, "Recovery"): a flipped bit,
 //! a truncated segment, a zeroed tail, a duplicated frame, a damaged segment header, a missing
 //! segment. Never a panic, never wrong data.
+#![expect(
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    reason = "test code outside #[test] fns (helpers, closures): a panic is the failure report"
+)]
+#![expect(
+    clippy::cast_possible_truncation,
+    reason = "offsets and lengths within small test segment files, far below usize::MAX"
+)]
 
 mod common;
 

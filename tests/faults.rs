@@ -1,6 +1,14 @@
 //! Environment faults from the fault injector: a full disk (ENOSPC), failed fdatasync (EIO),
 //! failed preallocation and rename, a read-only directory (EROFS). Each is a clear error, the
 //! store poisons itself, and reopening finds everything that was acknowledged, byte for byte.
+#![expect(
+    clippy::expect_used,
+    reason = "test code outside #[test] fns (helpers, closures): a panic is the failure report"
+)]
+#![expect(
+    clippy::cast_possible_truncation,
+    reason = "test data: `as u8` fill bytes from a call counter, wrapping intended"
+)]
 
 mod common;
 
@@ -31,7 +39,7 @@ impl Call {
 fn call(i: usize) -> Call {
     let thread = format!("t{}", i % 3);
     let id = format!("{i:08}");
-    if i % 2 == 0 {
+    if i.is_multiple_of(2) {
         let cp = checkpoint(&id, &[("v", format!("payload {i}").repeat(30).as_bytes())], i as i64);
         Call::Put(Config::thread(thread), cp)
     } else {
@@ -67,7 +75,7 @@ fn run_fault(fault: Fault, options: Options) -> String {
     assert!(kind.is_some(), "{fault:?}: an I/O error has a kind");
     match call(999).apply(&store) {
         Err(later @ Error::Poisoned { .. }) => {
-            assert_eq!(later.io_kind(), kind, "{fault:?}: the poisoned error keeps the original kind")
+            assert_eq!(later.io_kind(), kind, "{fault:?}: the poisoned error keeps the original kind");
         }
         other => panic!("{fault:?}: every later call is refused, got {other:?}"),
     }

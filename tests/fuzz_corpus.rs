@@ -1,6 +1,10 @@
 //! Replays every input committed under `fuzz/corpus/` (the seeds, and anything the fuzzers
 //! found worth keeping) through the fuzz targets' code, so `cargo test` guards against
 //! regressions without libFuzzer.
+#![expect(
+    clippy::expect_used,
+    reason = "test code outside #[test] fns (helpers, closures): a panic is the failure report"
+)]
 
 use std::path::Path;
 

@@ -6,7 +6,12 @@
 //! Semantics follow the protocol page (docs/langgraph-protocol.md) and LangGraph's
 //! `InMemorySaver` plus the `langgraph-checkpoint-conformance` suite.
 
-#![allow(clippy::unwrap_used)]
+#![expect(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    reason = "test code: the cases are plain fns that `saver_tests!` turns into #[test]s, so clippy does not treat them as tests; a panic is the failure report"
+)]
 
 use std::collections::BTreeMap;
 use std::sync::LazyLock;
@@ -83,7 +88,8 @@ fn blob(text: &str) -> Blob {
 }
 
 fn meta(value: Value) -> Metadata {
-    value.as_object().cloned().expect("metadata must be a JSON object")
+    let Value::Object(map) = value else { panic!("metadata must be a JSON object") };
+    map
 }
 
 fn int(n: i64) -> ChannelVersion {

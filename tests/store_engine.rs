@@ -1,5 +1,14 @@
 //! LogStore engine behaviour: reopen, recovery from torn tails and damage, the directory lock,
 //! durability modes, limits, and concurrent writers checked against `MemorySaver`.
+#![expect(
+    clippy::expect_used,
+    reason = "test code outside #[test] fns (helpers, closures): a panic is the failure report"
+)]
+#![expect(
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    reason = "test data: `as u8` fill bytes from counters (wrapping intended) and lengths within small test files"
+)]
 
 mod common;
 
@@ -51,10 +60,12 @@ fn reopen_reads_back_everything_in_every_durability_mode() {
         };
         let (mut got, mut want) = (strip(got), strip(want));
         got.sort_by(|a, b| {
-            (&a.0, a.2.get("step").and_then(|s| s.as_u64())).cmp(&(&b.0, b.2.get("step").and_then(|s| s.as_u64())))
+            (&a.0, a.2.get("step").and_then(serde_json::Value::as_u64))
+                .cmp(&(&b.0, b.2.get("step").and_then(serde_json::Value::as_u64)))
         });
         want.sort_by(|a, b| {
-            (&a.0, a.2.get("step").and_then(|s| s.as_u64())).cmp(&(&b.0, b.2.get("step").and_then(|s| s.as_u64())))
+            (&a.0, a.2.get("step").and_then(serde_json::Value::as_u64))
+                .cmp(&(&b.0, b.2.get("step").and_then(serde_json::Value::as_u64)))
         });
         assert_eq!(got, want, "{durability:?}");
     }

@@ -396,8 +396,8 @@ pub fn run_concurrent_model(
     }
     let mut matched = false;
     for k in 0..=log.len() {
-        if k > 0 {
-            prefix.apply(&calls_by_tag, log[k - 1])?;
+        if let Some(&tag) = k.checked_sub(1).and_then(|last| log.get(last)) {
+            prefix.apply(&calls_by_tag, tag)?;
         }
         if k >= floor && everything(&prefix.saver)? == recovered {
             matched = true;

@@ -1,5 +1,14 @@
 //! The bodies of the fuzz targets, here so `cargo test` can replay the committed corpus
 //! through exactly the code libFuzzer runs (`tests/fuzz_corpus.rs`).
+#![expect(clippy::expect_used, reason = "fuzz-target and seed-building code: a panic is the failure libFuzzer reports")]
+#![expect(
+    clippy::indexing_slicing,
+    reason = "fuzz-target and seed-building code: slices are bounded by the checks beside them (`rest.len() >= 2`, lengths capped with `min`, `first.len() > 64`); the probe's `channel_values[\"a\"]` lookup is an assertion, whose panic is the failure libFuzzer reports"
+)]
+#![expect(
+    clippy::cast_possible_truncation,
+    reason = "small bounded counts: at most 8 files, lengths capped at u16::MAX, seed and step numbers below 10"
+)]
 
 use std::path::{Path, PathBuf};
 

@@ -93,7 +93,8 @@ pub fn decode_ops(data: &[u8]) -> Vec<ModelOp> {
     data.chunks(3)
         .take(64)
         .map(|chunk| {
-            let (code, a, b) = (chunk[0], chunk.get(1).copied().unwrap_or(0), chunk.get(2).copied().unwrap_or(0));
+            let byte = |at: usize| chunk.get(at).copied().unwrap_or(0);
+            let (code, a, b) = (byte(0), byte(1), byte(2));
             match code % 16 {
                 0..=4 => ModelOp::Put { thread: a % 4, sub_ns: b & 1 == 1, size: u16::from(b) * 8, keep_b: b & 2 == 2 },
                 5..=7 => ModelOp::PutWrites { thread: a % 4, task: b % 4, special: b & 4 == 4 },
@@ -257,7 +258,11 @@ impl Harness {
                     cp.channel_versions.insert(channel.into(), version.clone());
                     new_versions.insert(channel.into(), version);
                 };
-                let a: Vec<u8> = (0..size).map(|i| (i as u64).wrapping_mul(self.next_id) as u8).collect();
+                #[expect(
+                    clippy::cast_possible_truncation,
+                    reason = "a byte pattern: keeping the low byte is the point"
+                )]
+                let a: Vec<u8> = (0..size).map(|i| u64::from(i).wrapping_mul(self.next_id) as u8).collect();
                 set("a", ChannelVersion::Int(self.next_id as i64), Some(a), &mut checkpoint);
                 let kept_b = latest.as_ref().and_then(|t| t.checkpoint.channel_versions.get("b").cloned());
                 match kept_b {
@@ -265,7 +270,12 @@ impl Harness {
                         checkpoint.channel_versions.insert("b".into(), version);
                     }
                     _ => {
-                        set("b", ChannelVersion::Str(format!("{id}.b")), Some(id.clone().into_bytes()), &mut checkpoint)
+                        set(
+                            "b",
+                            ChannelVersion::Str(format!("{id}.b")),
+                            Some(id.clone().into_bytes()),
+                            &mut checkpoint,
+                        );
                     }
                 }
                 if size % 7 == 0 {
@@ -327,7 +337,7 @@ impl Harness {
         self.open()?;
         let recovered = everything(self.store()?).map_err(|e| format!("list after recovery: {e}"))?;
         let mut candidates: Vec<Vec<Call>> =
-            (self.durable..=self.acked.len()).rev().map(|k| self.acked[..k].to_vec()).collect();
+            (self.durable..=self.acked.len()).rev().map(|k| self.acked.iter().take(k).cloned().collect()).collect();
         if let Some(call) = cut_off {
             let mut with_cut = self.acked.clone();
             with_cut.push(call);

@@ -5,6 +5,10 @@
 //! power cut: unsynced directory changes vanish, and each unsynced write is independently kept,
 //! dropped or torn (a prefix of it reaches the disk), so writeback reordering is covered too.
 //! Handles opened before a crash fail every later call, like a process that died.
+#![expect(
+    clippy::cast_possible_truncation,
+    reason = "simulated files are Vec<u8> in memory: their offsets and lengths fit in usize, or they could not be simulated"
+)]
 
 use std::collections::{BTreeMap, HashMap};
 use std::io;
@@ -28,6 +32,7 @@ struct Inode {
     pending: Vec<Pending>,
 }
 
+#[expect(clippy::indexing_slicing, reason = "content is first resized to cover `offset..end`")]
 fn apply(content: &mut Vec<u8>, op: &Pending) {
     match op {
         Pending::Write { offset, data } => {
@@ -133,6 +138,10 @@ impl SimFs {
                     (_, Pending::Write { offset, data }) => {
                         // A torn write: some leading sectors made it, the rest did not.
                         let keep = (rng.next() % (data.len() as u64 + 1)) as usize;
+                        #[expect(
+                            clippy::indexing_slicing,
+                            reason = "keep <= data.len(): a remainder modulo data.len() + 1"
+                        )]
                         apply(&mut content, &Pending::Write { offset, data: data[..keep].to_vec() });
                         torn += 1;
                     }

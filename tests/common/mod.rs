@@ -1,5 +1,6 @@
 //! Helpers shared by the integration tests.
-#![allow(dead_code)]
+#![allow(dead_code, reason = "each test crate uses its own subset of these helpers")]
+#![expect(clippy::expect_used, reason = "test helpers: a panic is the failure report")]
 
 use std::path::{Path, PathBuf};
 
@@ -18,7 +19,10 @@ pub fn checkpoint(id: &str, channels: &[(&str, &[u8])], version: i64) -> Checkpo
 
 /// Metadata from a JSON literal.
 pub fn meta(value: serde_json::Value) -> Metadata {
-    value.as_object().cloned().unwrap_or_default()
+    match value {
+        serde_json::Value::Object(map) => map,
+        _ => Metadata::default(),
+    }
 }
 
 /// A deterministic workload: `threads` threads, `steps` checkpoints each with writes, run

@@ -233,7 +233,7 @@ fn print_history(store: &LogStore, thread: &str) -> Result<()> {
         "checkpoint id", "step", "source", "parent", "state B", "writes"
     );
     for tuple in &history {
-        let step = tuple.metadata.get("step").and_then(|s| s.as_i64()).unwrap_or_default();
+        let step = tuple.metadata.get("step").and_then(serde_json::Value::as_i64).unwrap_or_default();
         let source = tuple.metadata.get("source").and_then(|s| s.as_str()).unwrap_or("?");
         let parent = tuple
             .parent_config

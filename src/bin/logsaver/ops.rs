@@ -281,7 +281,7 @@ pub fn show(dir: &Path, thread: &str, checkpoint: Option<&str>, ns: &str, as_jso
     }
     println!("checkpoint {} of {thread} (ns {ns:?})", tuple.checkpoint.id);
     println!("  ts       {}", tuple.checkpoint.ts);
-    println!("  parent   {}", value["parent_checkpoint_id"].as_str().unwrap_or("-"));
+    println!("  parent   {}", value.get("parent_checkpoint_id").and_then(Value::as_str).unwrap_or("-"));
     println!("  metadata {}", serde_json::to_string(&tuple.metadata).unwrap_or_default());
     println!("  channels:");
     for c in &channels {
@@ -497,31 +497,33 @@ pub fn import(dir: &Path) -> Result<u64> {
         }
         let bad = |what: String| Error::InvalidArgument(format!("line {}: {what}", n + 1));
         let v: Value = serde_json::from_str(&line).map_err(|e| bad(e.to_string()))?;
-        let text = |key: &str| v[key].as_str().map(str::to_owned).ok_or_else(|| bad(format!("missing {key:?}")));
+        // A missing field reads as null, as `v[key]` would.
+        let field = |key: &str| v.get(key).unwrap_or(&Value::Null);
+        let text = |key: &str| field(key).as_str().map(str::to_owned).ok_or_else(|| bad(format!("missing {key:?}")));
         let config =
             Config { thread_id: text("thread_id")?, checkpoint_ns: text("checkpoint_ns")?, checkpoint_id: None };
-        match v["kind"].as_str() {
+        match field("kind").as_str() {
             Some("checkpoint") => {
                 let mut checkpoint = Checkpoint::empty(text("checkpoint_id")?);
-                checkpoint.v = v["v"].as_i64().ok_or_else(|| bad("missing \"v\"".into()))?;
+                checkpoint.v = field("v").as_i64().ok_or_else(|| bad("missing \"v\"".into()))?;
                 checkpoint.ts = text("ts")?;
-                for (k, version) in v["channel_versions"].as_object().into_iter().flatten() {
+                for (k, version) in field("channel_versions").as_object().into_iter().flatten() {
                     checkpoint.channel_versions.insert(k.clone(), version_from_json(version)?);
                 }
-                for (node, versions) in v["versions_seen"].as_object().into_iter().flatten() {
+                for (node, versions) in field("versions_seen").as_object().into_iter().flatten() {
                     let mut seen = BTreeMap::new();
                     for (k, version) in versions.as_object().into_iter().flatten() {
                         seen.insert(k.clone(), version_from_json(version)?);
                     }
                     checkpoint.versions_seen.insert(node.clone(), seen);
                 }
-                checkpoint.updated_channels = v["updated_channels"]
+                checkpoint.updated_channels = field("updated_channels")
                     .as_array()
                     .map(|a| a.iter().filter_map(|c| c.as_str().map(str::to_owned)).collect());
-                for (k, blob) in v["channel_values"].as_object().into_iter().flatten() {
+                for (k, blob) in field("channel_values").as_object().into_iter().flatten() {
                     checkpoint.channel_values.insert(k.clone(), blob_from_json(blob)?);
                 }
-                let metadata: Metadata = v["metadata"].as_object().cloned().unwrap_or_default();
+                let metadata: Metadata = field("metadata").as_object().cloned().unwrap_or_default();
                 // Every value is stored; versions without a value stay without one.
                 let new_versions = checkpoint
                     .channel_versions
@@ -529,13 +531,14 @@ pub fn import(dir: &Path) -> Result<u64> {
                     .filter(|(k, _)| checkpoint.channel_values.contains_key(*k))
                     .map(|(k, ver)| (k.clone(), ver.clone()))
                     .collect();
-                let parent = Config { checkpoint_id: v["parent_checkpoint_id"].as_str().map(str::to_owned), ..config };
+                let parent =
+                    Config { checkpoint_id: field("parent_checkpoint_id").as_str().map(str::to_owned), ..config };
                 store.put(&parent, &checkpoint, &metadata, &new_versions)?;
             }
             Some("write") => {
                 let target = Config { checkpoint_id: Some(text("checkpoint_id")?), ..config };
-                let idx = v["idx"].as_i64().ok_or_else(|| bad("missing \"idx\"".into()))?;
-                let write = (idx, text("channel")?, blob_from_json(&v["value"])?);
+                let idx = field("idx").as_i64().ok_or_else(|| bad("missing \"idx\"".into()))?;
+                let write = (idx, text("channel")?, blob_from_json(field("value"))?);
                 store.put_raw_writes(&target, &text("task_id")?, &text("task_path")?, &[write])?;
             }
             other => return Err(bad(format!("unknown kind {other:?}"))),
