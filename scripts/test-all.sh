@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Every test logsaver has, from a fresh clone: installs what it needs, then runs
-#   1. the formatting check,
+#   1. the formatting check and the lint gate (clippy, -D warnings, both crates),
 #   2. the Rust tests (unit, integration, doc; all features; benches compiled and smoke-run),
 #   3. the Python binding, built with maturin into .venv, and its pytest suite (LangGraph's
 #      conformance suite, real graphs, cross-process tests, migration to and from SQLite and
@@ -21,6 +21,14 @@ python3 --version
 
 step "formatting"
 cargo fmt --all -- --check
+
+step "lints (clippy -D warnings: the engine with all features and with defaults, the Python crate)"
+cargo clippy --all-targets --all-features -- -D warnings
+cargo clippy --all-targets -- -D warnings
+cargo clippy -p logsaver-python --all-targets -- -D warnings
+
+step "plain cargo test compiles (what a Rust user runs first)"
+cargo test --no-run --quiet
 
 step "rust tests (release, all features)"
 cargo test --release --all-features --all-targets
@@ -46,6 +54,17 @@ fi
 
 step "python binding (maturin develop --release)"
 (cd python && VIRTUAL_ENV="$root/.venv" PATH="$root/.venv/bin:$PATH" maturin develop --release --quiet)
+
+step "python wheel ships its type information"
+(cd python && VIRTUAL_ENV="$root/.venv" PATH="$root/.venv/bin:$PATH" maturin build --release --quiet -o "$root/target/wheels-check")
+wheel=$(ls -t "$root"/target/wheels-check/logsaver-*.whl | head -n 1)
+"$root/.venv/bin/python" - "$wheel" <<'PY'
+import sys, zipfile
+names = zipfile.ZipFile(sys.argv[1]).namelist()
+for wanted in ("logsaver/py.typed", "logsaver/_native.pyi"):
+    assert wanted in names, f"{wanted} missing from {sys.argv[1]}: {names}"
+print("wheel ships py.typed and _native.pyi")
+PY
 
 step "python tests"
 (cd python && "$root/.venv/bin/python" -m pytest -q)

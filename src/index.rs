@@ -275,7 +275,6 @@ pub struct ThreadIndex {
 /// A change to the index, made by a committed record (live) or a replayed one (recovery). Both
 /// paths apply the same ops in log order, so they agree by construction.
 #[derive(Clone, Debug)]
-#[allow(missing_docs)]
 pub enum IndexOp<'a> {
     /// A checkpoint record (insert or replace); `refs` are the [`blob_hash`]es of its
     /// `channel_versions`.

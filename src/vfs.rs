@@ -185,11 +185,12 @@ impl VfsFile for RealFile {
             // A zero-length map is an error on Linux; an empty view is what the caller means.
             return Ok(Box::new(Vec::new()));
         }
-        // SAFETY: the store maps only sealed segments, which it never writes, truncates or
-        // removes while a mapping is alive (segments are retired when the last `Arc<Segment>`
-        // drops), and the directory lock keeps other logsaver processes out. A foreign process
-        // modifying the file is outside the store's contract.
-        #[allow(unsafe_code)]
+        // SAFETY: the store maps only sealed segments, which it never writes or truncates again;
+        // compaction unlinks a retired segment while readers may still map it, which leaves the
+        // mapped pages valid until the last `Arc<Segment>` drops. The directory lock keeps other
+        // logsaver writers out. A foreign process modifying the file is outside the store's
+        // contract.
+        #[expect(unsafe_code, reason = "mmap of a sealed segment; the one unsafe block, see SAFETY")]
         let map = unsafe { memmap2::Mmap::map(&self.0) }?;
         Ok(Box::new(map))
     }

@@ -4,6 +4,7 @@
     graph = builder.compile(checkpointer=LogSaver("./ckpt"))
 """
 
+from logsaver._native import __version__
 from logsaver.errors import (
     CorruptionError,
     InvalidArgumentError,
@@ -16,6 +17,7 @@ from logsaver.migrate import migrate
 from logsaver.saver import LogSaver
 
 __all__ = [
+    "__version__",
     "LogSaver",
     "migrate",
     "LogSaverError",

@@ -32,7 +32,7 @@ def _task_paths(saver: BaseCheckpointSaver, tup: CheckpointTuple) -> dict[str, s
         raw = saver._store.get_tuple(
             configurable["thread_id"], configurable.get("checkpoint_ns", ""), configurable["checkpoint_id"]
         )
-        return {task_id: path for task_id, _channel, _blob, path in (raw[11] if raw else [])}
+        return {task_id: path for task_id, _channel, _blob, path in (raw.pending_writes if raw else [])}
     cursor = getattr(saver, "_cursor", None)
     if type(saver).__module__.startswith("langgraph.checkpoint.postgres") and cursor is not None:
         # PostgresSaver keeps task_path in checkpoint_writes; read it through its own cursor.

@@ -148,32 +148,32 @@ class LogSaver(BaseCheckpointSaver[str]):
 
     # -- conversions -------------------------------------------------------------------------
 
-    def _tuple(self, raw: tuple) -> CheckpointTuple:
-        (thread_id, ns, checkpoint_id, parent_id, v, ts, values, versions, seen, updated, metadata_json, writes) = raw
+    def _tuple(self, raw: _native.StoredCheckpoint) -> CheckpointTuple:
         loads = self.serde.loads_typed
+        thread_id, ns, checkpoint_id = raw.thread_id, raw.checkpoint_ns, raw.checkpoint_id
         config: RunnableConfig = {
             "configurable": {"thread_id": thread_id, "checkpoint_ns": ns, "checkpoint_id": checkpoint_id}
         }
         checkpoint: Checkpoint = {
-            "v": v,
+            "v": raw.v,
             "id": checkpoint_id,
-            "ts": ts,
-            "channel_values": {channel: loads(blob) for channel, blob in values.items()},
-            "channel_versions": versions,
-            "versions_seen": seen,
-            "updated_channels": updated,
+            "ts": raw.ts,
+            "channel_values": {channel: loads(blob) for channel, blob in raw.channel_values.items()},
+            "channel_versions": raw.channel_versions,
+            "versions_seen": raw.versions_seen,
+            "updated_channels": raw.updated_channels,
         }
         parent_config: RunnableConfig | None = None
-        if parent_id is not None:
+        if raw.parent_id is not None:
             parent_config = {
-                "configurable": {"thread_id": thread_id, "checkpoint_ns": ns, "checkpoint_id": parent_id}
+                "configurable": {"thread_id": thread_id, "checkpoint_ns": ns, "checkpoint_id": raw.parent_id}
             }
         return CheckpointTuple(
             config=config,
             checkpoint=checkpoint,
-            metadata=json.loads(metadata_json),
+            metadata=json.loads(raw.metadata_json),
             parent_config=parent_config,
-            pending_writes=[(task_id, channel, loads(blob)) for task_id, channel, blob, _path in writes],
+            pending_writes=[(task_id, channel, loads(blob)) for task_id, channel, blob, _path in raw.pending_writes],
         )
 
     # -- the protocol ------------------------------------------------------------------------

@@ -6,6 +6,9 @@
 //! GIL released (`Python::detach`), so LangGraph's thread pool and asyncio's worker threads write
 //! concurrently and group commit can batch them.
 
+// pyo3 hands a method its arguments by value (it extracts them from Python objects).
+#![expect(clippy::needless_pass_by_value, reason = "pyo3 extracts #[pymethods] arguments by value")]
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -20,8 +23,8 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
 
 /// Raise `err` as the matching class of `logsaver.errors`.
-fn to_py_err(py: Python<'_>, err: Error) -> PyErr {
-    let class = match &err {
+fn to_py_err(py: Python<'_>, err: &Error) -> PyErr {
+    let class = match err {
         Error::Locked { .. } => "StoreLockedError",
         Error::Corruption { .. } => "CorruptionError",
         Error::Closed => "SaverClosedError",
@@ -96,11 +99,27 @@ fn write_to_py<'py>(py: Python<'py>, write: &PendingWrite) -> PyResult<Bound<'py
     )
 }
 
-/// `(thread_id, checkpoint_ns, checkpoint_id, parent_id, v, ts, channel_values, channel_versions,
-/// versions_seen, updated_channels, metadata_json, pending_writes)` where channel_values maps a
-/// channel to `(type_tag, bytes)` and pending_writes is a list of
-/// `(task_id, channel, (type_tag, bytes), task_path)`.
-fn tuple_to_py<'py>(py: Python<'py>, tuple: &CheckpointTuple) -> PyResult<Bound<'py, PyTuple>> {
+/// One stored checkpoint as the native module returns it: named fields, values still
+/// serialized. `channel_values` maps a channel to `(type_tag, bytes)`; `pending_writes` is a
+/// list of `(task_id, channel, (type_tag, bytes), task_path)`. `logsaver/saver.py` turns it into
+/// LangGraph's `CheckpointTuple`.
+#[pyclass(frozen, get_all, module = "logsaver._native")]
+struct StoredCheckpoint {
+    thread_id: String,
+    checkpoint_ns: String,
+    checkpoint_id: String,
+    parent_id: Option<String>,
+    v: i64,
+    ts: String,
+    channel_values: Py<PyDict>,
+    channel_versions: Py<PyDict>,
+    versions_seen: Py<PyDict>,
+    updated_channels: Option<Vec<String>>,
+    metadata_json: String,
+    pending_writes: Py<PyList>,
+}
+
+fn tuple_to_py(py: Python<'_>, tuple: &CheckpointTuple) -> PyResult<StoredCheckpoint> {
     let checkpoint = &tuple.checkpoint;
     let values = PyDict::new(py);
     for (channel, blob) in &checkpoint.channel_values {
@@ -115,23 +134,24 @@ fn tuple_to_py<'py>(py: Python<'py>, tuple: &CheckpointTuple) -> PyResult<Bound<
         writes.append(write_to_py(py, write)?)?;
     }
     let metadata_json = serde_json::to_string(&tuple.metadata).map_err(|e| PyTypeError::new_err(e.to_string()))?;
-    let parent = tuple.parent_config.as_ref().and_then(|p| p.checkpoint_id.as_deref());
-    let items: Vec<Bound<'py, PyAny>> = vec![
-        tuple.config.thread_id.as_str().into_pyobject(py)?.into_any(),
-        tuple.config.checkpoint_ns.as_str().into_pyobject(py)?.into_any(),
-        checkpoint.id.as_str().into_pyobject(py)?.into_any(),
-        parent.into_pyobject(py)?.into_any(),
-        checkpoint.v.into_pyobject(py)?.into_any(),
-        checkpoint.ts.as_str().into_pyobject(py)?.into_any(),
-        values.into_any(),
-        versions_to_py(py, &checkpoint.channel_versions)?.into_any(),
-        seen.into_any(),
-        checkpoint.updated_channels.clone().into_pyobject(py)?.into_any(),
-        metadata_json.into_pyobject(py)?.into_any(),
-        writes.into_any(),
-    ];
-    PyTuple::new(py, items)
+    Ok(StoredCheckpoint {
+        thread_id: tuple.config.thread_id.clone(),
+        checkpoint_ns: tuple.config.checkpoint_ns.clone(),
+        checkpoint_id: checkpoint.id.clone(),
+        parent_id: tuple.parent_config.as_ref().and_then(|p| p.checkpoint_id.clone()),
+        v: checkpoint.v,
+        ts: checkpoint.ts.clone(),
+        channel_values: values.unbind(),
+        channel_versions: versions_to_py(py, &checkpoint.channel_versions)?.unbind(),
+        versions_seen: seen.unbind(),
+        updated_channels: checkpoint.updated_channels.clone(),
+        metadata_json,
+        pending_writes: writes.unbind(),
+    })
 }
+
+/// One entry of `put`'s `blobs`: `(channel, version, (type_tag, bytes) | None)`.
+type PutBlob<'py> = (String, Bound<'py, PyAny>, Option<(String, Vec<u8>)>);
 
 /// The Rust store. Used through `logsaver.LogSaver`.
 #[pyclass(frozen, module = "logsaver._native")]
@@ -147,7 +167,7 @@ impl Store {
         buffer_bytes=None, auto_compaction=true, compaction_garbage_ratio=None, compaction_min_garbage_bytes=None,
         compaction_interval_seconds=None, keep_last=None, max_age_seconds=None, retention_interval_seconds=None,
     ))]
-    #[allow(clippy::too_many_arguments)]
+    #[expect(clippy::too_many_arguments, reason = "mirrors the Python signature, one argument per keyword")]
     fn new(
         py: Python<'_>,
         path: PathBuf,
@@ -195,56 +215,52 @@ impl Store {
                 ..defaults
             })
         })()
-        .map_err(|e| to_py_err(py, e))?;
-        let inner = py.detach(|| LogStore::open(&path, options)).map_err(|e| to_py_err(py, e))?;
+        .map_err(|e| to_py_err(py, &e))?;
+        let inner = py.detach(|| LogStore::open(&path, options)).map_err(|e| to_py_err(py, &e))?;
         Ok(Store { inner })
     }
 
-    /// Latest (or exact) checkpoint as a plain tuple, or None.
+    /// Latest (or exact) checkpoint, or None.
     #[pyo3(signature = (thread_id, checkpoint_ns, checkpoint_id=None))]
-    fn get_tuple<'py>(
+    fn get_tuple(
         &self,
-        py: Python<'py>,
+        py: Python<'_>,
         thread_id: String,
         checkpoint_ns: String,
         checkpoint_id: Option<String>,
-    ) -> PyResult<Option<Bound<'py, PyTuple>>> {
+    ) -> PyResult<Option<StoredCheckpoint>> {
         let config = Config { thread_id, checkpoint_ns, checkpoint_id };
-        let found = py.detach(|| self.inner.get_tuple(&config)).map_err(|e| to_py_err(py, e))?;
+        let found = py.detach(|| self.inner.get_tuple(&config)).map_err(|e| to_py_err(py, &e))?;
         found.map(|tuple| tuple_to_py(py, &tuple)).transpose()
     }
 
-    /// Matching checkpoints, newest first, as plain tuples.
+    /// Matching checkpoints, newest first.
     #[pyo3(signature = (thread_id=None, checkpoint_ns=None, checkpoint_id=None, filter_json=None, before=None, limit=None))]
-    #[allow(clippy::too_many_arguments)]
-    fn list<'py>(
+    #[expect(clippy::too_many_arguments, reason = "mirrors the Python signature, one argument per keyword")]
+    fn list(
         &self,
-        py: Python<'py>,
+        py: Python<'_>,
         thread_id: Option<String>,
         checkpoint_ns: Option<String>,
         checkpoint_id: Option<String>,
         filter_json: Option<&str>,
         before: Option<String>,
         limit: Option<usize>,
-    ) -> PyResult<Bound<'py, PyList>> {
+    ) -> PyResult<Vec<StoredCheckpoint>> {
         let filter: Metadata = match filter_json {
             Some(json) => serde_json::from_str(json)
-                .map_err(|e| to_py_err(py, Error::InvalidArgument(format!("filter is not a JSON object: {e}"))))?,
+                .map_err(|e| to_py_err(py, &Error::InvalidArgument(format!("filter is not a JSON object: {e}"))))?,
             None => Metadata::new(),
         };
         let query = ListQuery { thread_id, checkpoint_ns, checkpoint_id, filter, before, limit };
-        let tuples = py.detach(|| self.inner.list(&query)).map_err(|e| to_py_err(py, e))?;
-        let out = PyList::empty(py);
-        for tuple in &tuples {
-            out.append(tuple_to_py(py, tuple)?)?;
-        }
-        Ok(out)
+        let tuples = py.detach(|| self.inner.list(&query)).map_err(|e| to_py_err(py, &e))?;
+        tuples.iter().map(|tuple| tuple_to_py(py, tuple)).collect()
     }
 
     /// Store a checkpoint. `blobs` holds `(channel, version, (type_tag, bytes) | None)` for every
     /// channel in `new_versions`; None is the `empty` sentinel.
     #[pyo3(signature = (thread_id, checkpoint_ns, parent_id, checkpoint_id, v, ts, channel_versions, versions_seen, updated_channels, metadata_json, blobs))]
-    #[allow(clippy::too_many_arguments)]
+    #[expect(clippy::too_many_arguments, reason = "mirrors the Python signature, one argument per keyword")]
     fn put(
         &self,
         py: Python<'_>,
@@ -261,7 +277,7 @@ impl Store {
         blobs: &Bound<'_, PyList>,
     ) -> PyResult<()> {
         let metadata: Metadata = serde_json::from_str(metadata_json)
-            .map_err(|e| to_py_err(py, Error::InvalidArgument(format!("metadata is not a JSON object: {e}"))))?;
+            .map_err(|e| to_py_err(py, &Error::InvalidArgument(format!("metadata is not a JSON object: {e}"))))?;
         let mut seen = BTreeMap::new();
         for (node, versions) in versions_seen.iter() {
             seen.insert(node.extract::<String>()?, versions_from_py(versions.cast::<PyDict>()?)?);
@@ -269,7 +285,7 @@ impl Store {
         let mut new_versions = ChannelVersions::new();
         let mut values = BTreeMap::new();
         for item in blobs.iter() {
-            let (channel, version, value): (String, Bound<'_, PyAny>, Option<(String, Vec<u8>)>) = item.extract()?;
+            let (channel, version, value): PutBlob<'_> = item.extract()?;
             if let Some((type_tag, bytes)) = value {
                 values.insert(channel.clone(), Blob { type_tag, bytes });
             }
@@ -285,11 +301,12 @@ impl Store {
             updated_channels,
         };
         let config = Config { thread_id, checkpoint_ns, checkpoint_id: parent_id };
-        py.detach(|| self.inner.put(&config, &checkpoint, &metadata, &new_versions)).map_err(|e| to_py_err(py, e))?;
+        py.detach(|| self.inner.put(&config, &checkpoint, &metadata, &new_versions)).map_err(|e| to_py_err(py, &e))?;
         Ok(())
     }
 
     /// Store one task's writes: `writes` is a list of `(channel, type_tag, bytes)`.
+    #[expect(clippy::too_many_arguments, reason = "mirrors the Python signature, one argument per keyword")]
     fn put_writes(
         &self,
         py: Python<'_>,
@@ -303,24 +320,24 @@ impl Store {
         let config = Config { thread_id, checkpoint_ns, checkpoint_id };
         let writes: Vec<(String, Blob)> =
             writes.into_iter().map(|(channel, type_tag, bytes)| (channel, Blob { type_tag, bytes })).collect();
-        py.detach(|| self.inner.put_writes(&config, &writes, task_id, task_path)).map_err(|e| to_py_err(py, e))
+        py.detach(|| self.inner.put_writes(&config, &writes, task_id, task_path)).map_err(|e| to_py_err(py, &e))
     }
 
     fn delete_thread(&self, py: Python<'_>, thread_id: &str) -> PyResult<()> {
-        py.detach(|| self.inner.delete_thread(thread_id)).map_err(|e| to_py_err(py, e))
+        py.detach(|| self.inner.delete_thread(thread_id)).map_err(|e| to_py_err(py, &e))
     }
 
     fn delete_for_runs(&self, py: Python<'_>, run_ids: Vec<String>) -> PyResult<()> {
-        py.detach(|| self.inner.delete_for_runs(&run_ids)).map_err(|e| to_py_err(py, e))
+        py.detach(|| self.inner.delete_for_runs(&run_ids)).map_err(|e| to_py_err(py, &e))
     }
 
     fn copy_thread(&self, py: Python<'_>, source: &str, target: &str) -> PyResult<()> {
-        py.detach(|| self.inner.copy_thread(source, target)).map_err(|e| to_py_err(py, e))
+        py.detach(|| self.inner.copy_thread(source, target)).map_err(|e| to_py_err(py, &e))
     }
 
     fn prune(&self, py: Python<'_>, thread_ids: Vec<String>, strategy: &str) -> PyResult<()> {
-        let strategy: PruneStrategy = strategy.parse().map_err(|e| to_py_err(py, e))?;
-        py.detach(|| self.inner.prune(&thread_ids, strategy)).map_err(|e| to_py_err(py, e))
+        let strategy: PruneStrategy = strategy.parse().map_err(|e| to_py_err(py, &e))?;
+        py.detach(|| self.inner.prune(&thread_ids, strategy)).map_err(|e| to_py_err(py, &e))
     }
 
     /// `{channel: (writes, seed)}`: writes as in `get_tuple`, seed `(type_tag, bytes)` or None.
@@ -334,7 +351,7 @@ impl Store {
     ) -> PyResult<Bound<'py, PyDict>> {
         let config = Config { thread_id, checkpoint_ns, checkpoint_id };
         let history =
-            py.detach(|| self.inner.get_delta_channel_history(&config, &channels)).map_err(|e| to_py_err(py, e))?;
+            py.detach(|| self.inner.get_delta_channel_history(&config, &channels)).map_err(|e| to_py_err(py, &e))?;
         let out = PyDict::new(py);
         for (channel, entry) in &history {
             let writes = PyList::empty(py);
@@ -349,18 +366,18 @@ impl Store {
 
     /// Make everything committed so far durable.
     fn flush(&self, py: Python<'_>) -> PyResult<()> {
-        py.detach(|| self.inner.flush()).map_err(|e| to_py_err(py, e))
+        py.detach(|| self.inner.flush()).map_err(|e| to_py_err(py, &e))
     }
 
     /// Flush and close; later calls raise SaverClosedError. Closing twice is harmless.
     fn close(&self, py: Python<'_>) -> PyResult<()> {
-        py.detach(|| self.inner.close()).map_err(|e| to_py_err(py, e))
+        py.detach(|| self.inner.close()).map_err(|e| to_py_err(py, &e))
     }
 
     /// Rewrite every segment's live records; returns what it did.
     fn compact<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let before = self.inner.space().file_bytes;
-        let stats = py.detach(|| self.inner.compact()).map_err(|e| to_py_err(py, e))?;
+        let stats = py.detach(|| self.inner.compact()).map_err(|e| to_py_err(py, &e))?;
         let after = self.inner.space().file_bytes;
         let out = PyDict::new(py);
         out.set_item("bytes_before", stats.bytes_before)?;
@@ -378,7 +395,7 @@ impl Store {
 
     /// Apply the retention options now.
     fn apply_retention<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let stats = py.detach(|| self.inner.apply_retention()).map_err(|e| to_py_err(py, e))?;
+        let stats = py.detach(|| self.inner.apply_retention()).map_err(|e| to_py_err(py, &e))?;
         let out = PyDict::new(py);
         out.set_item("checkpoints_removed", stats.checkpoints_removed)?;
         out.set_item("parents_cleared", stats.parents_cleared)?;
@@ -411,6 +428,7 @@ impl Store {
             ("frames", stats.frames),
             ("fsyncs", stats.fsyncs),
             ("bytes_written", stats.bytes_written),
+            ("run_ids", stats.run_ids),
         ] {
             out.set_item(key, value)?;
         }
@@ -418,8 +436,12 @@ impl Store {
     }
 }
 
+/// The native half of `logsaver`: the Rust store behind `logsaver.LogSaver`.
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Store>()?;
+    m.add_class::<StoredCheckpoint>()?;
+    // One source for the version: the workspace's Cargo.toml (pyproject.toml reads it too).
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

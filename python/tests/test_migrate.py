@@ -50,7 +50,7 @@ def task_paths(saver: LogSaver) -> dict:
     for t in saver.list(None):
         cfg = t.config["configurable"]
         raw = saver._store.get_tuple(cfg["thread_id"], cfg["checkpoint_ns"], cfg["checkpoint_id"])
-        out[(cfg["thread_id"], cfg["checkpoint_id"])] = sorted((w[0], w[3]) for w in raw[11])
+        out[(cfg["thread_id"], cfg["checkpoint_id"])] = sorted((w[0], w[3]) for w in raw.pending_writes)
     return out
 
 

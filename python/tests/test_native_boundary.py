@@ -1,0 +1,73 @@
+"""The typed boundary between Python and the Rust store: named fields, one version, stubs."""
+
+from __future__ import annotations
+
+import pathlib
+import re
+
+import logsaver
+from logsaver import LogSaver, StorePoisonedError, _native
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+
+def test_the_native_module_returns_named_checkpoints(tmp_path: pathlib.Path) -> None:
+    saver = LogSaver(tmp_path / "store")
+    config = {"configurable": {"thread_id": "t", "checkpoint_ns": ""}}
+    checkpoint = {
+        "v": 4,
+        "id": "1f0c1d2e-3a4b-6c5d-8e7f-0123456789ab",
+        "ts": "2026-11-22T00:00:00+00:00",
+        "channel_values": {"messages": ["hi"]},
+        "channel_versions": {"messages": 1},
+        "versions_seen": {"agent": {"messages": 1}},
+        "updated_channels": ["messages"],
+    }
+    saved = saver.put(config, checkpoint, {"source": "loop", "step": 1}, {"messages": 1})
+    saver.put_writes(saved, [("messages", "w")], "task-1")
+    raw = saver._store.get_tuple("t", "", None)
+    assert isinstance(raw, _native.StoredCheckpoint)
+    assert (raw.thread_id, raw.checkpoint_ns, raw.checkpoint_id, raw.parent_id) == ("t", "", checkpoint["id"], None)
+    assert raw.v == 4 and raw.ts == checkpoint["ts"]
+    assert raw.channel_versions == {"messages": 1}
+    assert raw.versions_seen == {"agent": {"messages": 1}}
+    assert raw.updated_channels == ["messages"]
+    assert set(raw.channel_values) == {"messages"}
+    type_tag, payload = raw.channel_values["messages"]
+    assert isinstance(type_tag, str) and isinstance(payload, bytes)
+    [(task_id, channel, (write_tag, write_bytes), task_path)] = raw.pending_writes
+    assert (task_id, channel, task_path) == ("task-1", "messages", "")
+    assert isinstance(write_tag, str) and isinstance(write_bytes, bytes)
+    assert '"step": 1' in raw.metadata_json or '"step":1' in raw.metadata_json
+    # Read-only: the fields are values, not a mutable record.
+    try:
+        raw.v = 5  # type: ignore[misc]
+    except AttributeError:
+        pass
+    else:
+        raise AssertionError("StoredCheckpoint fields must be read-only")
+    assert [t.checkpoint_id for t in saver._store.list("t")] == [checkpoint["id"]]
+    saver.close()
+
+
+def test_one_source_for_the_version() -> None:
+    cargo = (ROOT / "Cargo.toml").read_text()
+    match = re.search(r'\[workspace\.package\]\s*version\s*=\s*"([^"]+)"', cargo)
+    assert match, "the workspace version is in Cargo.toml"
+    assert logsaver.__version__ == _native.__version__ == match.group(1)
+    pyproject = (ROOT / "python" / "pyproject.toml").read_text()
+    assert 'dynamic = ["version"]' in pyproject and "\nversion =" not in pyproject
+
+
+def test_the_package_ships_type_information() -> None:
+    package = pathlib.Path(logsaver.__file__).parent
+    assert (package / "py.typed").exists()
+    stub = (package / "_native.pyi").read_text()
+    for name in ("class StoredCheckpoint", "class Store", "def get_tuple", "def put_writes", "__version__"):
+        assert name in stub
+
+
+def test_a_poisoned_store_error_carries_the_io_kind() -> None:
+    error = StorePoisonedError("store is poisoned by an earlier failure: fdatasync: No space left", "StorageFull")
+    assert error.kind == "StorageFull"
+    assert StorePoisonedError("message").kind is None
