@@ -27,8 +27,8 @@ cargo clippy --all-targets --all-features -- -D warnings
 cargo clippy --all-targets -- -D warnings
 cargo clippy -p logsaver-python --all-targets -- -D warnings
 
-step "plain cargo test compiles (what a Rust user runs first)"
-cargo test --no-run --quiet
+step "plain cargo test (what a Rust user runs first: default features, debug build, overflow checks on)"
+cargo test --quiet
 
 step "rust tests (release, all features)"
 cargo test --release --all-features --all-targets

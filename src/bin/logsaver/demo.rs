@@ -139,7 +139,7 @@ fn thread_name(n: usize) -> String {
 /// One agent's conversation: `args.steps` steps.
 fn run_agent(store: &LogStore, n: usize, args: &DemoArgs, progress: &ProgressBar) -> Result<()> {
     let thread = thread_name(n);
-    let mut rng = n as u64 * 0x9E37_79B9_7F4A_7C15 + 1;
+    let mut rng = (n as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(1);
     let mut messages: Vec<String> = Vec::new();
     let mut checkpoint = Checkpoint::empty(store.next_checkpoint_id());
     let mut config = Config::thread(&thread);
