@@ -1,10 +1,12 @@
 //! `logsaver._native`: the Rust store as a Python class.
 //!
 //! This layer only converts: plain Python values in (strings, ints, bytes, small dicts of
-//! versions), plain tuples out. Serialization with LangGraph's serializer, config handling and
-//! the `BaseCheckpointSaver` surface live in `logsaver/saver.py`. Every store call runs with the
-//! GIL released (`Python::detach`), so LangGraph's thread pool and asyncio's worker threads write
-//! concurrently and group commit can batch them.
+//! versions), named `StoredCheckpoint`s out. Serialization with LangGraph's serializer, config handling and
+//! the `BaseCheckpointSaver` surface live in `logsaver/saver.py`. Reads, maintenance and `sync`
+//! writes run with the GIL released (`Python::detach`), so LangGraph's thread pool and asyncio's
+//! worker threads run meanwhile and concurrent `sync` writes share an fdatasync (group commit).
+//! `flush`/`none` writes keep the GIL: they only copy into the page cache or a buffer, and
+//! releasing and re-taking the GIL cost more than the call (measured in the README).
 
 // pyo3 hands a method its arguments by value (it extracts them from Python objects).
 #![expect(clippy::needless_pass_by_value, reason = "pyo3 extracts #[pymethods] arguments by value")]
@@ -15,7 +17,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use logsaver::{
-    AutoCompaction, Blob, ChannelVersion, ChannelVersions, Checkpoint, CheckpointSaver, CheckpointTuple, Config, Error,
+    AutoCompaction, Blob, ChannelVersion, ChannelVersions, Checkpoint, CheckpointSaver, CheckpointTuple, Config, Durability, Error,
     ListQuery, LogStore, Metadata, Options, PendingWrite, PruneStrategy, Retention,
 };
 use pyo3::exceptions::PyTypeError;
@@ -157,6 +159,18 @@ type PutBlob<'py> = (String, Bound<'py, PyAny>, Option<(String, Vec<u8>)>);
 #[pyclass(frozen, module = "logsaver._native")]
 struct Store {
     inner: LogStore,
+    /// Release the GIL around write calls: only when they wait for an fdatasync (`sync`), so
+    /// concurrent Python threads share it (group commit). A `flush`/`none` write only copies
+    /// into the page cache or a buffer: releasing and re-taking the GIL costs more than the call
+    /// (and can queue behind another thread's switch interval).
+    detach_writes: bool,
+}
+
+impl Store {
+    /// Run a write call, with the GIL released when it waits for an fdatasync.
+    fn write<T: Send>(&self, py: Python<'_>, call: impl FnOnce() -> T + Send) -> T {
+        if self.detach_writes { py.detach(call) } else { call() }
+    }
 }
 
 #[pymethods]
@@ -216,8 +230,9 @@ impl Store {
             })
         })()
         .map_err(|e| to_py_err(py, &e))?;
+        let detach_writes = options.durability == Durability::Sync;
         let inner = py.detach(|| LogStore::open(&path, options)).map_err(|e| to_py_err(py, &e))?;
-        Ok(Store { inner })
+        Ok(Store { inner, detach_writes })
     }
 
     /// Latest (or exact) checkpoint, or None.
@@ -301,7 +316,7 @@ impl Store {
             updated_channels,
         };
         let config = Config { thread_id, checkpoint_ns, checkpoint_id: parent_id };
-        py.detach(|| self.inner.put(&config, &checkpoint, &metadata, &new_versions)).map_err(|e| to_py_err(py, &e))?;
+        self.write(py, || self.inner.put(&config, &checkpoint, &metadata, &new_versions)).map_err(|e| to_py_err(py, &e))?;
         Ok(())
     }
 
@@ -320,7 +335,7 @@ impl Store {
         let config = Config { thread_id, checkpoint_ns, checkpoint_id };
         let writes: Vec<(String, Blob)> =
             writes.into_iter().map(|(channel, type_tag, bytes)| (channel, Blob { type_tag, bytes })).collect();
-        py.detach(|| self.inner.put_writes(&config, &writes, task_id, task_path)).map_err(|e| to_py_err(py, &e))
+        self.write(py, || self.inner.put_writes(&config, &writes, task_id, task_path)).map_err(|e| to_py_err(py, &e))
     }
 
     fn delete_thread(&self, py: Python<'_>, thread_id: &str) -> PyResult<()> {
