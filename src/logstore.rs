@@ -152,6 +152,19 @@ impl LogStore {
         self.engine.put_raw_writes(config, task_id, task_path, writes)
     }
 
+    /// [`CheckpointSaver::put`] with the metadata as the text of a JSON object, stored as given
+    /// (what a binding that already serialized it hands over; no map is built). An error if the
+    /// text is not one JSON object. Reads return it parsed, like any metadata.
+    pub fn put_with_metadata_json(
+        &self,
+        config: &Config,
+        checkpoint: &Checkpoint,
+        metadata_json: &str,
+        new_versions: &ChannelVersions,
+    ) -> Result<Config> {
+        self.engine.put_json(config, checkpoint, metadata_json, new_versions)
+    }
+
     /// Apply [`Options::retention`] (`keep_last`, `max_age`) to every thread now.
     pub fn apply_retention(&self) -> Result<RetentionStats> {
         self.engine.apply_retention()

@@ -16,6 +16,22 @@ use crate::records::{BlobKey, BlobRecord, BlobRef, CheckpointBody, CheckpointHea
 use crate::saver::{check_thread_id, run_id_of};
 use crate::segment::Pinned;
 
+/// The `run_id` of metadata given as JSON text (a string value, as `run_id_of` reads it), checking
+/// on the way that the text is one JSON object; the other values are skipped, not built.
+fn metadata_run_id(json: &str) -> std::result::Result<Option<String>, String> {
+    #[derive(serde::Deserialize)]
+    struct RunIdOnly {
+        #[serde(default)]
+        run_id: serde_json::Value,
+    }
+    // A struct also deserializes from a JSON array; metadata must be an object.
+    if !json.trim_start().starts_with('{') {
+        return Err("it does not start with '{'".into());
+    }
+    let head: RunIdOnly = serde_json::from_str(json).map_err(|e| e.to_string())?;
+    Ok(head.run_id.as_str().map(str::to_owned))
+}
+
 /// How often a put whose assumed values vanished is encoded again before giving up (each retry
 /// writes the vanished values itself, so a second one needs yet another delete in between).
 const MAX_STALE_RETRIES: usize = 64;
@@ -36,6 +52,33 @@ impl Engine {
         metadata: &Metadata,
         new_versions: &ChannelVersions,
     ) -> Result<Config> {
+        let metadata_json = serde_json::to_string(metadata).map_err(|e| Error::invalid(format!("metadata: {e}")))?;
+        self.put_metadata_json(config, checkpoint, &metadata_json, run_id_of(metadata), new_versions)
+    }
+
+    /// `put` with the metadata as the JSON object text to store (checked to be one), without
+    /// building a map of it: the Python binding hands over what `json.dumps` produced.
+    pub(crate) fn put_json(
+        &self,
+        config: &Config,
+        checkpoint: &Checkpoint,
+        metadata_json: &str,
+        new_versions: &ChannelVersions,
+    ) -> Result<Config> {
+        let run_id = metadata_run_id(metadata_json).map_err(|e| {
+            Error::invalid(format!("metadata of checkpoint {} is not a JSON object: {e}", checkpoint.id))
+        })?;
+        self.put_metadata_json(config, checkpoint, metadata_json, run_id.as_deref(), new_versions)
+    }
+
+    fn put_metadata_json(
+        &self,
+        config: &Config,
+        checkpoint: &Checkpoint,
+        metadata_json: &str,
+        run_id: Option<&str>,
+        new_versions: &ChannelVersions,
+    ) -> Result<Config> {
         let _call = self.enter()?;
         check_thread_id(&config.thread_id)?;
         if checkpoint.id.is_empty() {
@@ -47,7 +90,6 @@ impl Engine {
         {
             self.check_value(|| format!("channel {:?} of thread {thread:?}", value.0), value.1)?;
         }
-        let metadata_json = serde_json::to_string(metadata).map_err(|e| Error::invalid(format!("metadata: {e}")))?;
         // A value already stored is not written again; the leader checks that it is still
         // stored when the batch commits (a delete or a compaction may drop it meanwhile), and a
         // stale batch is encoded again, writing the value this time.
@@ -89,8 +131,8 @@ impl Engine {
                     checkpoint_ns: Cow::Borrowed(ns_name),
                     checkpoint_id: Cow::Borrowed(&checkpoint.id),
                     parent_id: config.checkpoint_id.as_deref().map(Cow::Borrowed),
-                    run_id: run_id_of(metadata).map(Cow::Borrowed),
-                    metadata_json: Cow::Borrowed(&metadata_json),
+                    run_id: run_id.map(Cow::Borrowed),
+                    metadata_json: Cow::Borrowed(metadata_json),
                 },
                 body: CheckpointBody {
                     v: checkpoint.v,
@@ -162,5 +204,21 @@ impl Engine {
                 self.retain(&keep_latest, plans::RetentionScope::Threads(thread_ids.to_vec()), true).map(|_| ())
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::metadata_run_id;
+
+    #[test]
+    fn run_id_is_read_from_metadata_text_like_from_the_map() {
+        assert_eq!(metadata_run_id(r#"{"source":"loop","run_id":"r-1","step":3}"#), Ok(Some("r-1".into())));
+        assert_eq!(metadata_run_id(r#"{"run_id": 7}"#), Ok(None));
+        assert_eq!(metadata_run_id(r#"{"writes": {"a": [1, 2]}}"#), Ok(None));
+        assert_eq!(metadata_run_id(" {} "), Ok(None));
+        assert!(metadata_run_id(r#"["run_id"]"#).is_err());
+        assert!(metadata_run_id(r#"{"run_id": "r"#).is_err());
+        assert!(metadata_run_id("null").is_err());
     }
 }

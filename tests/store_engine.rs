@@ -524,3 +524,26 @@ fn native_delta_channel_history_matches_the_generic_walk() {
         .expect("re-put");
     store.get_delta_channel_history(&Config::thread("t").with_checkpoint("c3"), &channels).expect("terminates");
 }
+
+/// Metadata handed over as JSON text is stored as given, reads back as the same map, names its
+/// run for `delete_for_runs`, and must be one JSON object.
+#[test]
+fn metadata_as_json_text_round_trips_and_names_its_run() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = LogStore::open(dir.path(), Options::default()).expect("open");
+    let cp = checkpoint("1", &[("x", b"v".as_slice())], 1);
+    let text = r#"{"source":"loop","step":3,"run_id":"run-a","writes":{"agent":[1,2.5,null]},"note":"é"}"#;
+    store.put_with_metadata_json(&Config::thread("t"), &cp, text, &cp.channel_versions).expect("put");
+    let got = store.get_tuple(&Config::thread("t")).expect("get").expect("stored");
+    let expected: logsaver::Metadata = serde_json::from_str(text).expect("json");
+    assert_eq!(got.metadata, expected);
+    let filter = meta(serde_json::json!({"step": 3}));
+    assert_eq!(store.list(&ListQuery { filter, ..ListQuery::thread("t") }).expect("list").len(), 1);
+    for bad in ["[1, 2]", "null", "{\"run_id\": ", ""] {
+        let cp = checkpoint("2", &[("x", b"w".as_slice())], 2);
+        let refused = store.put_with_metadata_json(&Config::thread("t"), &cp, bad, &cp.channel_versions);
+        assert!(matches!(refused, Err(Error::InvalidArgument(_))), "{bad:?}: {refused:?}");
+    }
+    store.delete_for_runs(&["run-a".to_string()]).expect("delete for runs");
+    assert!(store.get_tuple(&Config::thread("t")).expect("get").is_none(), "the run named in the text is deleted");
+}

@@ -17,8 +17,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use logsaver::{
-    AutoCompaction, Blob, ChannelVersion, ChannelVersions, Checkpoint, CheckpointSaver, CheckpointTuple, Config, Durability, Error,
-    ListQuery, LogStore, Metadata, Options, PendingWrite, PruneStrategy, Retention,
+    AutoCompaction, Blob, ChannelVersion, ChannelVersions, Checkpoint, CheckpointSaver, CheckpointTuple, Config,
+    Durability, Error, ListQuery, LogStore, Metadata, Options, PendingWrite, PruneStrategy, Retention,
 };
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
@@ -291,8 +291,6 @@ impl Store {
         metadata_json: &str,
         blobs: &Bound<'_, PyList>,
     ) -> PyResult<()> {
-        let metadata: Metadata = serde_json::from_str(metadata_json)
-            .map_err(|e| to_py_err(py, &Error::InvalidArgument(format!("metadata is not a JSON object: {e}"))))?;
         let mut seen = BTreeMap::new();
         for (node, versions) in versions_seen.iter() {
             seen.insert(node.extract::<String>()?, versions_from_py(versions.cast::<PyDict>()?)?);
@@ -316,7 +314,10 @@ impl Store {
             updated_channels,
         };
         let config = Config { thread_id, checkpoint_ns, checkpoint_id: parent_id };
-        self.write(py, || self.inner.put(&config, &checkpoint, &metadata, &new_versions)).map_err(|e| to_py_err(py, &e))?;
+        // The metadata is stored as the JSON text Python produced: no map is built and
+        // serialized again (the store checks it is one object and reads its run_id).
+        self.write(py, || self.inner.put_with_metadata_json(&config, &checkpoint, metadata_json, &new_versions))
+            .map_err(|e| to_py_err(py, &e))?;
         Ok(())
     }
 
