@@ -204,9 +204,22 @@ pub fn compact_prefix(
         output.abandon();
         return Err(error);
     }
-    let old = committer.paused(|| {
+    // The switch makes the drops permanent: a victim record is dropped because a later frame
+    // killed it (a re-put, a tombstone, retention's rewrite). In `Flush` and `None` mode that
+    // frame may not be durable yet; if the power went after the switch but before it was synced,
+    // the old record would be gone and its replacement too. So the active segment is synced
+    // first, with the commit path held (nothing can land in between), and a poisoned store
+    // does not switch at all.
+    let switched = committer.paused_durable(|| {
         switch(layout, index, &mut output, victims, moved_ops, &dropped_blobs, &mut stats, &|e| committer.poison(e))
-    })?;
+    });
+    let old = match switched {
+        Ok(switched) => switched?,
+        Err(error) => {
+            output.abandon();
+            return Err(error);
+        }
+    };
 
     // Retire: readers holding a victim keep their map; the unlinked file goes with the last one.
     for seq in &old {

@@ -178,6 +178,13 @@ impl LogStore {
         self.engine.commit_log()
     }
 
+    /// Compact the sealed prefix the background compactor would pick under `policy` (tests only:
+    /// this is the background path, which does not seal the active segment first).
+    #[cfg(feature = "testing")]
+    pub fn compact_if_needed(&self, policy: &crate::AutoCompaction) -> Result<Option<CompactionStats>> {
+        self.engine.compact_if_needed(policy)
+    }
+
     /// Run `hook` in every compaction between its switch and its snapshot (tests only).
     #[cfg(feature = "testing")]
     pub fn set_before_snapshot_hook(&self, hook: impl Fn() + Send + Sync + 'static) {
