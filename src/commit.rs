@@ -475,6 +475,13 @@ pub enum Committed {
     Stale,
 }
 
+impl Drop for Writer {
+    fn drop(&mut self) {
+        // Never leave the preparing thread running past the writer (it writes in the directory).
+        self.discard_prepared();
+    }
+}
+
 struct Request {
     ticket: u64,
     work: Work,
@@ -529,7 +536,8 @@ pub struct Committer {
     /// For the index to read back records whose data dies.
     segments: Arc<SegmentSet>,
     wake: Condvar,
-    writer: Mutex<Writer>,
+    /// `None` for a read-only store.
+    writer: Mutex<Option<Writer>>,
     poison: Mutex<Option<Poison>>,
     stats: Arc<CommitStats>,
     /// Operation tags of the committed batches, in commit order (tests only).
@@ -544,10 +552,11 @@ thread_local! {
 }
 
 impl Committer {
-    /// Commit through `writer`.
-    pub fn new(writer: Writer, stats: Arc<CommitStats>) -> Self {
+    /// Commit through `writer`; with `None` (a read-only store) every commit fails with
+    /// [`Error::ReadOnly`].
+    pub fn new(writer: Option<Writer>, segments: Arc<SegmentSet>, stats: Arc<CommitStats>) -> Self {
         Committer {
-            segments: writer.layout.segments.clone(),
+            segments,
             queue: Mutex::new(Queue {
                 next_ticket: 0,
                 waiting: std::collections::VecDeque::new(),
@@ -561,6 +570,12 @@ impl Committer {
             #[cfg(feature = "testing")]
             commit_log: Mutex::new(Vec::new()),
         }
+    }
+
+    /// The error of a write to a read-only store.
+    fn read_only_error(&self) -> Error {
+        let dir = self.segments.all().first().and_then(|s| s.path.parent().map(std::path::Path::to_path_buf));
+        Error::ReadOnly { path: dir.unwrap_or_default() }
     }
 
     /// `Err(Poisoned)` once a write or fsync has failed.
@@ -604,9 +619,25 @@ impl Committer {
             if !queue.leader_active {
                 queue.leader_active = true;
                 let group = queue.take_group();
-                let outcomes = MutexGuard::unlocked(&mut queue, || self.lead(group, ticket, index));
+                let tickets: Vec<u64> = group.iter().map(|request| request.ticket).collect();
+                let led = MutexGuard::unlocked(&mut queue, || {
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.lead(group, ticket, index)))
+                });
                 queue.leader_active = false;
-                queue.finished.extend(outcomes);
+                match led {
+                    Ok(outcomes) => queue.finished.extend(outcomes),
+                    Err(panic) => {
+                        // A bug, not an I/O failure; but the index may be half-applied, so the
+                        // store stops, and nobody waiting on this group is left waiting forever.
+                        let error = Error::invariant("the commit leader panicked");
+                        self.set_poison(&error);
+                        let others = tickets.into_iter().filter(|t| *t != ticket);
+                        queue.finished.extend(others.map(|t| (t, Err(error.to_poisoned()))));
+                        self.wake.notify_all();
+                        drop(queue);
+                        std::panic::resume_unwind(panic);
+                    }
+                }
                 self.wake.notify_all();
                 continue;
             }
@@ -619,7 +650,10 @@ impl Committer {
     /// the others `Poisoned` with its kind.
     fn lead(&self, group: Vec<Request>, own: u64, index: &RwLock<Index>) -> Vec<(u64, Result<Committed>)> {
         let mut outcomes = Vec::with_capacity(group.len());
-        let mut writer = self.writer.lock();
+        let mut writer_guard = self.writer.lock();
+        let Some(writer) = writer_guard.as_mut() else {
+            return group.into_iter().map(|r| (r.ticket, Err(self.read_only_error()))).collect();
+        };
         // Checked under the commit path: a caller queued behind a failed leader must not become
         // leader and be acknowledged (after a failed fdatasync the kernel may report success for
         // a later one although the earlier frame is lost).
@@ -728,16 +762,11 @@ impl Committer {
         self.commit_log.lock().clone()
     }
 
-    /// Run `f` with the commit path held: no frame is written or applied while it runs.
-    pub fn paused<T>(&self, f: impl FnOnce() -> T) -> T {
-        let _writer = self.writer.lock();
-        f()
-    }
-
     /// Make everything applied so far durable, then run `f` with the commit path still held:
     /// the index `f` sees covers durable frames only (what an index snapshot may cover).
     pub fn paused_durable<T>(&self, f: impl FnOnce() -> T) -> Result<T> {
-        let mut writer = self.writer.lock();
+        let mut guard = self.writer.lock();
+        let Some(writer) = guard.as_mut() else { return Err(self.read_only_error()) };
         self.check_poison()?;
         if let Err(error) = writer.sync() {
             self.set_poison(&error);
@@ -749,7 +778,8 @@ impl Committer {
     /// Seal the active segment if it holds data, so everything written so far is in sealed
     /// segments (compaction works on those).
     pub fn seal_active(&self) -> Result<()> {
-        let mut writer = self.writer.lock();
+        let mut guard = self.writer.lock();
+        let Some(writer) = guard.as_mut() else { return Err(self.read_only_error()) };
         self.check_poison()?;
         if writer.write_offset == SEGMENT_HEADER_LEN as u64 {
             return Ok(());
@@ -769,7 +799,11 @@ impl Committer {
     /// Flush, then trim the active segment's preallocated tail (the next open starts a new
     /// segment on its first write).
     pub fn close(&self) -> Result<()> {
-        let mut writer = self.writer.lock();
+        let mut guard = self.writer.lock();
+        let Some(writer) = guard.as_mut() else { return Ok(()) }; // read-only: nothing to flush
+        // Whatever happens next, the segment being prepared ahead is finished and removed now:
+        // a failed close must not leave a thread writing in the directory after it returns.
+        writer.discard_prepared();
         self.check_poison()?;
         let result = writer.sync().and_then(|()| {
             let end = writer.write_offset;
@@ -778,7 +812,6 @@ impl Committer {
             file.set_len(end).map_err(|e| Error::io("trim active segment", &path, e))?;
             file.sync_all().map_err(|e| Error::io("fsync", &path, e))?;
             writer.capacity = end;
-            writer.discard_prepared();
             Ok(())
         });
         if let Err(error) = &result {
@@ -789,7 +822,8 @@ impl Committer {
 
     /// Write buffered bytes and fdatasync: everything committed so far survives a power cut.
     pub fn flush(&self) -> Result<()> {
-        let mut writer = self.writer.lock();
+        let mut guard = self.writer.lock();
+        let Some(writer) = guard.as_mut() else { return Ok(()) }; // read-only: nothing to flush
         self.check_poison()?;
         let result = writer.sync();
         if let Err(error) = &result {

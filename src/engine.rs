@@ -19,6 +19,9 @@ use crate::segment::{SegmentSet, sync_dir};
 use crate::stats::StoreStats;
 use crate::vfs::{LockGuard, Vfs};
 
+/// How a close ended: `Ok`, or the failure's text and I/O kind (handed to later closes).
+pub(crate) type CloseOutcome = std::result::Result<(), (String, Option<std::io::ErrorKind>)>;
+
 /// Name of the lock file in a store directory.
 pub const LOCK_FILE: &str = "LOCK";
 
@@ -40,6 +43,8 @@ pub(crate) struct Engine {
     /// The store was opened with damage skipped ([`RecoveryMode::SkipCorrupted`]): its index
     /// is a lossy view, which must never be persisted (no snapshot, no compaction).
     pub(crate) degraded: bool,
+    /// How `close` ended, once it has: later closes wait on this lock and return it.
+    pub(crate) close_outcome: parking_lot::Mutex<Option<CloseOutcome>>,
     /// The directory lock; dropped (unlocking the directory) by `close` or drop.
     pub(crate) lock: parking_lot::Mutex<Option<LockGuard>>,
     pub(crate) layout: Arc<Layout>,
@@ -53,15 +58,47 @@ pub(crate) struct Engine {
 
 impl Engine {
     pub(crate) fn open_with(vfs: Arc<dyn Vfs>, dir: impl AsRef<Path>, options: Options) -> Result<Engine> {
-        let dir = dir.as_ref().to_path_buf();
+        Engine::open_mode(vfs, dir.as_ref(), options, Access::ReadWrite)
+    }
+
+    /// Open `dir` without changing a byte of it: it must hold a store; recovery replays it
+    /// read-only (a torn tail is reported, not zeroed; leftovers stay); there is no writer, no
+    /// snapshot, no compaction, and close trims nothing. The directory lock is taken (through
+    /// the existing lock file, never created), so no writer runs meanwhile.
+    pub(crate) fn open_read_only(vfs: Arc<dyn Vfs>, dir: impl AsRef<Path>, options: Options) -> Result<Engine> {
+        Engine::open_mode(vfs, dir.as_ref(), Options { auto_compaction: None, ..options }, Access::ReadOnly)
+    }
+
+    fn open_mode(vfs: Arc<dyn Vfs>, dir: &Path, options: Options, access: Access) -> Result<Engine> {
+        let dir = dir.to_path_buf();
         options.validate()?;
-        create_store_dir(&*vfs, &dir)?;
+        let read_only = access == Access::ReadOnly;
         let lock_path = dir.join(LOCK_FILE);
-        let Some(lock) = vfs.try_lock(&lock_path).map_err(|e| Error::io("lock", &lock_path, e))? else {
-            return Err(Error::Locked { path: dir });
+        let lock = if read_only {
+            if !vfs.is_dir(&dir)
+                || !vfs.list(&dir).map_err(|e| Error::io("list directory", &dir, e))?.iter().any(|n| n == "MANIFEST")
+            {
+                return Err(Error::invalid(format!("no logsaver store at {} (no MANIFEST file)", dir.display())));
+            }
+            let has_lock_file =
+                vfs.list(&dir).map_err(|e| Error::io("list directory", &dir, e))?.iter().any(|n| n == LOCK_FILE);
+            match has_lock_file {
+                true => Some(
+                    vfs.try_lock_existing(&lock_path)
+                        .map_err(|e| Error::io("lock", &lock_path, e))?
+                        .ok_or_else(|| Error::Locked { path: dir.clone() })?,
+                ),
+                false => None,
+            }
+        } else {
+            create_store_dir(&*vfs, &dir)?;
+            let Some(lock) = vfs.try_lock(&lock_path).map_err(|e| Error::io("lock", &lock_path, e))? else {
+                return Err(Error::Locked { path: dir });
+            };
+            Some(lock)
         };
 
-        let recovered = recover(&*vfs, &dir, options.recovery, options.use_snapshot, Access::ReadWrite)?;
+        let recovered = recover(&*vfs, &dir, options.recovery, options.use_snapshot, access)?;
         let stats = Arc::new(CommitStats::default());
         let writer_options = WriterOptions {
             durability: options.durability,
@@ -74,7 +111,8 @@ impl Engine {
         let layout =
             Arc::new(Layout::new(vfs, dir.clone(), recovered.segments.clone(), manifest, recovered.next_segment));
         let writer = match recovered.active {
-            Some((active, capacity, end)) => Writer::resume(
+            _ if read_only => None,
+            Some((active, capacity, end)) => Some(Writer::resume(
                 layout.clone(),
                 active,
                 capacity,
@@ -82,8 +120,8 @@ impl Engine {
                 recovered.next_frame_seq,
                 writer_options,
                 stats.clone(),
-            ),
-            None => Writer::create(layout.clone(), writer_options, stats.clone())?,
+            )),
+            None => Some(Writer::create(layout.clone(), writer_options, stats.clone())?),
         };
         let max_id = recovered.index.max_checkpoint_id.as_ref().map(|key| key.as_str().into_owned());
         tracing::info!(
@@ -93,20 +131,22 @@ impl Engine {
             elapsed_ms = u64::try_from(recovered.report.elapsed.as_millis()).unwrap_or(u64::MAX),
             "opened store"
         );
-        let degraded = !recovered.report.skipped.is_empty();
+        // A read-only store, like one opened with damage skipped, never persists its view.
+        let degraded = !recovered.report.skipped.is_empty() || read_only;
         Ok(Engine {
             dir,
             options,
             index: RwLock::new(recovered.index),
-            segments: recovered.segments,
-            committer: Committer::new(writer, stats.clone()),
+            segments: recovered.segments.clone(),
+            committer: Committer::new(writer, recovered.segments.clone(), stats.clone()),
             stats,
             ids: CheckpointIdGenerator::new(max_id.as_deref()),
             report: recovered.report,
             closed: AtomicBool::new(false),
+            close_outcome: parking_lot::Mutex::new(None),
             gate: RwLock::new(()),
             degraded,
-            lock: parking_lot::Mutex::new(Some(lock)),
+            lock: parking_lot::Mutex::new(lock),
             layout,
             compacting: parking_lot::Mutex::new(()),
             #[cfg(feature = "testing")]
@@ -141,13 +181,22 @@ impl Engine {
         self.committer.flush()
     }
 
+    /// Stop new calls: every call that starts from now on fails with [`Error::Closed`], and long
+    /// calls in flight (a compaction, a retention pass) stop at their next step. `close` does
+    /// this first; `LogStore::close` does it before it waits for the background worker.
+    pub(crate) fn begin_close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+    }
+
     /// Flush and close, releasing the directory lock so the store can be opened again. Waits
     /// for calls in flight (a compaction stops at its next frame); calls that start later fail
-    /// with [`Error::Closed`]. Nothing touches the directory after it returns. Closing twice is
-    /// harmless.
+    /// with [`Error::Closed`]. Nothing touches the directory after it returns. A second or
+    /// concurrent `close` waits for the first and returns its outcome (a failure as `Poisoned`).
     pub(crate) fn close(&self) -> Result<()> {
-        if self.closed.swap(true, Ordering::SeqCst) {
-            return Ok(());
+        self.begin_close();
+        let mut outcome = self.close_outcome.lock();
+        if let Some(done) = &*outcome {
+            return done.clone().map_err(|(reason, kind)| Error::Poisoned { reason, kind });
         }
         let _no_calls = self.gate.write();
         // Flushed and trimmed: a closed store holds no preallocated space.
@@ -156,6 +205,7 @@ impl Engine {
             self.write_snapshot();
         }
         self.lock.lock().take();
+        *outcome = Some(flushed.as_ref().copied().map_err(|e| (e.to_string(), e.io_kind())));
         flushed
     }
 
@@ -229,9 +279,8 @@ impl Engine {
 
 impl Drop for Engine {
     fn drop(&mut self) {
-        if !self.closed.load(Ordering::SeqCst)
-            && let Err(error) = self.close()
-        {
+        let closed = self.close_outcome.lock().is_some();
+        if !closed && let Err(error) = self.close() {
             tracing::warn!(%error, dir = %self.dir.display(), "flush at drop failed");
         }
     }

@@ -76,6 +76,14 @@ pub enum Error {
     #[error("{0}")]
     Background(String),
 
+    /// The store was opened read-only ([`crate::LogStore::open_read_only`]) and a call would
+    /// change it.
+    #[error("store {path} is open read-only")]
+    ReadOnly {
+        /// The store directory.
+        path: PathBuf,
+    },
+
     /// The store was closed.
     #[error("store is closed")]
     Closed,

@@ -140,7 +140,10 @@ impl RunTable {
                     table.ids.insert(name.clone(), number);
                     table.names.push(Some(name));
                 }
-                None => table.names.push(None),
+                None => {
+                    table.names.push(None);
+                    table.free.push(number);
+                }
             }
         }
         table
@@ -720,6 +723,21 @@ mod tests {
         fn write_keys(&self, _: Loc) -> Vec<(String, i64)> {
             Vec::new()
         }
+    }
+
+    #[test]
+    fn run_numbers_freed_before_a_snapshot_are_reused_after_loading_it() {
+        // A snapshot's table: number 1 live, number 2 freed before the snapshot was written.
+        let mut table = RunTable::from_names(vec![Some("a".into()), None]);
+        let one = NonZeroU32::new(1).expect("non-zero");
+        table.retain(one);
+        table.free_unused();
+        let reused = table.intern("b").expect("interned");
+        assert_eq!(reused.get(), 2, "the freed number is reused, the table does not grow");
+        assert_eq!(table.names.len(), 2);
+        table.release(Some(one));
+        assert_eq!(table.intern("c").map(NonZeroU32::get), Some(1));
+        assert_eq!(table.names.len(), 2);
     }
 
     #[test]

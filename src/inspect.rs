@@ -33,7 +33,7 @@ pub(crate) fn verify_dir(
     let lock_path = dir.join(LOCK_FILE);
     let has_lock_file = vfs.list(dir).map_err(|e| Error::io("list directory", dir, e))?.iter().any(|n| n == LOCK_FILE);
     let _lock = match has_lock_file {
-        true => match vfs.try_lock(&lock_path).map_err(|e| Error::io("lock", &lock_path, e))? {
+        true => match vfs.try_lock_existing(&lock_path).map_err(|e| Error::io("lock", &lock_path, e))? {
             Some(lock) => Some(lock),
             None => return Err(Error::Locked { path: dir.to_path_buf() }),
         },

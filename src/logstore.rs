@@ -44,6 +44,21 @@ impl LogStore {
         LogStore::open_with(RealFs::shared(), dir, options)
     }
 
+    /// Open the store in `dir` for reading only, changing no byte of it: no torn tail is zeroed,
+    /// no leftover removed, no snapshot written, nothing trimmed at close; every write call fails
+    /// with [`crate::Error::ReadOnly`]. It takes the directory lock (through the existing lock
+    /// file), so it fails with [`crate::Error::Locked`] while a writer has the store open. The
+    /// CLI's read commands use it.
+    pub fn open_read_only(dir: impl AsRef<Path>, options: Options) -> Result<LogStore> {
+        LogStore::open_read_only_with(RealFs::shared(), dir, options)
+    }
+
+    /// [`LogStore::open_read_only`] on another file system.
+    pub fn open_read_only_with(vfs: Arc<dyn Vfs>, dir: impl AsRef<Path>, options: Options) -> Result<LogStore> {
+        let engine = Arc::new(Engine::open_read_only(vfs, dir, options)?);
+        Ok(LogStore { engine, worker: Mutex::new(None) })
+    }
+
     /// [`open`](Self::open) on another file system (the fault injector or power-loss simulator
     /// of the `testing` feature, for example).
     pub fn open_with(vfs: Arc<dyn Vfs>, dir: impl AsRef<Path>, options: Options) -> Result<LogStore> {
@@ -81,6 +96,9 @@ impl LogStore {
     /// Stop the background worker, flush, write the index snapshot and release the directory.
     /// Later calls fail with [`crate::Error::Closed`]; closing twice is harmless.
     pub fn close(&self) -> Result<()> {
+        // New calls fail and the worker's compaction or retention stops at its next step, so
+        // stopping the worker does not wait for a whole pass.
+        self.engine.begin_close();
         if let Some(worker) = self.worker.lock().take() {
             worker.stop();
         }

@@ -53,6 +53,11 @@ pub trait Vfs: Send + Sync + fmt::Debug {
     /// Take an exclusive lock on `path` (created if missing) without waiting: `Ok(None)` if
     /// someone else holds it.
     fn try_lock(&self, path: &Path) -> io::Result<Option<LockGuard>>;
+    /// Like [`Vfs::try_lock`] on an existing lock file opened read-only: for diagnostics, which
+    /// must work on a read-only copy of a store and never create a file.
+    fn try_lock_existing(&self, path: &Path) -> io::Result<Option<LockGuard>> {
+        self.try_lock(path)
+    }
 }
 
 /// An open file. Positioned I/O only, so one handle serves concurrent readers and the writer.
@@ -132,6 +137,16 @@ impl Vfs for RealFs {
 
     fn try_lock(&self, path: &Path) -> io::Result<Option<LockGuard>> {
         let file = OpenOptions::new().create(true).truncate(false).write(true).open(path)?;
+        match file.try_lock() {
+            Ok(()) => Ok(Some(Box::new(file))),
+            Err(fs::TryLockError::WouldBlock) => Ok(None),
+            Err(fs::TryLockError::Error(e)) => Err(e),
+        }
+    }
+
+    fn try_lock_existing(&self, path: &Path) -> io::Result<Option<LockGuard>> {
+        // flock does not care how the descriptor was opened.
+        let file = File::open(path)?;
         match file.try_lock() {
             Ok(()) => Ok(Some(Box::new(file))),
             Err(fs::TryLockError::WouldBlock) => Ok(None),

@@ -266,6 +266,29 @@ fn compaction_never_drops_records_killed_only_by_frames_a_power_cut_can_lose() {
     }
 }
 
+/// Regression (review of issue 10's fixes): a second, concurrent `close` returned at once while
+/// the first was still flushing and holding the directory lock; a caller that then reopened got
+/// `Locked`, and in `None` mode believed data flushed that was not yet. Now it waits.
+#[test]
+fn a_concurrent_close_waits_for_the_first() {
+    for round in 0..40 {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let opts = options(Durability::None);
+        let store = LogStore::open(dir.path(), opts.clone()).expect("open");
+        let last = fill(&store, "t", 50, "r");
+        race(
+            || store.close().expect("close"),
+            || {
+                store.close().expect("second close");
+                let reopened = LogStore::open(dir.path(), opts.clone())
+                    .unwrap_or_else(|e| panic!("round {round}: reopen right after close returned: {e}"));
+                let latest = reopened.get_tuple(&Config::thread("t")).expect("get").map(|t| t.config);
+                assert_eq!(latest, Some(last.clone()), "round {round}: the buffered puts were not flushed yet");
+            },
+        );
+    }
+}
+
 /// The bytes of every file in a directory.
 fn directory_bytes(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
     let mut files: Vec<(PathBuf, Vec<u8>)> = std::fs::read_dir(dir)

@@ -340,3 +340,44 @@ fn missing_manifest_is_an_error_in_every_mode() {
         assert!(file.ends_with("MANIFEST") && reason.contains("order"), "{recovery:?}: {reason}");
     }
 }
+
+/// Regression (review of issue 10's fixes): the CLI's read commands opened the store for writing,
+/// so `stats` zeroed a torn tail (destroying what `verify` would report), removed leftovers,
+/// prepared a segment and rewrote INDEX at close. A read-only open changes no byte.
+#[test]
+fn read_only_open_and_the_read_commands_change_not_one_byte() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let segment = store_with_puts(dir.path(), 6, Options::default());
+    let frames = frames(&segment);
+    flip_byte(&segment, frames[5].0 + 40); // a torn tail a writer would zero
+    std::fs::write(dir.path().join("0000000099.seg.tmp"), b"leftover").expect("leftover");
+    let before = directory_bytes(dir.path());
+    {
+        let store = LogStore::open_read_only(dir.path(), Options::default()).expect("open read-only");
+        assert_eq!(store.recovery_report().torn_tail.as_ref().map(|d| d.offset), Some(frames[5].0));
+        assert_eq!(count(&store), 5);
+        let cp = checkpoint("zzz", &[("x", b"v".as_slice())], 9);
+        let refused = store.put(&Config::thread("t"), &cp, &Default::default(), &cp.channel_versions);
+        assert!(matches!(refused, Err(Error::ReadOnly { .. })), "{refused:?}");
+        assert!(matches!(store.compact(), Err(Error::ReadOnly { .. })));
+        assert!(matches!(store.delete_thread("t"), Err(Error::ReadOnly { .. })));
+        store.flush().expect("nothing to flush");
+        store.close().expect("close");
+    }
+    assert_eq!(directory_bytes(dir.path()), before, "the read-only open changed the store");
+    let dir_arg = dir.path().display().to_string();
+    for args in [
+        vec!["stats", dir_arg.as_str()],
+        vec!["threads", dir_arg.as_str()],
+        vec!["history", dir_arg.as_str(), "t"],
+        vec!["show", dir_arg.as_str(), "t"],
+        vec!["export", dir_arg.as_str()],
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_logsaver")).args(&args).output().expect("run");
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(directory_bytes(dir.path()), before, "logsaver {args:?} changed the store");
+    }
+    // A writer then finds the torn tail as it was, and truncates it itself.
+    let store = LogStore::open(dir.path(), Options::default()).expect("open");
+    assert_eq!(store.recovery_report().torn_tail.as_ref().map(|d| d.offset), Some(frames[5].0));
+}

@@ -30,7 +30,7 @@ fn to_py_err(py: Python<'_>, err: &Error) -> PyErr {
         Error::Locked { .. } => "StoreLockedError",
         Error::Corruption { .. } => "CorruptionError",
         Error::Closed => "SaverClosedError",
-        Error::InvalidArgument(_) | Error::TooLarge { .. } => "InvalidArgumentError",
+        Error::InvalidArgument(_) | Error::TooLarge { .. } | Error::ReadOnly { .. } => "InvalidArgumentError",
         Error::Poisoned { .. } => "StorePoisonedError",
         _ => "LogSaverError",
     };

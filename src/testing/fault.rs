@@ -146,6 +146,10 @@ impl Vfs for FaultFs {
         self.plan.check(FaultKind::OpenWrite)?;
         self.inner.try_lock(path)
     }
+
+    fn try_lock_existing(&self, path: &Path) -> io::Result<Option<LockGuard>> {
+        self.inner.try_lock_existing(path)
+    }
 }
 
 struct FaultFile {

@@ -13,12 +13,17 @@ use logsaver::{
 };
 use serde_json::{Value, json};
 
-/// Open an existing store (never create one from a read command).
+/// Open an existing store for a command that changes it (never create one).
 pub fn open_existing(dir: &Path, options: Options) -> Result<LogStore> {
     if !dir.join("MANIFEST").exists() {
         return Err(Error::InvalidArgument(format!("no logsaver store at {} (no MANIFEST file)", dir.display())));
     }
     LogStore::open(dir, Options { auto_compaction: None, ..options })
+}
+
+/// Open an existing store for a read command: nothing on disk changes.
+pub fn open_for_reading(dir: &Path) -> Result<LogStore> {
+    LogStore::open_read_only(dir, Options::default())
 }
 
 fn print_json(value: &Value) {
@@ -55,7 +60,7 @@ fn id_time(id: &str) -> Option<String> {
 
 /// `logsaver stats DIR`
 pub fn stats(dir: &Path, as_json: bool) -> Result<()> {
-    let store = open_existing(dir, Options::default())?;
+    let store = open_for_reading(dir)?;
     let stats = store.stats();
     let space = store.space();
     // What the index holds per entry (see docs/design.md, "The index").
@@ -96,7 +101,7 @@ pub fn stats(dir: &Path, as_json: bool) -> Result<()> {
 
 /// `logsaver threads DIR`
 pub fn threads(dir: &Path, sort: &str, limit: usize, offset: usize, as_json: bool) -> Result<()> {
-    let store = open_existing(dir, Options::default())?;
+    let store = open_for_reading(dir)?;
     let mut threads = store.threads();
     match sort {
         "checkpoints" => threads.sort_by(|a, b| b.checkpoints.cmp(&a.checkpoints).then(a.thread_id.cmp(&b.thread_id))),
@@ -135,7 +140,7 @@ fn size_of(tuple: &CheckpointTuple) -> usize {
 
 /// `logsaver history DIR THREAD`
 pub fn history(dir: &Path, thread: &str, ns: Option<&str>, as_json: bool) -> Result<()> {
-    let store = open_existing(dir, Options::default())?;
+    let store = open_for_reading(dir)?;
     let mut query = ListQuery::thread(thread);
     query.checkpoint_ns = ns.map(str::to_owned);
     let tuples = store.list(&query)?;
@@ -238,7 +243,7 @@ fn msgpack_to_json(value: &rmpv::Value) -> Value {
 
 /// `logsaver show DIR THREAD [CHECKPOINT]`
 pub fn show(dir: &Path, thread: &str, checkpoint: Option<&str>, ns: &str, as_json: bool) -> Result<()> {
-    let store = open_existing(dir, Options::default())?;
+    let store = open_for_reading(dir)?;
     let config =
         Config { thread_id: thread.into(), checkpoint_ns: ns.into(), checkpoint_id: checkpoint.map(str::to_owned) };
     let Some(tuple) = store.get_tuple(&config)? else {
@@ -446,7 +451,7 @@ fn blob_from_json(value: &Value) -> Result<Blob> {
 /// `logsaver export DIR`: JSON Lines on stdout, threads and namespaces sorted, checkpoints
 /// oldest first, each followed by its pending writes.
 pub fn export(dir: &Path) -> Result<()> {
-    let store = open_existing(dir, Options::default())?;
+    let store = open_for_reading(dir)?;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let io = |e: std::io::Error| Error::Io { op: "write", path: "<stdout>".into(), source: e };
