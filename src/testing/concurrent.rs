@@ -20,8 +20,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::Mutex;
 
-use crate::model::{Blob, ChannelVersion, ChannelVersions, Checkpoint, CheckpointTuple, Config, ListQuery, Metadata};
-use crate::testing::SimFs;
+use crate::model::{Blob, ChannelVersion, Checkpoint, CheckpointTuple, Config, ListQuery};
+use crate::testing::model::{Call, KEEP_LAST};
+use crate::testing::{Rng, SimFs};
 use crate::{CheckpointSaver, Durability, LogStore, MemorySaver, Options, PruneStrategy, Retention};
 
 /// Tag this thread's next calls: the store logs the tag of each batch it commits for them.
@@ -44,65 +45,9 @@ pub struct ConcurrentReport {
     pub states_compared: u64,
 }
 
-/// A call that changes state, replayable on the reference.
-#[derive(Clone, Debug)]
-enum Call {
-    Put { config: Config, checkpoint: Checkpoint, metadata: Metadata, new_versions: ChannelVersions },
-    PutWrites { config: Config, writes: Vec<(String, Blob)>, task_id: String },
-    DeleteThread(String),
-    DeleteForRuns(Vec<String>),
-    CopyThread(String, String),
-    Prune(String, PruneStrategy),
-    Retention,
-}
-
-/// Checkpoints kept by the run's retention.
-const KEEP_LAST: usize = 2;
-
-impl Call {
-    fn apply(&self, saver: &dyn CheckpointSaver) -> crate::Result<()> {
-        match self {
-            Call::Put { config, checkpoint, metadata, new_versions } => {
-                saver.put(config, checkpoint, metadata, new_versions).map(|_| ())
-            }
-            Call::PutWrites { config, writes, task_id } => saver.put_writes(config, writes, task_id, ""),
-            Call::DeleteThread(thread) => saver.delete_thread(thread),
-            Call::DeleteForRuns(runs) => saver.delete_for_runs(runs),
-            Call::CopyThread(from, to) => saver.copy_thread(from, to),
-            Call::Prune(thread, strategy) => saver.prune(std::slice::from_ref(thread), *strategy),
-            Call::Retention => Ok(()),
-        }
-    }
-
-    fn apply_to_reference(&self, reference: &MemorySaver) -> Result<(), String> {
-        match self {
-            Call::Retention => {
-                reference.apply_retention(KEEP_LAST);
-                Ok(())
-            }
-            call => call.apply(reference).map_err(|e| format!("reference refused {call:?}: {e}")),
-        }
-    }
-}
-
 /// The value every put writes for (channel, version): reads check values against it.
 fn value_of(channel: &str, version: &ChannelVersion) -> Vec<u8> {
     format!("{channel}={version}").into_bytes()
-}
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
 }
 
 /// Shared by the workers of a run.
@@ -195,6 +140,7 @@ fn worker(store: &LogStore, shared: &Shared, seed: u64, calls: usize) -> Result<
                     config: Config::thread(thread(t)).with_checkpoint(id),
                     writes,
                     task_id: format!("task{}", rng.below(3)),
+                    task_path: String::new(),
                 })
             }
             10 => Some(Call::DeleteThread(thread(t))),
@@ -203,8 +149,8 @@ fn worker(store: &LogStore, shared: &Shared, seed: u64, calls: usize) -> Result<
                 let to = (t + 1 + rng.below(3)) % 4;
                 Some(Call::CopyThread(thread(t), thread(to)))
             }
-            13 => Some(Call::Prune(thread(t), PruneStrategy::KeepLatest)),
-            14 => Some(Call::Prune(thread(t), PruneStrategy::Delete)),
+            13 => Some(Call::Prune(vec![thread(t)], PruneStrategy::KeepLatest)),
+            14 => Some(Call::Prune(vec![thread(t)], PruneStrategy::Delete)),
             15 => Some(Call::Retention),
             16 => {
                 store.compact().map_err(|e| format!("compact: {e}"))?;
@@ -228,11 +174,7 @@ fn worker(store: &LogStore, shared: &Shared, seed: u64, calls: usize) -> Result<
         shared.report.lock().calls += 1;
         let Some(call) = call else { continue };
         shared.calls.lock().insert(tag, call.clone());
-        match &call {
-            Call::Retention => store.apply_retention().map(|_| ()),
-            call => call.apply(store),
-        }
-        .map_err(|e| format!("{call:?} failed: {e}"))?;
+        call.apply_store(store).map_err(|e| format!("{call:?} failed: {e}"))?;
     }
     Ok(())
 }
@@ -261,7 +203,7 @@ impl Reference {
             return Ok(false);
         }
         let call = calls.get(&tag).ok_or_else(|| format!("committed tag {tag} names no call"))?;
-        call.apply_to_reference(&self.saver)?;
+        call.apply_reference(&self.saver).map_err(|e| format!("reference refused {call:?}: {e}"))?;
         self.history.push(tag);
         Ok(true)
     }

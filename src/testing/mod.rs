@@ -10,3 +10,22 @@ mod sim;
 pub use concurrent::set_op_tag;
 pub use fault::{Fault, FaultFs, FaultKind};
 pub use sim::SimFs;
+
+/// A tiny deterministic generator (xorshift) for the simulators and harnesses.
+#[derive(Clone, Debug)]
+pub(crate) struct Rng(pub(crate) u64);
+
+impl Rng {
+    /// The next value.
+    pub(crate) fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    /// A value below `n`.
+    pub(crate) fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}

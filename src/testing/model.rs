@@ -118,7 +118,7 @@ pub fn decode_ops(data: &[u8]) -> Vec<ModelOp> {
 
 /// An acknowledged (or cut-off) call, replayable on any saver.
 #[derive(Clone, Debug)]
-enum Call {
+pub(crate) enum Call {
     Put {
         config: Config,
         checkpoint: Checkpoint,
@@ -140,10 +140,10 @@ enum Call {
 }
 
 /// `keep_last` of the model's retention.
-const KEEP_LAST: usize = 2;
+pub(crate) const KEEP_LAST: usize = 2;
 
 impl Call {
-    fn apply(&self, saver: &dyn CheckpointSaver) -> crate::Result<()> {
+    pub(crate) fn apply(&self, saver: &dyn CheckpointSaver) -> crate::Result<()> {
         match self {
             Call::Put { config, checkpoint, metadata, new_versions } => {
                 saver.put(config, checkpoint, metadata, new_versions).map(|_| ())
@@ -160,7 +160,7 @@ impl Call {
     }
 
     /// Apply to the store under test.
-    fn apply_store(&self, store: &LogStore) -> crate::Result<()> {
+    pub(crate) fn apply_store(&self, store: &LogStore) -> crate::Result<()> {
         match self {
             Call::Retention => store.apply_retention().map(|_| ()),
             call => call.apply(store),
@@ -168,7 +168,7 @@ impl Call {
     }
 
     /// Apply to a reference.
-    fn apply_reference(&self, reference: &MemorySaver) -> crate::Result<()> {
+    pub(crate) fn apply_reference(&self, reference: &MemorySaver) -> crate::Result<()> {
         match self {
             Call::Retention => {
                 reference.apply_retention(KEEP_LAST);

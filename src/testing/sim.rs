@@ -17,6 +17,7 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
+use crate::testing::Rng;
 use crate::vfs::{LockGuard, Mapping, OpenMode, Vfs, VfsFile};
 
 #[derive(Clone, Debug)]
@@ -78,18 +79,6 @@ fn dead() -> io::Error {
 
 fn missing(path: &Path) -> io::Error {
     io::Error::new(io::ErrorKind::NotFound, format!("{} does not exist", path.display()))
-}
-
-/// A tiny deterministic generator for crash decisions.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
 }
 
 impl SimFs {
