@@ -33,8 +33,12 @@ use crate::segment::{Pinned, RecordBytes};
 /// Optimistic tries before a read holds the lock throughout.
 const OPTIMISTIC_TRIES: usize = 4;
 
-/// Candidates `list` pins per lock acquisition.
+/// Candidates `list` pins in its first lock acquisition; each later chunk doubles, up to
+/// [`MAX_LIST_CHUNK`], so a long listing re-opens its sources a logarithmic number of times.
 const LIST_CHUNK: usize = 64;
+
+/// The largest chunk `list` pins at once.
+const MAX_LIST_CHUNK: usize = 1 << 16;
 
 /// A checkpoint record read outside the lock, with what step 3 needs to find it again.
 struct ReadCheckpoint {
@@ -238,9 +242,11 @@ impl Engine {
         }
         let mut cursors = self.list_sources(query);
         let mut out = Vec::new();
+        let mut chunk = LIST_CHUNK;
         while out.len() < limit {
             // Step 1 for a chunk of candidates, newest first across every source.
-            let candidates = self.next_candidates(query, &mut cursors, LIST_CHUNK.min(limit - out.len()))?;
+            let candidates = self.next_candidates(query, &mut cursors, chunk.min(limit - out.len()))?;
+            chunk = (chunk * 2).min(MAX_LIST_CHUNK);
             if candidates.is_empty() {
                 break;
             }
