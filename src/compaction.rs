@@ -37,6 +37,7 @@ use crate::vfs::VfsFile;
 
 /// What a compaction did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct CompactionStats {
     /// Segments rewritten (and retired).
     pub segments_rewritten: u64,

@@ -46,6 +46,7 @@ pub(crate) fn verify_dir(
 
 /// One thread at a glance.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ThreadSummary {
     /// Thread id.
     pub thread_id: String,
@@ -61,6 +62,7 @@ pub struct ThreadSummary {
 
 /// A problem `verify` found.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Problem {
     /// The file.
     pub file: PathBuf,
@@ -72,6 +74,7 @@ pub struct Problem {
 
 /// What `verify` checked and found.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct VerifyReport {
     /// Records read back and decoded through the index.
     pub records_checked: u64,

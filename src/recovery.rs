@@ -27,6 +27,7 @@ use crate::vfs::{OpenMode, Vfs};
 
 /// A damaged region found at open.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Damage {
     /// The segment file.
     pub file: PathBuf,
@@ -40,6 +41,7 @@ pub struct Damage {
 
 /// What recovery found and did.
 #[derive(Clone, Debug, Default)]
+#[non_exhaustive]
 pub struct RecoveryReport {
     /// Segment files scanned.
     pub segments: usize,

@@ -23,6 +23,7 @@ pub struct NamespacePlan {
 
 /// What a retention pass removed.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RetentionStats {
     /// Checkpoints removed.
     pub checkpoints_removed: u64,
