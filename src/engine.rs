@@ -12,7 +12,7 @@ use crate::commit::{Batch, CommitStats, Committed, Committer, Work, Writer, Writ
 use crate::error::{Error, Result};
 use crate::id::CheckpointIdGenerator;
 use crate::index::Index;
-use crate::manifest::{Layout, Manifest};
+use crate::manifest::{Layout, MANIFEST_FILE, Manifest};
 use crate::options::Options;
 use crate::recovery::{Access, RecoveryReport, recover};
 use crate::segment::{SegmentSet, sync_dir};
@@ -75,21 +75,12 @@ impl Engine {
         let read_only = access == Access::ReadOnly;
         let lock_path = dir.join(LOCK_FILE);
         let lock = if read_only {
-            if !vfs.is_dir(&dir)
-                || !vfs.list(&dir).map_err(|e| Error::io("list directory", &dir, e))?.iter().any(|n| n == "MANIFEST")
-            {
+            let has_manifest = vfs.is_dir(&dir)
+                && vfs.list(&dir).map_err(|e| Error::io("list directory", &dir, e))?.iter().any(|n| n == MANIFEST_FILE);
+            if !has_manifest {
                 return Err(Error::invalid(format!("no logsaver store at {} (no MANIFEST file)", dir.display())));
             }
-            let has_lock_file =
-                vfs.list(&dir).map_err(|e| Error::io("list directory", &dir, e))?.iter().any(|n| n == LOCK_FILE);
-            match has_lock_file {
-                true => Some(
-                    vfs.try_lock_existing(&lock_path)
-                        .map_err(|e| Error::io("lock", &lock_path, e))?
-                        .ok_or_else(|| Error::Locked { path: dir.clone() })?,
-                ),
-                false => None,
-            }
+            lock_for_reading(&*vfs, &dir)?
         } else {
             create_store_dir(&*vfs, &dir)?;
             let Some(lock) = vfs.try_lock(&lock_path).map_err(|e| Error::io("lock", &lock_path, e))? else {
@@ -283,6 +274,21 @@ impl Drop for Engine {
         if !closed && let Err(error) = self.close() {
             tracing::warn!(%error, dir = %self.dir.display(), "flush at drop failed");
         }
+    }
+}
+
+/// The directory lock for a reader that must change nothing: taken through the existing lock
+/// file opened read-only, never created (a store without one has no writer: writers create it).
+/// `Locked` while a writer has it.
+pub(crate) fn lock_for_reading(vfs: &dyn Vfs, dir: &Path) -> Result<Option<LockGuard>> {
+    let names = vfs.list(dir).map_err(|e| Error::io("list directory", dir, e))?;
+    if !names.iter().any(|n| n == LOCK_FILE) {
+        return Ok(None);
+    }
+    let lock_path = dir.join(LOCK_FILE);
+    match vfs.try_lock_existing(&lock_path).map_err(|e| Error::io("lock", &lock_path, e))? {
+        Some(lock) => Ok(Some(lock)),
+        None => Err(Error::Locked { path: dir.to_path_buf() }),
     }
 }
 

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::commit::Batch;
-use crate::engine::{Engine, LOCK_FILE};
+use crate::engine::{Engine, lock_for_reading};
 use crate::error::{Error, Result};
 use crate::index::Index;
 use crate::index::blob_hash;
@@ -28,17 +28,7 @@ pub(crate) fn verify_dir(
     if !vfs.is_dir(dir) {
         return Err(Error::invalid(format!("{} is not a store directory", dir.display())));
     }
-    // Locked only if the lock file exists: a store without one has no writer (writers create
-    // it), and creating it would be a change.
-    let lock_path = dir.join(LOCK_FILE);
-    let has_lock_file = vfs.list(dir).map_err(|e| Error::io("list directory", dir, e))?.iter().any(|n| n == LOCK_FILE);
-    let _lock = match has_lock_file {
-        true => match vfs.try_lock_existing(&lock_path).map_err(|e| Error::io("lock", &lock_path, e))? {
-            Some(lock) => Some(lock),
-            None => return Err(Error::Locked { path: dir.to_path_buf() }),
-        },
-        false => None,
-    };
+    let _lock = lock_for_reading(vfs, dir)?;
     let recovered = recover(vfs, dir, RecoveryMode::SkipCorrupted, false, Access::ReadOnly)?;
     let checked = check_records(&recovered.index, &recovered.segments, progress);
     Ok((recovered.report, checked))

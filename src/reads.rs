@@ -170,12 +170,7 @@ impl Engine {
     /// `None`).
     fn pin_checkpoint(&self, thread: &str, ns: &str, id: Option<&str>) -> Result<Option<(CheckpointKey, Pinned)>> {
         let index = self.index.read();
-        let Some(namespace) = index.namespace(thread, ns) else { return Ok(None) };
-        let found = match id {
-            Some(id) => namespace.checkpoints.get_key_value(&CheckpointKey::new(id)),
-            None => namespace.checkpoints.last_key_value(),
-        };
-        match found {
+        match find_checkpoint(&index, thread, ns, id) {
             Some((key, slot)) => Ok(Some((key.clone(), self.segments.pin(slot.loc)?))),
             None => Ok(None),
         }
@@ -214,12 +209,7 @@ impl Engine {
             }
         }
         let index = self.index.read();
-        let Some(namespace) = index.namespace(thread, ns) else { return Ok(None) };
-        let found = match id {
-            Some(id) => namespace.checkpoints.get_key_value(&CheckpointKey::new(id)),
-            None => namespace.checkpoints.last_key_value(),
-        };
-        let Some((key, slot)) = found else { return Ok(None) };
+        let Some((key, slot)) = find_checkpoint(&index, thread, ns, id) else { return Ok(None) };
         let read = read_checkpoint(thread, ns, key.clone(), self.segments.pin(slot.loc)?)?;
         let body = read.body()?;
         match self.pin_contents(&index, &read, &body.checkpoint.channel_versions, None)? {
@@ -405,6 +395,20 @@ impl Engine {
             None => None,
         };
         walk_delta_history(channels, start, |id| self.load_ancestor(thread, ns, id, channels))
+    }
+}
+
+/// The checkpoint `id` of (thread, namespace) in the index, or its latest when `id` is `None`.
+fn find_checkpoint<'a>(
+    index: &'a Index,
+    thread: &str,
+    ns: &str,
+    id: Option<&str>,
+) -> Option<(&'a CheckpointKey, &'a crate::index::CheckpointSlot)> {
+    let namespace = index.namespace(thread, ns)?;
+    match id {
+        Some(id) => namespace.checkpoints.get_key_value(&CheckpointKey::new(id)),
+        None => namespace.checkpoints.last_key_value(),
     }
 }
 

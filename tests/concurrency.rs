@@ -16,7 +16,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Barrier};
 
-use common::{checkpoint, drop_snapshot, everything, meta};
+use common::{checkpoint, directory_bytes, drop_snapshot, everything, meta};
 use logsaver::testing::SimFs;
 use logsaver::vfs::{LockGuard, OpenMode, RealFs, Vfs, VfsFile};
 use logsaver::{CheckpointSaver, Config, Durability, Error, ListQuery, LogStore, Options, PruneStrategy, Retention};
@@ -287,20 +287,6 @@ fn a_concurrent_close_waits_for_the_first() {
             },
         );
     }
-}
-
-/// The bytes of every file in a directory.
-fn directory_bytes(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
-    let mut files: Vec<(PathBuf, Vec<u8>)> = std::fs::read_dir(dir)
-        .expect("read dir")
-        .map(|e| e.expect("entry").path())
-        .map(|p| {
-            let bytes = std::fs::read(&p).unwrap_or_default();
-            (p, bytes)
-        })
-        .collect();
-    files.sort();
-    files
 }
 
 /// Regression (defect 5): puts that passed the open check kept going after `close` had flushed

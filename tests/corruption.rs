@@ -16,7 +16,7 @@ mod common;
 use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
 
-use common::{checkpoint, drop_snapshot, everything, segment_files};
+use common::{checkpoint, directory_bytes, drop_snapshot, everything, segment_files};
 use logsaver::{CheckpointIdGenerator, CheckpointSaver, Config, Error, ListQuery, LogStore, Options, RecoveryMode};
 
 /// Frame boundaries of a segment: (offset, length), read from the headers.
@@ -207,20 +207,6 @@ fn skip_corrupted_opens_with_what_is_valid_and_reports_the_rest() {
     for tuple in store.list(&ListQuery::thread("t")).expect("list") {
         assert_eq!(tuple.checkpoint.channel_values.len(), 1);
     }
-}
-
-/// Every file of a store directory with its bytes, to prove a diagnostic changed nothing.
-fn directory_bytes(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
-    let mut files: Vec<(PathBuf, Vec<u8>)> = std::fs::read_dir(dir)
-        .expect("read dir")
-        .map(|e| e.expect("entry").path())
-        .map(|p| {
-            let bytes = std::fs::read(&p).expect("read");
-            (p, bytes)
-        })
-        .collect();
-    files.sort();
-    files
 }
 
 fn flip_byte(path: &Path, offset: u64) {

@@ -71,6 +71,21 @@ pub fn data_end(path: &Path) -> u64 {
     bytes.iter().rposition(|&b| b != 0).map_or(0, |i| i as u64 + 1)
 }
 
+/// Every file of a directory with its bytes, sorted: to prove that something changed nothing
+/// (a file removed while it is read counts as empty).
+pub fn directory_bytes(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut files: Vec<(PathBuf, Vec<u8>)> = std::fs::read_dir(dir)
+        .expect("read dir")
+        .map(|e| e.expect("entry").path())
+        .map(|p| {
+            let bytes = std::fs::read(&p).unwrap_or_default();
+            (p, bytes)
+        })
+        .collect();
+    files.sort();
+    files
+}
+
 /// Remove the index snapshot, so the next open replays (and checks) the whole log.
 pub fn drop_snapshot(dir: &Path) {
     let _ = std::fs::remove_file(dir.join("INDEX"));
