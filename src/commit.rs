@@ -363,6 +363,15 @@ impl Writer {
     }
 }
 
+/// The end of the log at a moment when no frame was being written.
+#[derive(Clone, Copy, Debug)]
+pub struct LogEnd {
+    /// The active segment.
+    pub segment: u32,
+    /// The offset just past its last frame.
+    pub offset: u64,
+}
+
 /// What the index reads back from records while a group is applied, read before the index write
 /// lock is taken: from the group's own bytes for its new records, from disk for older ones.
 struct Prefetched<'a> {
@@ -763,8 +772,9 @@ impl Committer {
     }
 
     /// Make everything applied so far durable, then run `f` with the commit path still held:
-    /// the index `f` sees covers durable frames only (what an index snapshot may cover).
-    pub fn paused_durable<T>(&self, f: impl FnOnce() -> T) -> Result<T> {
+    /// the index `f` sees covers durable frames only (what an index snapshot may cover). `f`
+    /// gets the end of the log: the active segment and the offset after its last frame.
+    pub fn paused_durable<T>(&self, f: impl FnOnce(LogEnd) -> T) -> Result<T> {
         let mut guard = self.writer.lock();
         let Some(writer) = guard.as_mut() else { return Err(self.read_only_error()) };
         self.check_poison()?;
@@ -772,7 +782,7 @@ impl Committer {
             self.set_poison(&error);
             return Err(error);
         }
-        Ok(f())
+        Ok(f(LogEnd { segment: writer.active.seq, offset: writer.write_offset }))
     }
 
     /// Seal the active segment if it holds data, so everything written so far is in sealed

@@ -211,7 +211,7 @@ pub fn compact_prefix(
     // the old record would be gone and its replacement too. So the active segment is synced
     // first, with the commit path held (nothing can land in between), and a poisoned store
     // does not switch at all.
-    let switched = committer.paused_durable(|| {
+    let switched = committer.paused_durable(|_| {
         switch(layout, index, &mut output, victims, moved_ops, &dropped_blobs, &mut stats, &|e| committer.poison(e))
     });
     let old = match switched {

@@ -10,6 +10,7 @@ use parking_lot::RwLock;
 
 use crate::commit::{Batch, CommitStats, Committed, Committer, Work, Writer, WriterOptions};
 use crate::error::{Error, Result};
+use crate::follow::{Follower, recover_read_only};
 use crate::id::CheckpointIdGenerator;
 use crate::index::Index;
 use crate::manifest::{Layout, MANIFEST_FILE, Manifest};
@@ -48,6 +49,8 @@ pub(crate) struct Engine {
     /// The directory lock; dropped (unlocking the directory) by `close` or drop.
     pub(crate) lock: parking_lot::Mutex<Option<LockGuard>>,
     pub(crate) layout: Arc<Layout>,
+    /// A read-only store's position in the log it follows (`None` for the writer).
+    pub(crate) follower: Option<Follower>,
     /// One compaction at a time.
     pub(crate) compacting: parking_lot::Mutex<()>,
     /// Called by compaction between its switch and its snapshot (tests only: a call landing
@@ -63,8 +66,8 @@ impl Engine {
 
     /// Open `dir` without changing a byte of it: it must hold a store; recovery replays it
     /// read-only (a torn tail is reported, not zeroed; leftovers stay); there is no writer, no
-    /// snapshot, no compaction, and close trims nothing. The directory lock is taken (through
-    /// the existing lock file, never created), so no writer runs meanwhile.
+    /// snapshot, no compaction, and close trims nothing. No lock is taken: a writer in another
+    /// process may keep writing, and every call first catches up with what it committed.
     pub(crate) fn open_read_only(vfs: Arc<dyn Vfs>, dir: impl AsRef<Path>, options: Options) -> Result<Engine> {
         Engine::open_mode(vfs, dir.as_ref(), Options { auto_compaction: None, ..options }, Access::ReadOnly)
     }
@@ -74,22 +77,25 @@ impl Engine {
         options.validate()?;
         let read_only = access == Access::ReadOnly;
         let lock_path = dir.join(LOCK_FILE);
-        let lock = if read_only {
+        // A read-only open takes no lock: it runs beside a writer (and other readers) and
+        // follows what the writer commits.
+        let (lock, recovered, follower) = if read_only {
             let has_manifest = vfs.is_dir(&dir)
                 && vfs.list(&dir).map_err(|e| Error::io("list directory", &dir, e))?.iter().any(|n| n == MANIFEST_FILE);
             if !has_manifest {
                 return Err(Error::invalid(format!("no logsaver store at {} (no MANIFEST file)", dir.display())));
             }
-            lock_for_reading(&*vfs, &dir)?
+            let (recovered, stamp) = recover_read_only(&*vfs, &dir, options.recovery, options.use_snapshot, false)?;
+            let follower =
+                Follower::new(vfs.clone(), dir.clone(), options.recovery, options.use_snapshot, &recovered, stamp);
+            (None, recovered, Some(follower))
         } else {
             create_store_dir(&*vfs, &dir)?;
             let Some(lock) = vfs.try_lock(&lock_path).map_err(|e| Error::io("lock", &lock_path, e))? else {
                 return Err(Error::Locked { path: dir });
             };
-            Some(lock)
+            (Some(lock), recover(&*vfs, &dir, options.recovery, options.use_snapshot, access)?, None)
         };
-
-        let recovered = recover(&*vfs, &dir, options.recovery, options.use_snapshot, access)?;
         let stats = Arc::new(CommitStats::default());
         let writer_options = WriterOptions {
             durability: options.durability,
@@ -138,6 +144,7 @@ impl Engine {
             gate: RwLock::new(()),
             degraded,
             lock: parking_lot::Mutex::new(lock),
+            follower,
             layout,
             compacting: parking_lot::Mutex::new(()),
             #[cfg(feature = "testing")]
@@ -244,7 +251,17 @@ impl Engine {
             return Err(Error::Closed);
         }
         self.committer.check_poison()?;
+        self.catch_up()?;
         Ok(guard)
+    }
+
+    /// A read-only store: apply what its writer committed since the last call (see
+    /// `follow.rs`). The writer's own store has nothing to catch up with.
+    pub(crate) fn catch_up(&self) -> Result<()> {
+        match &self.follower {
+            Some(follower) => follower.catch_up(&self.index, &self.segments),
+            None => Ok(()),
+        }
     }
 
     /// Commit records encoded by the caller that assume nothing stored.
@@ -277,24 +294,9 @@ impl Drop for Engine {
     }
 }
 
-/// The directory lock for a reader that must change nothing: taken through the existing lock
-/// file opened read-only, never created (a store without one has no writer: writers create it).
-/// `Locked` while a writer has it.
-pub(crate) fn lock_for_reading(vfs: &dyn Vfs, dir: &Path) -> Result<Option<LockGuard>> {
-    let names = vfs.list(dir).map_err(|e| Error::io("list directory", dir, e))?;
-    if !names.iter().any(|n| n == LOCK_FILE) {
-        return Ok(None);
-    }
-    let lock_path = dir.join(LOCK_FILE);
-    match vfs.try_lock_existing(&lock_path).map_err(|e| Error::io("lock", &lock_path, e))? {
-        Some(lock) => Ok(Some(lock)),
-        None => Err(Error::Locked { path: dir.to_path_buf() }),
-    }
-}
-
 /// Create the store directory; if it is new, fsync its parent so the directory entry survives a
 /// power cut (the segments, MANIFEST and LOCK inside it are synced through the directory itself).
-fn create_store_dir(vfs: &dyn Vfs, dir: &Path) -> Result<()> {
+pub(crate) fn create_store_dir(vfs: &dyn Vfs, dir: &Path) -> Result<()> {
     // The directories about to be created, deepest first.
     let mut missing = Vec::new();
     let mut at = Some(dir);

@@ -4,22 +4,23 @@
 use std::path::{Path, PathBuf};
 
 use crate::commit::Batch;
-use crate::engine::{Engine, lock_for_reading};
+use crate::engine::Engine;
 use crate::error::{Error, Result};
+use crate::follow::recover_read_only;
 use crate::index::Index;
 use crate::index::blob_hash;
 use crate::model::{Blob, Config};
 use crate::options::RecoveryMode;
 use crate::pending::{encode_slotted_writes, record_error};
 use crate::records::{BlobKey, BlobRecord, CheckpointRecord, WritesRecord, decode, decode_prefix};
-use crate::recovery::{Access, RecoveryReport, recover};
+use crate::recovery::RecoveryReport;
 use crate::segment::{Loc, SegmentSet};
 use crate::vfs::Vfs;
 
 /// Verify the store in `dir` without changing one byte of it: replay every frame read-only
 /// (no snapshot; damage listed, not repaired: nothing truncated, zeroed, removed or written),
-/// then read back every record the rebuilt index names. Takes the directory lock, so it fails
-/// with [`Error::Locked`] while a writer has the store open.
+/// then read back every record the rebuilt index names. Takes no lock: beside a live writer it
+/// checks the prefix of the log written when it ran.
 pub(crate) fn verify_dir(
     vfs: &dyn Vfs,
     dir: &Path,
@@ -28,8 +29,7 @@ pub(crate) fn verify_dir(
     if !vfs.is_dir(dir) {
         return Err(Error::invalid(format!("{} is not a store directory", dir.display())));
     }
-    let _lock = lock_for_reading(vfs, dir)?;
-    let recovered = recover(vfs, dir, RecoveryMode::SkipCorrupted, false, Access::ReadOnly)?;
+    let (recovered, _) = recover_read_only(vfs, dir, RecoveryMode::SkipCorrupted, false, true)?;
     let checked = check_records(&recovered.index, &recovered.segments, progress);
     Ok((recovered.report, checked))
 }

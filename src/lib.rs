@@ -24,10 +24,12 @@
 
 #[cfg(feature = "tokio")]
 mod async_saver;
+mod backup;
 mod commit;
 mod compaction;
 mod engine;
 mod error;
+mod follow;
 mod format;
 mod id;
 mod index;
@@ -55,6 +57,7 @@ mod writes;
 
 #[cfg(feature = "tokio")]
 pub use async_saver::AsyncSaver;
+pub use backup::BackupStats;
 pub use compaction::CompactionStats;
 pub use engine::LOCK_FILE;
 pub use error::{Error, Result};

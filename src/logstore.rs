@@ -46,8 +46,12 @@ impl LogStore {
 
     /// Open the store in `dir` for reading only, changing no byte of it: no torn tail is zeroed,
     /// no leftover removed, no snapshot written, nothing trimmed at close; every write call fails
-    /// with [`crate::Error::ReadOnly`]. It takes the directory lock (through the existing lock
-    /// file), so it fails with [`crate::Error::Locked`] while a writer has the store open. The
+    /// with [`crate::Error::ReadOnly`]. It takes no lock: it opens beside a writer in another
+    /// process (and beside other readers), or with no writer at all (an archived store, a
+    /// read-only directory). Every call first catches up with what the writer committed since
+    /// the last one (a stat of the MANIFEST and one read at the end of the log when nothing
+    /// changed), and it keeps working while the writer rotates, compacts and retires segments.
+    /// It sees whole frames only: a `put` with all its values, never half a group commit. The
     /// CLI's read commands use it.
     pub fn open_read_only(dir: impl AsRef<Path>, options: Options) -> Result<LogStore> {
         LogStore::open_read_only_with(RealFs::shared(), dir, options)
@@ -107,12 +111,22 @@ impl LogStore {
 
     /// Counters of the index and the write path.
     pub fn stats(&self) -> StoreStats {
+        self.follow();
         self.engine.stats()
     }
 
     /// Bytes on disk, in records and live, per segment.
     pub fn space(&self) -> SpaceStats {
+        self.follow();
         self.engine.space()
+    }
+
+    /// Read-only: catch up with the writer before an infallible report (a failure is logged;
+    /// the report then shows the view as it was).
+    fn follow(&self) {
+        if let Err(error) = self.engine.catch_up() {
+            tracing::warn!(%error, dir = %self.engine.dir().display(), "catching up with the writer failed");
+        }
     }
 
     /// Seal the active segment and rewrite every segment's live records, reclaiming all
@@ -121,8 +135,18 @@ impl LogStore {
         self.engine.compact_all()
     }
 
+    /// Copy the store to `dest` (a new or empty directory) while writers keep going: a
+    /// consistent point-in-time copy holding every call committed before this one began, which
+    /// opens as a normal store (restore is opening it). Works on the writer's store (it pauses
+    /// the commit path only to note the end of the log after an fdatasync) and on a read-only
+    /// one beside a writer in another process. Costs the copy, not a rescan. See `backup.rs`.
+    pub fn backup(&self, dest: impl AsRef<Path>) -> Result<crate::BackupStats> {
+        self.engine.backup(dest.as_ref())
+    }
+
     /// Every thread with its checkpoint count, bytes and newest checkpoint, sorted by id.
     pub fn threads(&self) -> Vec<crate::inspect::ThreadSummary> {
+        self.follow();
         self.engine.thread_summaries()
     }
 
@@ -131,13 +155,14 @@ impl LogStore {
     /// `RecoveryMode::SkipCorrupted` to list damage instead of failing) to also check every
     /// frame of the log.
     pub fn verify(&self, progress: &mut dyn FnMut(u64, u64)) -> crate::inspect::VerifyReport {
+        self.follow();
         self.engine.verify(progress)
     }
 
     /// Verify the store in `dir` without opening it for writing and without changing one byte
     /// of it: every frame is replayed read-only (damage is listed, never truncated, zeroed or
-    /// skipped into a snapshot), then every record the index names is read back. Fails with
-    /// [`crate::Error::Locked`] while a writer has the store open. `logsaver verify` runs this.
+    /// skipped into a snapshot), then every record the index names is read back. Takes no lock:
+    /// beside a live writer it checks the log as written when it ran. `logsaver verify` runs this.
     pub fn verify_dir(
         dir: impl AsRef<Path>,
         progress: &mut dyn FnMut(u64, u64),

@@ -150,7 +150,7 @@ impl Engine {
         if self.degraded {
             return;
         }
-        let captured = self.committer.paused_durable(|| {
+        let captured = self.committer.paused_durable(|_| {
             let index = self.index.read();
             crate::snapshot::capture(&self.layout.manifest(), &self.segments, &index)
         });

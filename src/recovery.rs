@@ -70,8 +70,9 @@ pub enum Access {
     /// Opening for writing: leftovers are removed, a torn tail is zeroed and synced, the last
     /// segment is opened for appending.
     ReadWrite,
-    /// A diagnostic (`verify`): not one byte changes. Leftovers are ignored, a torn tail is only
-    /// reported, every segment is mapped read-only.
+    /// A read-only open or a diagnostic (`verify`): not one byte changes. Leftovers are ignored,
+    /// a torn tail is only reported; sealed segments are mapped, the last one (which a writer in
+    /// another process may be appending to and will trim) is read with positioned reads.
     ReadOnly,
 }
 
@@ -79,9 +80,10 @@ pub enum Access {
 pub struct Recovered {
     /// The rebuilt index.
     pub index: Index,
-    /// Every segment, the last one open for writing.
+    /// Every segment, the last one open for writing (read-only: for positioned reads).
     pub segments: Arc<SegmentSet>,
     /// The last segment, its capacity and the end of its valid data; `None` for a new store.
+    /// Read-only, where a reader beside a writer follows the log on from.
     pub active: Option<(Arc<Segment>, u64, u64)>,
     /// What was found.
     pub report: RecoveryReport,
@@ -158,8 +160,15 @@ pub fn recover(vfs: &dyn Vfs, dir: &Path, mode: RecoveryMode, use_snapshot: bool
     }
 
     let segments = Arc::new(SegmentSet::default());
-    for &seq in &manifest.segments {
-        segments.insert(Arc::new(Segment::sealed(vfs, seq, segment_path(dir, seq))?));
+    for (i, &seq) in manifest.segments.iter().enumerate() {
+        let path = segment_path(dir, seq);
+        // Read-only, the last segment may be another process's active one: never mapped.
+        let segment = if access == Access::ReadOnly && i + 1 == manifest.segments.len() {
+            Segment::following(vfs, seq, path)?
+        } else {
+            Segment::sealed(vfs, seq, path)?
+        };
+        segments.insert(Arc::new(segment));
     }
     let snapshot = if use_snapshot { crate::snapshot::load(vfs, dir, &manifest, &segments) } else { None };
     let (mut index, start, mut max_frame_seq) = match snapshot {
@@ -193,13 +202,20 @@ pub fn recover(vfs: &dyn Vfs, dir: &Path, mode: RecoveryMode, use_snapshot: bool
         report.segments += 1;
         // A segment skipped whole (damaged header) is never written to: the writer starts a new
         // one after it, and the damage stays for the next open to report.
-        if let (true, Access::ReadWrite, Some(end)) = (is_last, access, scanned) {
-            let path = segment.path.clone();
-            drop(segment);
-            active = Some(reopen_active(vfs, seq, path, end, &mut report)?);
+        match (is_last, access, scanned) {
+            (true, Access::ReadWrite, Some(end)) => {
+                let path = segment.path.clone();
+                drop(segment);
+                active = Some(reopen_active(vfs, seq, path, end, &mut report)?);
+            }
+            (true, Access::ReadOnly, Some(end)) => {
+                let capacity = segment.file_len();
+                active = Some((segment, capacity, end));
+            }
+            _ => {}
         }
     }
-    if let Some((segment, _, _)) = &active {
+    if let (Some((segment, _, _)), Access::ReadWrite) = (&active, access) {
         segments.insert(segment.clone());
     }
     report.elapsed = started.elapsed();
@@ -268,7 +284,9 @@ fn scan_segment(
     segments: &SegmentSet,
     report: &mut RecoveryReport,
 ) -> Result<Option<u64>> {
-    let data = segment.mapped_bytes().ok_or_else(|| Error::corruption(&segment.path, 0, "segment is not mapped"))?;
+    // The last segment read-only is copied (it may be another process's active segment).
+    let bytes = segment.snapshot_bytes()?;
+    let data: &[u8] = &bytes;
     let header = SegmentHeader::decode(data).and_then(|header| {
         if header.seq == u64::from(segment.seq) {
             Ok(header)

@@ -154,6 +154,28 @@ impl Segment {
         Segment { seq, path, storage: Storage::Active { file, tail: Mutex::new(BufferedTail::default()) } }
     }
 
+    /// Open another process's active segment for reading (a read-only store beside a writer):
+    /// positioned reads only, never mapped, because the writer trims it when it seals or closes
+    /// it, and touching a mapped page past the new end would raise SIGBUS.
+    pub fn following(vfs: &dyn Vfs, seq: u32, path: PathBuf) -> Result<Segment> {
+        let file = vfs.open(&path, OpenMode::Read).map_err(|e| Error::io("open segment", &path, e))?;
+        Ok(Segment::active(seq, path, file))
+    }
+
+    /// Every byte of the file as it is now: borrowed from the map when sealed, read when active.
+    pub fn snapshot_bytes(&self) -> Result<Cow<'_, [u8]>> {
+        match &self.storage {
+            Storage::Sealed { map } => Ok(Cow::Borrowed(map)),
+            Storage::Active { file, .. } => {
+                let len = file.len().map_err(|e| Error::io("stat segment", &self.path, e))?;
+                let len = usize::try_from(len).map_err(|_| Error::corruption(&self.path, 0, "segment too large"))?;
+                let mut bytes = vec![0u8; len];
+                file.read_exact_at(&mut bytes, 0).map_err(|e| Error::io("read segment", &self.path, e))?;
+                Ok(Cow::Owned(bytes))
+            }
+        }
+    }
+
     /// Map an existing file as a sealed (immutable) segment.
     pub fn sealed(vfs: &dyn Vfs, seq: u32, path: PathBuf) -> Result<Segment> {
         let file = vfs.open(&path, OpenMode::Read).map_err(|e| Error::io("open segment", &path, e))?;

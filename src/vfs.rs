@@ -58,7 +58,30 @@ pub trait Vfs: Send + Sync + fmt::Debug {
     fn try_lock_existing(&self, path: &Path) -> io::Result<Option<LockGuard>> {
         self.try_lock(path)
     }
+    /// A value that changes whenever the file at `path` is replaced or rewritten (`None` if it
+    /// does not exist). A reader beside a writer stats the MANIFEST with it on every call to
+    /// notice a rotation or a compaction without reading the file. The default reads the file
+    /// (its length and CRC): exact, for the simulators; the real file system stats it.
+    fn stamp(&self, path: &Path) -> io::Result<Option<FileStamp>> {
+        let file = match self.open(path, OpenMode::Read) {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let len = file.len()?;
+        let mut bytes = vec![0u8; usize::try_from(len).map_err(|_| io::Error::other("file too large to stamp"))?];
+        file.read_exact_at(&mut bytes, 0)?;
+        Ok(Some(FileStamp([len, u64::from(crc32fast::hash(&bytes)), 0, 0])))
+    }
 }
+
+/// What [`Vfs::stamp`] returns: equal stamps mean the file was not replaced or rewritten.
+/// On the real file system: inode, length, and modification and change times in nanoseconds.
+/// (The kernel's file times tick at its timer's resolution, a few milliseconds: a file replaced
+/// twice within one tick by one of the same length on a recycled inode would look unchanged
+/// until its next change.)
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FileStamp(pub [u64; 4]);
 
 /// An open file. Positioned I/O only, so one handle serves concurrent readers and the writer.
 #[expect(
@@ -144,6 +167,20 @@ impl Vfs for RealFs {
         }
     }
 
+    fn stamp(&self, path: &Path) -> io::Result<Option<FileStamp>> {
+        use std::os::unix::fs::MetadataExt;
+        match fs::metadata(path) {
+            Ok(meta) => Ok(Some(FileStamp([
+                meta.ino(),
+                meta.len(),
+                nanos(meta.mtime(), meta.mtime_nsec()),
+                nanos(meta.ctime(), meta.ctime_nsec()),
+            ]))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     fn try_lock_existing(&self, path: &Path) -> io::Result<Option<LockGuard>> {
         // flock does not care how the descriptor was opened.
         let file = File::open(path)?;
@@ -153,6 +190,11 @@ impl Vfs for RealFs {
             Err(fs::TryLockError::Error(e)) => Err(e),
         }
     }
+}
+
+/// A file time as one number (only compared for equality).
+fn nanos(seconds: i64, nanoseconds: i64) -> u64 {
+    seconds.cast_unsigned().wrapping_mul(1_000_000_000).wrapping_add(nanoseconds.cast_unsigned())
 }
 
 impl VfsFile for RealFile {

@@ -136,9 +136,77 @@ fn compact_reports_sizes_and_errors_are_clear() {
     assert_eq!(code, 2);
     assert!(err.contains("no logsaver store") && err.contains("nothing-here"), "{err}");
 
+    // Beside a running writer: the read commands work, the writing ones say what they need.
     let open = logsaver::LogStore::open(&store, logsaver::Options::default()).expect("hold the store");
-    let (code, _, err) = logsaver(&["stats", s]);
-    assert_eq!(code, 2);
-    assert!(err.contains("locked"), "{err}");
+    let (code, out, err) = logsaver(&["stats", s, "--json"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(json(&out)["checkpoints"].as_u64().is_some_and(|n| n > 0));
+    for command in ["compact", "import"] {
+        let (code, _, err) = logsaver(&[command, s]);
+        assert_eq!(code, 2, "{command}");
+        assert!(err.contains("writer lock") && err.contains("beside a running writer"), "{command}: {err}");
+    }
     drop(open);
+}
+
+#[test]
+fn every_read_command_and_backup_work_beside_a_running_writer() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("live");
+    let s = store.to_str().expect("utf-8");
+    // The writer: the demo, in its own process, writing with group commit from 4 threads.
+    let mut writer = Command::new(env!("CARGO_BIN_EXE_logsaver"))
+        .args(["demo", s, "--threads", "60", "--steps", "60", "--workers", "4"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the demo");
+    let started = std::time::Instant::now();
+    while !store.join("MANIFEST").exists() {
+        assert!(started.elapsed() < std::time::Duration::from_secs(30), "the demo did not start");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let mut rounds = 0;
+    let mut rounds_beside_the_writer = 0;
+    let mut last_checkpoints = 0;
+    let mut backups = Vec::new();
+    while writer.try_wait().expect("poll").is_none() || rounds < 2 {
+        if writer.try_wait().expect("poll").is_none() {
+            rounds_beside_the_writer += 1;
+        }
+        let (code, out, err) = logsaver(&["stats", s, "--json"]);
+        assert_eq!(code, 0, "stats beside the writer: {err}");
+        let checkpoints = json(&out)["checkpoints"].as_u64().expect("checkpoints");
+        assert!(checkpoints >= last_checkpoints, "the view went back: {checkpoints} < {last_checkpoints}");
+        last_checkpoints = checkpoints;
+        let (code, out, err) = logsaver(&["threads", s, "--json", "--limit", "3"]);
+        assert_eq!(code, 0, "threads: {err}");
+        if let Some(thread) = json(&out).as_array().and_then(|t| t.first()).and_then(|t| t["thread_id"].as_str()) {
+            let (code, _, err) = logsaver(&["history", s, thread, "--json"]);
+            assert_eq!(code, 0, "history: {err}");
+            let (code, _, err) = logsaver(&["show", s, thread, "--json"]);
+            assert_eq!(code, 0, "show: {err}");
+        }
+        let (code, out, err) = logsaver(&["verify", s, "--json"]);
+        assert_eq!(code, 0, "verify beside the writer: {out} {err}");
+        let (code, out, err) = logsaver(&["export", s]);
+        assert_eq!(code, 0, "export: {err}");
+        assert!(out.lines().count() as u64 >= checkpoints, "export holds less than stats counted");
+        let dest = dir.path().join(format!("backup-{rounds}"));
+        let (code, _, err) = logsaver(&["backup", s, dest.to_str().expect("utf-8"), "--json"]);
+        assert_eq!(code, 0, "backup: {err}");
+        backups.push((dest, checkpoints));
+        rounds += 1;
+    }
+    assert!(writer.wait().expect("demo").success());
+    // Each backup opens, verifies and holds at least what stats counted just before it.
+    for (dest, checkpoints) in backups {
+        let d = dest.to_str().expect("utf-8");
+        let (code, out, err) = logsaver(&["verify", d, "--json"]);
+        assert_eq!(code, 0, "verify the backup: {out} {err}");
+        let (code, out, err) = logsaver(&["stats", d, "--json"]);
+        assert_eq!(code, 0, "{err}");
+        assert!(json(&out)["checkpoints"].as_u64().expect("count") >= checkpoints);
+    }
+    assert!(rounds_beside_the_writer >= 1, "the writer finished before the commands ran");
 }

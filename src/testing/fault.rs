@@ -150,6 +150,10 @@ impl Vfs for FaultFs {
     fn try_lock_existing(&self, path: &Path) -> io::Result<Option<LockGuard>> {
         self.inner.try_lock_existing(path)
     }
+
+    fn stamp(&self, path: &Path) -> io::Result<Option<crate::vfs::FileStamp>> {
+        self.inner.stamp(path)
+    }
 }
 
 struct FaultFile {

@@ -90,6 +90,16 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// A consistent copy of the store in DEST (new or empty), taken beside a running writer.
+    Backup {
+        /// Store directory.
+        dir: PathBuf,
+        /// Destination directory (created; must be empty if it exists).
+        dest: PathBuf,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
     /// Every checkpoint and pending write as JSON Lines on stdout (values base64).
     Export {
         /// Store directory.
@@ -130,6 +140,19 @@ fn parse_durability(name: &str) -> Result<Durability, String> {
     name.parse().map_err(|e: logsaver::Error| e.to_string())
 }
 
+/// A command that writes needs the writer lock: say so, and what works beside a writer.
+fn needs_writer(command: &str, error: logsaver::Error) -> logsaver::Error {
+    match error {
+        logsaver::Error::Locked { path } => logsaver::Error::InvalidArgument(format!(
+            "`{command}` changes the store, so it needs the writer lock, and a writer holds {} (its process is \
+             running). Close that writer first, or run the call from it (LogStore::compact, LogSaver.compact()). \
+             stats, threads, history, show, export, verify and backup work beside a running writer.",
+            path.display()
+        )),
+        other => other,
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -143,9 +166,12 @@ fn main() -> ExitCode {
             ops::show(&dir, &thread, checkpoint.as_deref(), &ns, json).map(|()| true)
         }
         Command::Verify { dir, json } => ops::verify(&dir, json),
-        Command::Compact { dir, json } => ops::compact(&dir, json).map(|()| true),
+        Command::Compact { dir, json } => {
+            ops::compact(&dir, json).map(|()| true).map_err(|e| needs_writer("compact", e))
+        }
+        Command::Backup { dir, dest, json } => ops::backup(&dir, &dest, json).map(|()| true),
         Command::Export { dir } => ops::export(&dir).map(|()| true),
-        Command::Import { dir } => ops::import(&dir).map(|n| {
+        Command::Import { dir } => ops::import(&dir).map_err(|e| needs_writer("import", e)).map(|n| {
             eprintln!("imported {n} records");
             true
         }),

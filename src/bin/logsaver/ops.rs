@@ -21,7 +21,8 @@ pub fn open_existing(dir: &Path, options: Options) -> Result<LogStore> {
     LogStore::open(dir, Options { auto_compaction: None, ..options })
 }
 
-/// Open an existing store for a read command: nothing on disk changes.
+/// Open an existing store for a read command: nothing on disk changes, and it works beside a
+/// writer in another process (see `LogStore::open_read_only`).
 pub fn open_for_reading(dir: &Path) -> Result<LogStore> {
     LogStore::open_read_only(dir, Options::default())
 }
@@ -395,6 +396,30 @@ pub fn verify(dir: &Path, as_json: bool) -> Result<bool> {
 }
 
 /// `logsaver compact DIR`
+/// `logsaver backup DIR DEST`
+pub fn backup(dir: &Path, dest: &Path, as_json: bool) -> Result<()> {
+    let store = open_for_reading(dir)?;
+    let stats = store.backup(dest)?;
+    if as_json {
+        print_json(&json!({
+            "dest": dest.display().to_string(),
+            "segments": stats.segments,
+            "bytes": stats.bytes,
+            "seconds": stats.elapsed.as_secs_f64(),
+        }));
+    } else {
+        println!(
+            "backed up {} to {}: {} segments, {} in {:.2} s",
+            dir.display(),
+            dest.display(),
+            stats.segments,
+            human(stats.bytes),
+            stats.elapsed.as_secs_f64()
+        );
+    }
+    Ok(())
+}
+
 pub fn compact(dir: &Path, as_json: bool) -> Result<()> {
     let store = open_existing(dir, Options::default())?;
     let before = store.space();
