@@ -112,6 +112,10 @@ pub struct CommitStats {
     pub bytes_written: AtomicU64,
     /// Segments created.
     pub segments_created: AtomicU64,
+    /// Calls per commit group.
+    pub group_sizes: crate::metrics::Histogram,
+    /// fdatasync latency, nanoseconds.
+    pub fsync_nanos: crate::metrics::Histogram,
 }
 
 /// How the writer lays out and syncs segments.
@@ -330,7 +334,9 @@ impl Writer {
             return Ok(());
         }
         let file = self.active.active_file().ok_or_else(|| Error::invariant("the active segment is sealed"))?;
+        let started = std::time::Instant::now();
         file.sync_data().map_err(|e| Error::io("fdatasync", &self.active.path, e))?;
+        self.stats.fsync_nanos.record_duration(started.elapsed());
         self.stats.fsyncs.fetch_add(1, Ordering::Relaxed);
         self.synced_offset = self.write_offset;
         Ok(())
@@ -761,6 +767,7 @@ impl Committer {
         #[cfg(feature = "testing")]
         self.commit_log.lock().extend(tags);
         self.stats.commits.fetch_add(ready.len() as u64, Ordering::Relaxed);
+        self.stats.group_sizes.record(ready.len() as u64);
         outcomes.extend(ready.iter().map(|(ticket, _)| (*ticket, Ok(Committed::Done))));
         outcomes
     }

@@ -49,6 +49,8 @@ pub(crate) struct Engine {
     /// The directory lock; dropped (unlocking the directory) by `close` or drop.
     pub(crate) lock: parking_lot::Mutex<Option<LockGuard>>,
     pub(crate) layout: Arc<Layout>,
+    /// Call counts and latencies (see `metrics.rs`).
+    pub(crate) metrics: crate::metrics::Metrics,
     /// A read-only store's position in the log it follows (`None` for the writer).
     pub(crate) follower: Option<Follower>,
     /// One compaction at a time.
@@ -145,6 +147,7 @@ impl Engine {
             degraded,
             lock: parking_lot::Mutex::new(lock),
             follower,
+            metrics: crate::metrics::Metrics::default(),
             layout,
             compacting: parking_lot::Mutex::new(()),
             #[cfg(feature = "testing")]
@@ -202,6 +205,7 @@ impl Engine {
         if flushed.is_ok() {
             self.write_snapshot();
         }
+        self.persist_metrics();
         self.lock.lock().take();
         *outcome = Some(flushed.as_ref().copied().map_err(|e| (e.to_string(), e.io_kind())));
         flushed
@@ -235,6 +239,46 @@ impl Engine {
             fsyncs: self.stats.fsyncs.load(Ordering::Relaxed),
             bytes_written: self.stats.bytes_written.load(Ordering::Relaxed),
             run_ids,
+        }
+    }
+
+    /// The metrics as they are now.
+    pub(crate) fn metrics_snapshot(&self) -> crate::metrics::MetricsSnapshot {
+        use crate::metrics::{MetricsSnapshot, unix_now};
+        let load = |counter: &std::sync::atomic::AtomicU64| counter.load(Ordering::Relaxed);
+        MetricsSnapshot {
+            taken_at_unix: unix_now(),
+            uptime_seconds: self.metrics.uptime().as_secs_f64(),
+            writer: self.follower.is_none(),
+            operations: self.metrics.operations(),
+            commits: load(&self.stats.commits),
+            frames: load(&self.stats.frames),
+            group_size: self.stats.group_sizes.summary(1.0),
+            fsyncs: load(&self.stats.fsyncs),
+            fsync_us: self.stats.fsync_nanos.summary(1000.0),
+            bytes_written: load(&self.stats.bytes_written),
+            bytes_read: load(&self.segments.bytes_read),
+            segments_created: load(&self.stats.segments_created),
+        }
+    }
+
+    /// The writer leaves its metrics in `METRICS.json` (replaced atomically; not fsynced: they
+    /// are advisory), so `logsaver stats` in another process can show them. A read-only store
+    /// writes nothing.
+    pub(crate) fn persist_metrics(&self) {
+        if self.follower.is_some() {
+            return;
+        }
+        let vfs = &*self.layout.vfs;
+        let path = self.dir.join(crate::metrics::METRICS_FILE);
+        let temp = self.dir.join(format!("{}.tmp", crate::metrics::METRICS_FILE));
+        let text = serde_json::to_vec_pretty(&self.metrics_snapshot()).unwrap_or_default();
+        let written = vfs
+            .open(&temp, crate::vfs::OpenMode::CreateTruncate)
+            .and_then(|file| file.write_all_at(&text, 0))
+            .and_then(|()| vfs.rename(&temp, &path));
+        if let Err(error) = written {
+            tracing::warn!(%error, path = %path.display(), "cannot write the metrics file");
         }
     }
 

@@ -38,6 +38,7 @@ mod logstore;
 mod maintenance;
 mod manifest;
 mod memory;
+mod metrics;
 mod model;
 mod options;
 mod pending;
@@ -65,6 +66,7 @@ pub use id::CheckpointIdGenerator;
 pub use inspect::{Problem, ThreadSummary, VerifyReport};
 pub use logstore::LogStore;
 pub use memory::MemorySaver;
+pub use metrics::{METRICS_FILE, MetricsSnapshot, OpMetrics, Summary};
 pub use model::{
     Blob, ChannelVersion, ChannelVersions, Checkpoint, CheckpointTuple, Config, DeltaChannelHistory, ListQuery,
     Metadata, PendingWrite, PruneStrategy,

@@ -12,6 +12,7 @@ use parking_lot::{Condvar, Mutex};
 use crate::compaction::CompactionStats;
 use crate::engine::Engine;
 use crate::error::Result;
+use crate::metrics::{MetricsSnapshot, Op};
 use crate::model::{
     Blob, ChannelVersions, Checkpoint, CheckpointTuple, Config, DeltaChannelHistory, ListQuery, Metadata, PruneStrategy,
 };
@@ -94,7 +95,7 @@ impl LogStore {
 
     /// Make everything committed so far durable (writes buffered bytes, fdatasync).
     pub fn flush(&self) -> Result<()> {
-        self.engine.flush()
+        self.measure(Op::Flush, || self.engine.flush())
     }
 
     /// Stop the background worker, flush, write the index snapshot and release the directory.
@@ -132,7 +133,7 @@ impl LogStore {
     /// Seal the active segment and rewrite every segment's live records, reclaiming all
     /// garbage. Readers and writers keep working meanwhile.
     pub fn compact(&self) -> Result<CompactionStats> {
-        self.engine.compact_all()
+        self.measure(Op::Compaction, || self.engine.compact_all())
     }
 
     /// Copy the store to `dest` (a new or empty directory) while writers keep going: a
@@ -141,7 +142,20 @@ impl LogStore {
     /// the commit path only to note the end of the log after an fdatasync) and on a read-only
     /// one beside a writer in another process. Costs the copy, not a rescan. See `backup.rs`.
     pub fn backup(&self, dest: impl AsRef<Path>) -> Result<crate::BackupStats> {
-        self.engine.backup(dest.as_ref())
+        self.measure(Op::Backup, || self.engine.backup(dest.as_ref()))
+    }
+
+    /// Call counts, errors and latency percentiles per operation (put, put_writes, get_tuple,
+    /// list, the maintenance calls, compaction and retention runs, backups), fdatasync count and
+    /// latency, group commit sizes, bytes written and read. The writer also leaves them in
+    /// `METRICS.json` in the store directory (every `Options::metrics_interval` and at close),
+    /// which `logsaver stats` shows for a running store.
+    pub fn metrics(&self) -> MetricsSnapshot {
+        self.engine.metrics_snapshot()
+    }
+
+    fn measure<T>(&self, op: Op, call: impl FnOnce() -> Result<T>) -> Result<T> {
+        self.engine.metrics.measure(op, call)
     }
 
     /// Every thread with its checkpoint count, bytes and newest checkpoint, sorted by id.
@@ -205,12 +219,12 @@ impl LogStore {
         metadata_json: &str,
         new_versions: &ChannelVersions,
     ) -> Result<Config> {
-        self.engine.put_json(config, checkpoint, metadata_json, new_versions)
+        self.measure(Op::Put, || self.engine.put_json(config, checkpoint, metadata_json, new_versions))
     }
 
     /// Apply [`Options::retention`] (`keep_last`, `max_age`) to every thread now.
     pub fn apply_retention(&self) -> Result<RetentionStats> {
-        self.engine.apply_retention()
+        self.measure(Op::Retention, || self.engine.apply_retention())
     }
 
     /// The operation tags (see [`crate::testing::set_op_tag`]) of the batches committed since
@@ -249,16 +263,14 @@ impl Worker {
         let options = engine.options();
         let compaction = options.auto_compaction.clone();
         let retention_every = options.retention.interval;
-        let tick = match (&compaction, retention_every) {
-            (None, None) => return None,
-            (Some(c), None) => c.interval,
-            (None, Some(r)) => r,
-            (Some(c), Some(r)) => c.interval.min(r),
-        };
+        let metrics_every = options.metrics_interval;
+        let tick =
+            [compaction.as_ref().map(|c| c.interval), retention_every, metrics_every].into_iter().flatten().min()?;
         let stop = Arc::new((Mutex::new(false), Condvar::new()));
         let (engine, signal) = (engine.clone(), stop.clone());
         let spawned = std::thread::Builder::new().name("logsaver-background".into()).spawn(move || {
             let mut last_retention = Instant::now();
+            let mut last_metrics = Instant::now();
             loop {
                 {
                     let (stopped, wake) = &*signal;
@@ -270,18 +282,31 @@ impl Worker {
                         return;
                     }
                 }
-                if let Some(policy) = &compaction
-                    && let Err(error) = engine.compact_if_needed(policy)
-                {
-                    tracing::warn!(%error, "background compaction failed");
+                if let Some(policy) = &compaction {
+                    // Measured only when it ran (a check that finds too little garbage is not a run).
+                    let started = Instant::now();
+                    match engine.compact_if_needed(policy) {
+                        Ok(None) => {}
+                        Ok(Some(_)) => engine.metrics.record(Op::Compaction, started.elapsed(), false),
+                        Err(error) => {
+                            engine.metrics.record(Op::Compaction, started.elapsed(), true);
+                            tracing::warn!(%error, "background compaction failed");
+                        }
+                    }
                 }
                 if let Some(every) = retention_every
                     && last_retention.elapsed() >= every
                 {
                     last_retention = Instant::now();
-                    if let Err(error) = engine.apply_retention() {
+                    if let Err(error) = engine.metrics.measure(Op::Retention, || engine.apply_retention()) {
                         tracing::warn!(%error, "background retention failed");
                     }
+                }
+                if let Some(every) = metrics_every
+                    && last_metrics.elapsed() >= every
+                {
+                    last_metrics = Instant::now();
+                    engine.persist_metrics();
                 }
             }
         });
@@ -304,11 +329,11 @@ impl Worker {
 
 impl CheckpointSaver for LogStore {
     fn get_tuple(&self, config: &Config) -> Result<Option<CheckpointTuple>> {
-        self.engine.get_tuple(config)
+        self.measure(Op::GetTuple, || self.engine.get_tuple(config))
     }
 
     fn list(&self, query: &ListQuery) -> Result<Vec<CheckpointTuple>> {
-        self.engine.list(query)
+        self.measure(Op::List, || self.engine.list(query))
     }
 
     fn put(
@@ -318,27 +343,27 @@ impl CheckpointSaver for LogStore {
         metadata: &Metadata,
         new_versions: &ChannelVersions,
     ) -> Result<Config> {
-        self.engine.put(config, checkpoint, metadata, new_versions)
+        self.measure(Op::Put, || self.engine.put(config, checkpoint, metadata, new_versions))
     }
 
     fn put_writes(&self, config: &Config, writes: &[(String, Blob)], task_id: &str, task_path: &str) -> Result<()> {
-        self.engine.put_writes(config, writes, task_id, task_path)
+        self.measure(Op::PutWrites, || self.engine.put_writes(config, writes, task_id, task_path))
     }
 
     fn delete_thread(&self, thread_id: &str) -> Result<()> {
-        self.engine.delete_thread(thread_id)
+        self.measure(Op::DeleteThread, || self.engine.delete_thread(thread_id))
     }
 
     fn delete_for_runs(&self, run_ids: &[String]) -> Result<()> {
-        self.engine.delete_for_runs(run_ids)
+        self.measure(Op::DeleteForRuns, || self.engine.delete_for_runs(run_ids))
     }
 
     fn copy_thread(&self, source: &str, target: &str) -> Result<()> {
-        self.engine.copy_thread(source, target)
+        self.measure(Op::CopyThread, || self.engine.copy_thread(source, target))
     }
 
     fn prune(&self, thread_ids: &[String], strategy: PruneStrategy) -> Result<()> {
-        self.engine.prune(thread_ids, strategy)
+        self.measure(Op::Prune, || self.engine.prune(thread_ids, strategy))
     }
 
     fn get_delta_channel_history(

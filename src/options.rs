@@ -37,6 +37,9 @@ pub struct Options {
     /// Retention applied by [`LogStore::apply_retention`] and, with an interval, in the
     /// background. Default: keep everything.
     pub retention: Retention,
+    /// How often the writer leaves its metrics in `METRICS.json` (also at close), for
+    /// `logsaver stats` in another process; `None`: only at close. Default: 10 s.
+    pub metrics_interval: Option<std::time::Duration>,
 }
 
 /// When the background compactor rewrites the oldest segments.
@@ -83,6 +86,7 @@ impl Default for Options {
             use_snapshot: true,
             auto_compaction: Some(AutoCompaction::default()),
             retention: Retention::default(),
+            metrics_interval: Some(std::time::Duration::from_secs(10)),
         }
     }
 }

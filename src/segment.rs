@@ -8,6 +8,7 @@ use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use parking_lot::{Mutex, RwLock};
@@ -288,6 +289,8 @@ pub struct Pinned {
     segment: Arc<Segment>,
     /// The record's location.
     pub loc: Loc,
+    /// The set's count of bytes read, for the store's metrics.
+    bytes_read: Arc<AtomicU64>,
 }
 
 impl Pinned {
@@ -298,6 +301,7 @@ impl Pinned {
             Error::corruption(&segment.path, u64::from(loc.offset), "record longer than the address space")
         })?;
         let bytes = segment.read(u64::from(loc.offset), len)?;
+        self.bytes_read.fetch_add(len as u64, Ordering::Relaxed);
         let (view, total) =
             parse_record(&bytes).map_err(|reason| Error::corruption(&segment.path, u64::from(loc.offset), reason))?;
         if total != len || view.body.len() != loc.len as usize {
@@ -326,6 +330,8 @@ impl Pinned {
 #[derive(Default)]
 pub struct SegmentSet {
     segments: RwLock<BTreeMap<u32, Arc<Segment>>>,
+    /// Bytes of records read through the set (the store's metrics).
+    pub bytes_read: Arc<AtomicU64>,
 }
 
 impl SegmentSet {
@@ -359,6 +365,6 @@ impl SegmentSet {
         let segment = self.get(loc.segment).ok_or_else(|| {
             Error::corruption(format!("segment {}", loc.segment), u64::from(loc.offset), "segment is not open")
         })?;
-        Ok(Pinned { segment, loc })
+        Ok(Pinned { segment, loc, bytes_read: self.bytes_read.clone() })
     }
 }

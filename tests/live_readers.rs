@@ -11,7 +11,8 @@
 //! - A backup taken by the writer itself while other threads write.
 #![expect(
     clippy::cast_possible_truncation,
-    reason = "test data: byte patterns from a hash seed (keeping the low byte is intended)"
+    clippy::cast_precision_loss,
+    reason = "test data: byte patterns from a hash seed (keeping the low byte is intended); small counts as f64"
 )]
 #![expect(
     clippy::expect_used,
@@ -340,4 +341,54 @@ fn check_backup(dest: &Path, before: &[(String, String)]) {
         assert_whole(&restored, thread, id);
     }
     assert!(!before.is_empty());
+}
+
+#[test]
+fn metrics_count_calls_fsyncs_and_groups_and_the_writer_leaves_them_for_other_processes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Arc::new(LogStore::open(dir.path(), small_segments(Durability::Sync)).expect("open"));
+    let threads: Vec<_> = (0..4)
+        .map(|w| {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                let thread = format!("m{w}");
+                let mut config = Config::thread(&thread);
+                for step in 0..25u64 {
+                    config = put_step(&store, &config, &format!("{step:04}-{w}"), step);
+                    store.get_tuple(&Config::thread(&thread)).expect("get");
+                }
+            })
+        })
+        .collect();
+    threads.into_iter().for_each(|t| t.join().expect("writer"));
+    assert!(store.get_tuple(&Config::thread("m0").with_checkpoint("no-such-id")).expect("get").is_none());
+    let refused = store.backup(dir.path().join("sub")).and_then(|_| store.backup(dir.path().join("sub")));
+    assert!(refused.is_err());
+
+    let metrics = store.metrics();
+    let op = |name: &str| metrics.operation(name).expect("operation").clone();
+    assert_eq!(op("put").latency_us.count, 100);
+    assert_eq!(op("get_tuple").latency_us.count, 101);
+    assert_eq!((op("backup").latency_us.count, op("backup").errors), (2, 1));
+    let put = op("put").latency_us;
+    assert!(put.p50 > 0.0 && put.p50 <= put.p99 && put.p99 <= put.max, "{put:?}");
+    // Every fdatasync of a commit is timed (a rotation's fsync of the sealed file only counted).
+    assert!(metrics.fsync_us.count > 0 && metrics.fsync_us.count <= metrics.fsyncs, "{metrics:?}");
+    let groups = metrics.group_size;
+    assert!(metrics.commits == 100 && groups.count > 0 && groups.count <= metrics.frames, "{metrics:?}");
+    assert!((groups.mean * groups.count as f64 - 100.0).abs() < 1e-6, "group sizes add up to the calls: {groups:?}");
+    assert!(metrics.bytes_written > 0 && metrics.bytes_read > 0 && metrics.writer);
+
+    // Closed, the writer leaves them in METRICS.json; a read-only store writes none.
+    store.close().expect("close");
+    let text = std::fs::read_to_string(dir.path().join(logsaver::METRICS_FILE)).expect("METRICS.json");
+    let persisted: serde_json::Value = serde_json::from_str(&text).expect("json");
+    assert_eq!(persisted["operations"][0]["op"], "put");
+    assert_eq!(persisted["operations"][0]["latency_us"]["count"], 100);
+    std::fs::remove_file(dir.path().join(logsaver::METRICS_FILE)).expect("remove");
+    let reader = LogStore::open_read_only(dir.path(), Options::default()).expect("read-only");
+    reader.get_tuple(&Config::thread("m1")).expect("get").expect("some");
+    assert!(!reader.metrics().writer && reader.metrics().operation("get_tuple").expect("op").latency_us.count == 1);
+    reader.close().expect("close");
+    assert!(!dir.path().join(logsaver::METRICS_FILE).exists());
 }

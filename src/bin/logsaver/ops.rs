@@ -80,6 +80,7 @@ pub fn stats(dir: &Path, as_json: bool) -> Result<()> {
         "write_records": stats.write_records,
         "index_memory_bytes_estimate": index_bytes,
         "opened_from_snapshot": store.recovery_report().used_snapshot,
+        "writer_metrics": writer_metrics(dir),
     });
     if as_json {
         print_json(&value);
@@ -97,7 +98,58 @@ pub fn stats(dir: &Path, as_json: bool) -> Result<()> {
     println!("  blobs           {:>12}", stats.blobs);
     println!("  write records   {:>12}", stats.write_records);
     println!("  index memory    {:>12} (estimate)", human(index_bytes));
+    print_writer_metrics(&value["writer_metrics"]);
     Ok(())
+}
+
+/// The writer's last `METRICS.json`, with its age in seconds; null if there is none (a writer
+/// leaves it every `metrics_interval` and at close).
+fn writer_metrics(dir: &Path) -> Value {
+    let Ok(text) = std::fs::read_to_string(dir.join(logsaver::METRICS_FILE)) else { return Value::Null };
+    let Ok(mut metrics) = serde_json::from_str::<Value>(&text) else { return Value::Null };
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
+    if let Some(taken) = metrics["taken_at_unix"].as_f64() {
+        metrics["age_seconds"] = json!((now - taken).max(0.0));
+    }
+    metrics
+}
+
+fn print_writer_metrics(metrics: &Value) {
+    if metrics.is_null() {
+        return;
+    }
+    println!(
+        "writer metrics ({:.0} s old, over {:.0} s of uptime)",
+        metrics["age_seconds"].as_f64().unwrap_or(0.0),
+        metrics["uptime_seconds"].as_f64().unwrap_or(0.0)
+    );
+    for op in metrics["operations"].as_array().into_iter().flatten() {
+        let latency = &op["latency_us"];
+        let calls = latency["count"].as_u64().unwrap_or(0);
+        if calls == 0 {
+            continue;
+        }
+        println!(
+            "  {:<16}{calls:>10} calls  p50 {:>9.1} µs  p99 {:>9.1} µs  max {:>10.1} µs  {} errors",
+            op["op"].as_str().unwrap_or("?"),
+            latency["p50"].as_f64().unwrap_or(0.0),
+            latency["p99"].as_f64().unwrap_or(0.0),
+            latency["max"].as_f64().unwrap_or(0.0),
+            op["errors"].as_u64().unwrap_or(0)
+        );
+    }
+    println!(
+        "  fdatasync       {:>10} calls  p50 {:>9.1} µs  p99 {:>9.1} µs; {:.1} calls per commit group",
+        metrics["fsyncs"].as_u64().unwrap_or(0),
+        metrics["fsync_us"]["p50"].as_f64().unwrap_or(0.0),
+        metrics["fsync_us"]["p99"].as_f64().unwrap_or(0.0),
+        metrics["group_size"]["mean"].as_f64().unwrap_or(0.0)
+    );
+    println!(
+        "  bytes written {:>12}, read {:>12}",
+        human(metrics["bytes_written"].as_u64().unwrap_or(0)),
+        human(metrics["bytes_read"].as_u64().unwrap_or(0))
+    );
 }
 
 /// `logsaver threads DIR`
