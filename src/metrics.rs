@@ -21,6 +21,7 @@ const SUB_BUCKETS: u64 = 8;
 /// Values below this are their own bucket.
 const LINEAR: u64 = 16;
 /// Enough buckets for values up to 2^48 (78 hours in nanoseconds).
+#[expect(clippy::cast_possible_truncation, reason = "the constant 368")]
 const BUCKETS: usize = (LINEAR + (48 - 4) * SUB_BUCKETS) as usize;
 
 /// A histogram of u64 values (nanoseconds, group sizes) in log-linear buckets, recorded with

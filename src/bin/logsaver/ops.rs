@@ -98,7 +98,7 @@ pub fn stats(dir: &Path, as_json: bool) -> Result<()> {
     println!("  blobs           {:>12}", stats.blobs);
     println!("  write records   {:>12}", stats.write_records);
     println!("  index memory    {:>12} (estimate)", human(index_bytes));
-    print_writer_metrics(&value["writer_metrics"]);
+    print_writer_metrics(value.get("writer_metrics").unwrap_or(&Value::Null));
     Ok(())
 }
 
@@ -108,12 +108,18 @@ fn writer_metrics(dir: &Path) -> Value {
     let Ok(text) = std::fs::read_to_string(dir.join(logsaver::METRICS_FILE)) else { return Value::Null };
     let Ok(mut metrics) = serde_json::from_str::<Value>(&text) else { return Value::Null };
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
-    if let Some(taken) = metrics["taken_at_unix"].as_f64() {
-        metrics["age_seconds"] = json!((now - taken).max(0.0));
+    if let Some(taken) = metrics.get("taken_at_unix").and_then(Value::as_f64)
+        && let Some(object) = metrics.as_object_mut()
+    {
+        object.insert("age_seconds".into(), json!((now - taken).max(0.0)));
     }
     metrics
 }
 
+#[expect(
+    clippy::indexing_slicing,
+    reason = "serde_json::Value's index returns Null for a missing key or a non-object; it never panics"
+)]
 fn print_writer_metrics(metrics: &Value) {
     if metrics.is_null() {
         return;
