@@ -12,6 +12,7 @@ from logsaver.errors import (
     SaverClosedError,
     StoreLockedError,
     StorePoisonedError,
+    StoreReadOnlyError,
 )
 from logsaver.migrate import migrate
 from logsaver.saver import LogSaver
@@ -26,4 +27,5 @@ __all__ = [
     "SaverClosedError",
     "StorePoisonedError",
     "InvalidArgumentError",
+    "StoreReadOnlyError",
 ]

@@ -33,6 +33,10 @@ class InvalidArgumentError(LogSaverError, ValueError):
     """A call was given something the protocol does not allow."""
 
 
+class StoreReadOnlyError(LogSaverError):
+    """A write call on a saver opened with ``read_only=True``."""
+
+
 __all__ = [
     "LogSaverError",
     "StoreLockedError",
@@ -40,4 +44,5 @@ __all__ = [
     "SaverClosedError",
     "StorePoisonedError",
     "InvalidArgumentError",
+    "StoreReadOnlyError",
 ]

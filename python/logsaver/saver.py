@@ -40,8 +40,10 @@ _OPTIONS = (
     "keep_last",
     "max_age_seconds",
     "retention_interval_seconds",
+    "metrics_interval_seconds",
 )
-_STRATEGIES = ("keep_latest", "delete")
+# "delete_all" is what the LangGraph server sends for "delete".
+_STRATEGIES = ("keep_latest", "delete", "delete_all")
 
 
 def _configurable(config: RunnableConfig) -> dict[str, Any]:
@@ -79,7 +81,12 @@ class LogSaver(BaseCheckpointSaver[str]):
             "absolute_consistency", "skip_corrupted"), max_value_bytes, buffer_bytes;
             auto_compaction (default True), compaction_garbage_ratio, compaction_min_garbage_bytes,
             compaction_interval_seconds; retention: keep_last, max_age_seconds,
-            retention_interval_seconds (apply in the background that often).
+            retention_interval_seconds (apply in the background that often); metrics_interval_seconds
+            (how often the writer leaves its metrics in METRICS.json for `logsaver stats`).
+        read_only: open beside a writer in another process (or an archived store) without
+            taking its lock or changing a byte: every call first catches up with what the writer
+            committed; write calls raise StoreReadOnlyError. `logsaver stats/threads/show` use the
+            same mode.
     """
 
     def __init__(
@@ -88,6 +95,7 @@ class LogSaver(BaseCheckpointSaver[str]):
         *,
         durability: str = "sync",
         serde: SerializerProtocol | None = None,
+        read_only: bool = False,
         **options: Any,
     ) -> None:
         super().__init__(serde=serde)
@@ -98,7 +106,8 @@ class LogSaver(BaseCheckpointSaver[str]):
             raise InvalidArgumentError(f"unknown LogSaver option(s) {unknown}; known options: {list(_OPTIONS)}")
         self.path = os.fspath(path)
         self.durability = durability
-        self._store = _native.Store(self.path, durability, **options)
+        self.read_only = read_only
+        self._store = _native.Store(self.path, durability, read_only=read_only, **options)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -135,6 +144,23 @@ class LogSaver(BaseCheckpointSaver[str]):
     def space(self) -> dict[str, Any]:
         """file_bytes, record_bytes, live_bytes, garbage_ratio, segments."""
         return self._store.space()
+
+    def backup(self, dest: str | os.PathLike[str]) -> dict[str, Any]:
+        """Copy the store to ``dest`` (a new or empty directory) while writers keep going: a
+        consistent copy holding every call that returned before this one began, which opens as a
+        normal store (restore = open it). Works on a read-only saver beside a writer too.
+        Returns segments, bytes and seconds."""
+        return self._store.backup(os.fspath(dest))
+
+    def metrics(self) -> dict[str, Any]:
+        """Per-operation calls, errors and latency (count/mean/p50/p99/max in µs) for put,
+        put_writes, get_tuple, list, the maintenance calls, compaction, retention and backup;
+        fsyncs and their latency, commit group sizes, bytes written and read."""
+        return json.loads(self._store.metrics_json())
+
+    def threads(self) -> list[tuple[str, int, str | None]]:
+        """Every thread: (thread_id, checkpoint count, id of its newest checkpoint), by id."""
+        return self._store.threads()
 
     def stats(self) -> dict[str, int]:
         """Counters: threads, checkpoints, blobs, write records, segments, commits, fsyncs, bytes."""
@@ -273,7 +299,9 @@ class LogSaver(BaseCheckpointSaver[str]):
             raise TypeError("thread_ids must be a sequence of thread ids, not a single string")
         if strategy not in _STRATEGIES:
             raise InvalidArgumentError(f"unknown prune strategy {strategy!r}; expected one of {_STRATEGIES}")
-        self._store.prune([str(thread_id) for thread_id in thread_ids], strategy)
+        self._store.prune(
+            [str(thread_id) for thread_id in thread_ids], "delete" if strategy == "delete_all" else strategy
+        )
 
     def get_delta_channel_history(
         self, *, config: RunnableConfig, channels: Sequence[str]
@@ -314,6 +342,12 @@ class LogSaver(BaseCheckpointSaver[str]):
 
     async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
         return await asyncio.to_thread(self.get_tuple, config)
+
+    async def aget(self, config: RunnableConfig) -> Checkpoint | None:
+        # Defined here (not inherited) because the LangGraph server requires a custom
+        # checkpointer to override aget.
+        found = await self.aget_tuple(config)
+        return None if found is None else found.checkpoint
 
     async def alist(
         self,

@@ -30,7 +30,8 @@ fn to_py_err(py: Python<'_>, err: &Error) -> PyErr {
         Error::Locked { .. } => "StoreLockedError",
         Error::Corruption { .. } => "CorruptionError",
         Error::Closed => "SaverClosedError",
-        Error::InvalidArgument(_) | Error::TooLarge { .. } | Error::ReadOnly { .. } => "InvalidArgumentError",
+        Error::InvalidArgument(_) | Error::TooLarge { .. } => "InvalidArgumentError",
+        Error::ReadOnly { .. } => "StoreReadOnlyError",
         Error::Poisoned { .. } => "StorePoisonedError",
         _ => "LogSaverError",
     };
@@ -180,6 +181,7 @@ impl Store {
         path, durability="sync", *, segment_size=None, preallocate=None, recovery=None, max_value_bytes=None,
         buffer_bytes=None, auto_compaction=true, compaction_garbage_ratio=None, compaction_min_garbage_bytes=None,
         compaction_interval_seconds=None, keep_last=None, max_age_seconds=None, retention_interval_seconds=None,
+        metrics_interval_seconds=None, read_only=false,
     ))]
     #[expect(clippy::too_many_arguments, reason = "mirrors the Python signature, one argument per keyword")]
     fn new(
@@ -198,6 +200,8 @@ impl Store {
         keep_last: Option<usize>,
         max_age_seconds: Option<f64>,
         retention_interval_seconds: Option<f64>,
+        metrics_interval_seconds: Option<f64>,
+        read_only: bool,
     ) -> PyResult<Self> {
         let defaults = Options::default();
         let seconds = |s: f64| {
@@ -226,12 +230,20 @@ impl Store {
                     max_age: max_age_seconds.map(seconds).transpose()?,
                     interval: retention_interval_seconds.map(seconds).transpose()?,
                 },
+                metrics_interval: match metrics_interval_seconds {
+                    Some(s) => Some(seconds(s)?),
+                    None => defaults.metrics_interval,
+                },
                 ..defaults
             })
         })()
         .map_err(|e| to_py_err(py, &e))?;
         let detach_writes = options.durability == Durability::Sync;
-        let inner = py.detach(|| LogStore::open(&path, options)).map_err(|e| to_py_err(py, &e))?;
+        let inner = py
+            .detach(
+                || if read_only { LogStore::open_read_only(&path, options) } else { LogStore::open(&path, options) },
+            )
+            .map_err(|e| to_py_err(py, &e))?;
         Ok(Store { inner, detach_writes })
     }
 
@@ -407,6 +419,29 @@ impl Store {
         out.set_item("records_dropped", stats.records_dropped)?;
         out.set_item("seconds", stats.elapsed.as_secs_f64())?;
         Ok(out)
+    }
+
+    /// Copy the store to `dest` while writers keep going; returns segments, bytes, seconds.
+    fn backup<'py>(&self, py: Python<'py>, dest: PathBuf) -> PyResult<Bound<'py, PyDict>> {
+        let stats = py.detach(|| self.inner.backup(&dest)).map_err(|e| to_py_err(py, &e))?;
+        let out = PyDict::new(py);
+        out.set_item("segments", stats.segments)?;
+        out.set_item("bytes", stats.bytes)?;
+        out.set_item("seconds", stats.elapsed.as_secs_f64())?;
+        Ok(out)
+    }
+
+    /// The store's metrics as JSON text (see `LogStore::metrics`).
+    fn metrics_json(&self) -> String {
+        self.inner.metrics().to_json().to_string()
+    }
+
+    /// Every thread: `(thread_id, checkpoints, latest_checkpoint_id | None)`, sorted by id.
+    fn threads(&self, py: Python<'_>) -> Vec<(String, usize, Option<String>)> {
+        py.detach(|| self.inner.threads())
+            .into_iter()
+            .map(|t| (t.thread_id, t.checkpoints, t.latest_checkpoint_id))
+            .collect()
     }
 
     /// Apply the retention options now.
