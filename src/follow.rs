@@ -82,6 +82,8 @@ impl Position {
 enum TailEnd {
     /// The end of what is written (or being written) now.
     Caught,
+    /// The file ends at the cursor: its writer trimmed it (sealed or closed it).
+    Trimmed,
     /// A valid frame out of sequence: the log is not what this view was built from.
     Rebuild,
 }
@@ -112,9 +114,37 @@ impl Follower {
     /// Apply whatever the writer has committed since the last call.
     pub(crate) fn catch_up(&self, index: &RwLock<Index>, segments: &SegmentSet) -> Result<()> {
         let mut position = self.position.lock();
+        if self.follow_manifest(&mut position, index, segments, false)? {
+            return Ok(());
+        }
+        match self.read_tail(&mut position, index, segments)? {
+            TailEnd::Caught => Ok(()),
+            // The followed segment ends at the cursor: its writer sealed it (a rotation: the
+            // next segment is listed) or closed it. The MANIFEST's stamp cannot be trusted to
+            // show that (rewritten twice within one timer tick, same length, recycled inode),
+            // so it is read.
+            TailEnd::Trimmed => {
+                if !self.follow_manifest(&mut position, index, segments, true)? {
+                    self.read_tail(&mut position, index, segments)?;
+                }
+                Ok(())
+            }
+            TailEnd::Rebuild => self.rebuild(&mut position, index, segments),
+        }
+    }
+
+    /// If the MANIFEST changed (its stamp, or `force`: read it anyway), follow new segments or
+    /// rebuild. Returns whether the view was rebuilt (nothing more to read then).
+    fn follow_manifest(
+        &self,
+        position: &mut Position,
+        index: &RwLock<Index>,
+        segments: &SegmentSet,
+        force: bool,
+    ) -> Result<bool> {
         let manifest_path = self.dir.join(MANIFEST_FILE);
         let stamp = self.vfs.stamp(&manifest_path).map_err(|e| Error::io("stat", &manifest_path, e))?;
-        if stamp != position.stamp {
+        if force || stamp != position.stamp {
             let manifest = Manifest::load(&*self.vfs, &self.dir)?.ok_or_else(|| {
                 Error::corruption(&manifest_path, 0, "the MANIFEST disappeared while the store was open read-only")
             })?;
@@ -125,33 +155,33 @@ impl Follower {
                     && manifest.segments.starts_with(&old)
                     && position.tail.as_ref().map(|t| t.seq) == old.last().copied();
                 if !rotated {
-                    return self.rebuild(&mut position, index, segments);
+                    self.rebuild(position, index, segments)?;
+                    return Ok(true);
                 }
                 // Its writer sealed the last segment before it listed the next one: read it
                 // to its end, then follow each new segment in turn.
-                if let TailEnd::Rebuild = self.read_tail(&mut position, index, segments)? {
-                    return self.rebuild(&mut position, index, segments);
+                if let TailEnd::Rebuild = self.read_tail(position, index, segments)? {
+                    self.rebuild(position, index, segments)?;
+                    return Ok(true);
                 }
                 for &seq in manifest.segments.get(old.len()..).unwrap_or_default() {
                     let Some(segment) = self.open_listed(seq)? else {
-                        return self.rebuild(&mut position, index, segments);
+                        self.rebuild(position, index, segments)?;
+                        return Ok(true);
                     };
                     segments.insert(segment.clone());
                     position.tail = Some(segment);
                     position.cursor = SEGMENT_HEADER_LEN as u64;
                     position.in_sequence = false;
-                    if let TailEnd::Rebuild = self.read_tail(&mut position, index, segments)? {
-                        return self.rebuild(&mut position, index, segments);
+                    if let TailEnd::Rebuild = self.read_tail(position, index, segments)? {
+                        self.rebuild(position, index, segments)?;
+                        return Ok(true);
                     }
                 }
                 position.manifest = manifest;
-                return Ok(());
             }
         }
-        match self.read_tail(&mut position, index, segments)? {
-            TailEnd::Caught => Ok(()),
-            TailEnd::Rebuild => self.rebuild(&mut position, index, segments),
-        }
+        Ok(false)
     }
 
     /// The backup plan of a read-only store: the segments of the MANIFEST as last read, the
@@ -193,7 +223,7 @@ impl Follower {
         loop {
             let mut slot = [0u8; FRAME_HEADER_LEN];
             if !read_fully(&tail, &mut slot, position.cursor)? {
-                return Ok(TailEnd::Caught); // trimmed there: sealed or closed
+                return Ok(TailEnd::Trimmed);
             }
             let FrameSlot::Frame(first) = FrameHeader::decode(&slot, seq) else {
                 return Ok(TailEnd::Caught); // nothing yet, or a header being written
