@@ -421,7 +421,7 @@ fn reopen_active(
         file.allocate(torn.offset, torn.len).map_err(|e| Error::io("zero torn tail", &path, e))?;
     }
     file.sync_data().map_err(|e| Error::io("fdatasync", &path, e))?;
-    Ok((Arc::new(Segment::active(seq, path, file)), capacity, end))
+    Ok((Arc::new(Segment::writing(seq, path, file)), capacity, end))
 }
 
 /// Where a record of the frame at `frame_offset` lives. Locations are 32-bit and the segments

@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 use crate::format::{
     EncodedFrame, RECORD_HEADER_LEN, RecordKind, RecordView, SEGMENT_HEADER_LEN, SegmentHeader, parse_record,
 };
-use crate::vfs::{Mapping, OpenMode, Vfs, VfsFile};
+use crate::vfs::{Mapping, OpenMode, Vfs, VfsFile, WrittenWindow};
 
 /// File name suffix of segments.
 pub const SEGMENT_SUFFIX: &str = ".seg";
@@ -40,7 +40,7 @@ impl PreparedSegment {
         let path = segment_path(dir, self.seq);
         vfs.rename(&self.temp, &path).map_err(|e| Error::io("rename new segment", &path, e))?;
         sync_dir(vfs, dir)?;
-        Ok(Segment::active(self.seq, path, self.file))
+        Ok(Segment::writing(self.seq, path, self.file))
     }
 
     /// Remove it (not needed after all).
@@ -106,8 +106,10 @@ pub struct BufferedTail {
 }
 
 enum Storage {
-    /// The segment being written: positioned reads and writes, plus the in-memory tail.
-    Active { file: Arc<dyn VfsFile>, tail: Mutex<BufferedTail> },
+    /// The segment being written: positioned reads and writes, plus the in-memory tail. The
+    /// writer's own reads copy written records out of `window` (no system call) when the file
+    /// system offers one.
+    Active { file: Arc<dyn VfsFile>, tail: Mutex<BufferedTail>, window: Option<WrittenWindow> },
     /// An immutable segment, mapped.
     Sealed { map: Mapping },
 }
@@ -152,7 +154,25 @@ impl Segment {
 
     /// Wrap an open file as the active segment.
     pub fn active(seq: u32, path: PathBuf, file: Arc<dyn VfsFile>) -> Segment {
-        Segment { seq, path, storage: Storage::Active { file, tail: Mutex::new(BufferedTail::default()) } }
+        Segment {
+            seq,
+            path,
+            storage: Storage::Active { file, tail: Mutex::new(BufferedTail::default()), window: None },
+        }
+    }
+
+    /// The writer's active segment: like [`Segment::active`], and its records are read through
+    /// a window onto the file when the file system has one (a read-only shared mapping: the
+    /// writer only appends past its records and trims no shorter than them).
+    pub fn writing(seq: u32, path: PathBuf, file: Arc<dyn VfsFile>) -> Segment {
+        let window = match file.written_window() {
+            Ok(window) => window,
+            Err(error) => {
+                tracing::warn!(%error, path = %path.display(), "cannot map the active segment; reading it with pread");
+                None
+            }
+        };
+        Segment { seq, path, storage: Storage::Active { file, tail: Mutex::new(BufferedTail::default()), window } }
     }
 
     /// Open another process's active segment for reading (a read-only store beside a writer):
@@ -226,7 +246,7 @@ impl Segment {
                 let end = start.checked_add(len).ok_or_else(|| corrupt("length out of range"))?;
                 map.get(start..end).map(Cow::Borrowed).ok_or_else(|| corrupt("record runs past the end of the segment"))
             }
-            Storage::Active { file, tail } => {
+            Storage::Active { file, tail, window } => {
                 let mut buf = vec![0u8; len];
                 let end = offset + len as u64;
                 let tail = tail.lock();
@@ -242,7 +262,11 @@ impl Segment {
                     buf.copy_from_slice(slice);
                 } else {
                     drop(tail);
-                    file.read_exact_at(&mut buf, offset).map_err(|e| Error::io("read", &self.path, e))?;
+                    // Records are read only once published by the index, after their frame
+                    // was written, and are never rewritten: what the window requires.
+                    if !window.as_ref().is_some_and(|w| w.copy_written(&mut buf, offset)) {
+                        file.read_exact_at(&mut buf, offset).map_err(|e| Error::io("read", &self.path, e))?;
+                    }
                 }
                 Ok(Cow::Owned(buf))
             }

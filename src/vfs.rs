@@ -107,6 +107,43 @@ pub trait VfsFile: Send + Sync {
     /// An immutable view of the whole file. The caller promises not to write or truncate the
     /// file while the view lives.
     fn map(&self) -> io::Result<Mapping>;
+    /// A window onto the file as it is being written (the writer's active segment), for reading
+    /// what was written without a system call; `None` where there is none (the simulators),
+    /// and the caller reads with [`VfsFile::read_exact_at`].
+    fn written_window(&self) -> io::Result<Option<WrittenWindow>> {
+        Ok(None)
+    }
+}
+
+/// A read-only shared mapping of a file that its owner keeps writing (with positioned writes,
+/// which the page cache makes visible through the mapping) and may shorten (trim) but never
+/// below what it has written. [`WrittenWindow::copy_written`] reads bytes the owner wrote
+/// before and never writes again: the records of the active segment. Bytes of those ranges are
+/// never written concurrently, and a trim never cuts into them, so the copy neither races a
+/// write nor touches a page past the end of the file.
+pub struct WrittenWindow {
+    map: memmap2::MmapRaw,
+}
+
+impl WrittenWindow {
+    /// Copy `buf.len()` bytes at `offset` into `buf`. The caller promises that they were written
+    /// (and published to it through a lock) before, and are never written again; `false` if
+    /// the range is outside the window (then it reads from the file instead).
+    pub fn copy_written(&self, buf: &mut [u8], offset: u64) -> bool {
+        let Ok(start) = usize::try_from(offset) else { return false };
+        if start.checked_add(buf.len()).is_none_or(|end| end > self.map.len()) {
+            return false;
+        }
+        // SAFETY: the range lies inside the mapping (checked above). By the caller's promise the
+        // bytes were written before this read was published to it and are never written again
+        // while the window lives, so no write races this copy; the file is never trimmed below
+        // them, so their pages stay backed by the file (no SIGBUS).
+        #[expect(unsafe_code, reason = "reading written bytes of the active segment through its mapping; see SAFETY")]
+        unsafe {
+            std::ptr::copy_nonoverlapping(self.map.as_ptr().add(start), buf.as_mut_ptr(), buf.len());
+        }
+        true
+    }
 }
 
 /// The real file system.
@@ -235,6 +272,13 @@ impl VfsFile for RealFile {
 
     fn len(&self) -> io::Result<u64> {
         Ok(self.0.metadata()?.len())
+    }
+
+    fn written_window(&self) -> io::Result<Option<WrittenWindow>> {
+        if self.len()? == 0 {
+            return Ok(None);
+        }
+        Ok(Some(WrittenWindow { map: memmap2::MmapOptions::new().map_raw_read_only(&self.0)? }))
     }
 
     fn map(&self) -> io::Result<Mapping> {

@@ -172,44 +172,16 @@ class LogSaver(BaseCheckpointSaver[str]):
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    # -- conversions -------------------------------------------------------------------------
-
-    def _tuple(self, raw: _native.StoredCheckpoint) -> CheckpointTuple:
-        loads = self.serde.loads_typed
-        thread_id, ns, checkpoint_id = raw.thread_id, raw.checkpoint_ns, raw.checkpoint_id
-        config: RunnableConfig = {
-            "configurable": {"thread_id": thread_id, "checkpoint_ns": ns, "checkpoint_id": checkpoint_id}
-        }
-        checkpoint: Checkpoint = {
-            "v": raw.v,
-            "id": checkpoint_id,
-            "ts": raw.ts,
-            "channel_values": {channel: loads(blob) for channel, blob in raw.channel_values.items()},
-            "channel_versions": raw.channel_versions,
-            "versions_seen": raw.versions_seen,
-            "updated_channels": raw.updated_channels,
-        }
-        parent_config: RunnableConfig | None = None
-        if raw.parent_id is not None:
-            parent_config = {
-                "configurable": {"thread_id": thread_id, "checkpoint_ns": ns, "checkpoint_id": raw.parent_id}
-            }
-        return CheckpointTuple(
-            config=config,
-            checkpoint=checkpoint,
-            metadata=json.loads(raw.metadata_json),
-            parent_config=parent_config,
-            pending_writes=[(task_id, channel, loads(blob)) for task_id, channel, blob, _path in raw.pending_writes],
-        )
-
     # -- the protocol ------------------------------------------------------------------------
 
     def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
         configurable = _configurable(config)
-        raw = self._store.get_tuple(
-            _thread_id(configurable), configurable.get("checkpoint_ns", "") or "", get_checkpoint_id(config)
+        return self._store.read_tuple(
+            _thread_id(configurable),
+            configurable.get("checkpoint_ns", "") or "",
+            get_checkpoint_id(config),
+            self.serde.loads_typed,
         )
-        return None if raw is None else self._tuple(raw)
 
     def list(
         self,
@@ -230,8 +202,9 @@ class LogSaver(BaseCheckpointSaver[str]):
             checkpoint_id = get_checkpoint_id(config)
         before_id = get_checkpoint_id(before) if before else None
         filter_json = json.dumps(filter, ensure_ascii=False) if filter else None
-        for raw in self._store.list(thread_id, ns, checkpoint_id, filter_json, before_id, limit):
-            yield self._tuple(raw)
+        yield from self._store.read_list(
+            thread_id, ns, checkpoint_id, filter_json, before_id, limit, self.serde.loads_typed
+        )
 
     def put(
         self,

@@ -153,6 +153,100 @@ fn tuple_to_py(py: Python<'_>, tuple: &CheckpointTuple) -> PyResult<StoredCheckp
     })
 }
 
+/// Metadata (JSON) as Python objects, as `json.loads` would build them.
+fn json_to_py<'py>(py: Python<'py>, value: &serde_json::Value) -> PyResult<Bound<'py, PyAny>> {
+    use serde_json::Value;
+    Ok(match value {
+        Value::Null => py.None().into_bound(py),
+        Value::Bool(b) => pyo3::types::PyBool::new(py, *b).to_owned().into_any(),
+        Value::Number(n) => match (n.as_i64(), n.as_u64()) {
+            (Some(i), _) => i.into_pyobject(py)?.into_any(),
+            (None, Some(u)) => u.into_pyobject(py)?.into_any(),
+            _ => n.as_f64().unwrap_or(f64::NAN).into_pyobject(py)?.into_any(),
+        },
+        Value::String(s) => PyString::new(py, s).into_any(),
+        Value::Array(items) => {
+            let list = PyList::empty(py);
+            for item in items {
+                list.append(json_to_py(py, item)?)?;
+            }
+            list.into_any()
+        }
+        Value::Object(map) => metadata_to_py(py, map)?.into_any(),
+    })
+}
+
+fn metadata_to_py<'py>(
+    py: Python<'py>,
+    map: &serde_json::Map<String, serde_json::Value>,
+) -> PyResult<Bound<'py, PyDict>> {
+    let dict = PyDict::new(py);
+    for (key, value) in map {
+        dict.set_item(key, json_to_py(py, value)?)?;
+    }
+    Ok(dict)
+}
+
+/// LangGraph's `CheckpointTuple` class, imported once.
+static CHECKPOINT_TUPLE: pyo3::sync::PyOnceLock<Py<PyAny>> = pyo3::sync::PyOnceLock::new();
+
+fn config_to_py<'py>(py: Python<'py>, thread_id: &str, ns: &str, checkpoint_id: &str) -> PyResult<Bound<'py, PyDict>> {
+    let configurable = PyDict::new(py);
+    configurable.set_item("thread_id", thread_id)?;
+    configurable.set_item("checkpoint_ns", ns)?;
+    configurable.set_item("checkpoint_id", checkpoint_id)?;
+    let config = PyDict::new(py);
+    config.set_item("configurable", configurable)?;
+    Ok(config)
+}
+
+/// A stored checkpoint as LangGraph's `CheckpointTuple`, built in one pass with values
+/// deserialized by `loads` (the saver's `serde.loads_typed`): what `LogSaver.get_tuple` and
+/// `list` return. Building it here instead of in Python halves the cost of a read (README).
+fn tuple_to_langgraph<'py>(
+    py: Python<'py>,
+    tuple: &CheckpointTuple,
+    loads: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let class = CHECKPOINT_TUPLE.get_or_try_init(py, || -> PyResult<Py<PyAny>> {
+        Ok(py.import("langgraph.checkpoint.base")?.getattr("CheckpointTuple")?.unbind())
+    })?;
+    let checkpoint = &tuple.checkpoint;
+    let (thread_id, ns) = (tuple.config.thread_id.as_str(), tuple.config.checkpoint_ns.as_str());
+    let load = |blob: &Blob| loads.call1((blob_to_py(py, blob)?,));
+    let values = PyDict::new(py);
+    for (channel, blob) in &checkpoint.channel_values {
+        values.set_item(channel, load(blob)?)?;
+    }
+    let seen = PyDict::new(py);
+    for (node, versions) in &checkpoint.versions_seen {
+        seen.set_item(node, versions_to_py(py, versions)?)?;
+    }
+    let body = PyDict::new(py);
+    body.set_item("v", checkpoint.v)?;
+    body.set_item("id", &checkpoint.id)?;
+    body.set_item("ts", &checkpoint.ts)?;
+    body.set_item("channel_values", values)?;
+    body.set_item("channel_versions", versions_to_py(py, &checkpoint.channel_versions)?)?;
+    body.set_item("versions_seen", seen)?;
+    body.set_item("updated_channels", checkpoint.updated_channels.clone())?;
+    let parent = match tuple.parent_config.as_ref().and_then(|p| p.checkpoint_id.as_deref()) {
+        Some(parent_id) => config_to_py(py, thread_id, ns, parent_id)?.into_any(),
+        None => py.None().into_bound(py),
+    };
+    let writes = PyList::empty(py);
+    for write in &tuple.pending_writes {
+        writes.append((write.task_id.as_str(), write.channel.as_str(), load(&write.value)?))?;
+    }
+    class.bind(py).call1((
+        config_to_py(py, thread_id, ns, &checkpoint.id)?,
+        body,
+        metadata_to_py(py, &tuple.metadata)?,
+        parent,
+        writes,
+    ))
+}
+
 /// One entry of `put`'s `blobs`: `(channel, version, (type_tag, bytes) | None)`.
 type PutBlob<'py> = (String, Bound<'py, PyAny>, Option<(String, Vec<u8>)>);
 
@@ -259,6 +353,46 @@ impl Store {
         let config = Config { thread_id, checkpoint_ns, checkpoint_id };
         let found = py.detach(|| self.inner.get_tuple(&config)).map_err(|e| to_py_err(py, &e))?;
         found.map(|tuple| tuple_to_py(py, &tuple)).transpose()
+    }
+
+    /// Latest (or exact) checkpoint as LangGraph's `CheckpointTuple` (values deserialized with
+    /// `loads`), or None.
+    #[pyo3(signature = (thread_id, checkpoint_ns, checkpoint_id, loads))]
+    fn read_tuple<'py>(
+        &self,
+        py: Python<'py>,
+        thread_id: String,
+        checkpoint_ns: String,
+        checkpoint_id: Option<String>,
+        loads: &Bound<'py, PyAny>,
+    ) -> PyResult<Option<Bound<'py, PyAny>>> {
+        let config = Config { thread_id, checkpoint_ns, checkpoint_id };
+        let found = py.detach(|| self.inner.get_tuple(&config)).map_err(|e| to_py_err(py, &e))?;
+        found.map(|tuple| tuple_to_langgraph(py, &tuple, loads)).transpose()
+    }
+
+    /// `list` as LangGraph's `CheckpointTuple`s (values deserialized with `loads`).
+    #[pyo3(signature = (thread_id, checkpoint_ns, checkpoint_id, filter_json, before, limit, loads))]
+    #[expect(clippy::too_many_arguments, reason = "mirrors the Python signature, one argument per keyword")]
+    fn read_list<'py>(
+        &self,
+        py: Python<'py>,
+        thread_id: Option<String>,
+        checkpoint_ns: Option<String>,
+        checkpoint_id: Option<String>,
+        filter_json: Option<&str>,
+        before: Option<String>,
+        limit: Option<usize>,
+        loads: &Bound<'py, PyAny>,
+    ) -> PyResult<Vec<Bound<'py, PyAny>>> {
+        let filter: Metadata = match filter_json {
+            Some(json) => serde_json::from_str(json)
+                .map_err(|e| to_py_err(py, &Error::InvalidArgument(format!("filter is not a JSON object: {e}"))))?,
+            None => Metadata::new(),
+        };
+        let query = ListQuery { thread_id, checkpoint_ns, checkpoint_id, filter, before, limit };
+        let tuples = py.detach(|| self.inner.list(&query)).map_err(|e| to_py_err(py, &e))?;
+        tuples.iter().map(|tuple| tuple_to_langgraph(py, tuple, loads)).collect()
     }
 
     /// Matching checkpoints, newest first.

@@ -198,4 +198,8 @@ impl VfsFile for FaultFile {
     fn map(&self) -> io::Result<Mapping> {
         self.inner.map()
     }
+
+    fn written_window(&self) -> io::Result<Option<crate::vfs::WrittenWindow>> {
+        self.inner.written_window()
+    }
 }
