@@ -23,6 +23,7 @@ use crate::manifest::Layout;
 use crate::options::Durability;
 use crate::records::{Record, write_keys_of};
 use crate::segment::{Loc, PreparedSegment, Segment, SegmentSet, write_frame};
+use crate::vfs::WritingWindow;
 
 /// The largest frame payload: frame lengths and segment offsets are 32-bit.
 pub const MAX_FRAME_PAYLOAD: u64 = (u32::MAX as u64) - (1 << 20);
@@ -150,6 +151,11 @@ pub struct Writer {
     next_frame_seq: u64,
     /// The next segment, if one is being prepared ahead.
     preparing: Option<Preparing>,
+    /// `Flush` mode: the active segment mapped for writing, so a frame is a copy into the page
+    /// cache instead of a `pwrite` (two thirds of a small `Flush` write's time in the profile,
+    /// README). Dropped before the file is trimmed. `Sync` keeps `pwrite`: its cost is the
+    /// fdatasync, and a write error then comes back as an error.
+    window: Option<WritingWindow>,
     options: WriterOptions,
     stats: Arc<CommitStats>,
 }
@@ -173,11 +179,28 @@ impl Writer {
             synced_offset: write_offset,
             next_frame_seq,
             preparing: None,
+            window: None,
             options,
             stats,
         };
+        writer.open_window();
         writer.prepare_next();
         writer
+    }
+
+    /// Map the active segment for writing (`Flush` mode, where the file system offers it).
+    fn open_window(&mut self) {
+        self.window = None;
+        if self.options.durability != Durability::Flush {
+            return;
+        }
+        let Some(file) = self.active.active_file() else { return };
+        match file.writing_window() {
+            Ok(window) => self.window = window,
+            Err(error) => {
+                tracing::warn!(%error, path = %self.active.path.display(), "cannot map the active segment; writing with pwrite");
+            }
+        }
     }
 
     /// Start preparing the next segment in the background (if configured).
@@ -302,8 +325,18 @@ impl Writer {
                 self.flush_tail()?;
             }
         } else {
-            let file = self.active.active_file().ok_or_else(|| Error::invariant("the active segment is sealed"))?;
-            write_frame(&**file, &self.active.path, self.write_offset, &frame)?;
+            let copied = self.window.as_ref().is_some_and(|window| {
+                let mut at = self.write_offset;
+                frame.pieces().all(|piece| {
+                    let done = window.write(piece, at);
+                    at += piece.len() as u64;
+                    done
+                })
+            });
+            if !copied {
+                let file = self.active.active_file().ok_or_else(|| Error::invariant("the active segment is sealed"))?;
+                write_frame(&**file, &self.active.path, self.write_offset, &frame)?;
+            }
             self.write_offset += span;
         }
         self.next_frame_seq += 1;
@@ -346,6 +379,7 @@ impl Writer {
     /// least big enough for `needed` bytes after its header.
     fn rotate(&mut self, needed: u64) -> Result<()> {
         self.sync()?;
+        self.window = None; // before the trim: no mapped page may outlive the file's end
         let file = self.active.active_file().ok_or_else(|| Error::invariant("the active segment is sealed"))?;
         let path = self.active.path.clone();
         file.set_len(self.write_offset).map_err(|e| Error::io("trim sealed segment", &path, e))?;
@@ -359,6 +393,7 @@ impl Writer {
         // Listed before it receives data: an unlisted segment is removed at open.
         layout.append_segment(next.seq)?;
         self.active = next;
+        self.open_window();
         self.stats.segments_created.fetch_add(1, Ordering::Relaxed);
         layout.segments.insert(self.active.clone());
         self.capacity = capacity;
@@ -823,6 +858,7 @@ impl Committer {
         writer.discard_prepared();
         self.check_poison()?;
         let result = writer.sync().and_then(|()| {
+            writer.window = None; // before the trim
             let end = writer.write_offset;
             let path = writer.active.path.clone();
             let file = writer.active.active_file().ok_or_else(|| Error::invariant("the active segment is sealed"))?;

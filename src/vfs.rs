@@ -113,6 +113,41 @@ pub trait VfsFile: Send + Sync {
     fn written_window(&self) -> io::Result<Option<WrittenWindow>> {
         Ok(None)
     }
+    /// A window to write the file through without a system call (the writer's active segment
+    /// in `Flush` mode); `None` where there is none, and the caller writes with
+    /// [`VfsFile::write_all_at`].
+    fn writing_window(&self) -> io::Result<Option<WritingWindow>> {
+        Ok(None)
+    }
+}
+
+/// A read-write shared mapping of the writer's active segment. Bytes copied into it are in the
+/// page cache when the copy ends, as after a `pwrite`: a process crash keeps them, an
+/// fdatasync makes them durable. Its owner drops it before it trims the file.
+pub struct WritingWindow {
+    map: memmap2::MmapRaw,
+}
+
+impl WritingWindow {
+    /// Copy `bytes` to `offset`; `false` if the range is outside the window (then the caller
+    /// writes with `pwrite`). The caller is the file's only writer and promises that nothing
+    /// in this process reads the range until the write is published to it through a lock.
+    pub fn write(&self, bytes: &[u8], offset: u64) -> bool {
+        let Ok(start) = usize::try_from(offset) else { return false };
+        if start.checked_add(bytes.len()).is_none_or(|end| end > self.map.len()) {
+            return false;
+        }
+        // SAFETY: the range lies inside the mapping, which the owner keeps no longer than the
+        // file (it drops the window before any trim), so every page is backed. The owner is the
+        // only writer, and by its promise no reader in this process touches the range before
+        // the write is published (readers elsewhere use read(2) and check CRCs), so the copy
+        // races no access.
+        #[expect(unsafe_code, reason = "the Flush-mode write path through the active segment's mapping; see SAFETY")]
+        unsafe {
+            std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.map.as_mut_ptr().add(start), bytes.len());
+        }
+        true
+    }
 }
 
 /// A read-only shared mapping of a file that its owner keeps writing (with positioned writes,
@@ -272,6 +307,13 @@ impl VfsFile for RealFile {
 
     fn len(&self) -> io::Result<u64> {
         Ok(self.0.metadata()?.len())
+    }
+
+    fn writing_window(&self) -> io::Result<Option<WritingWindow>> {
+        if self.len()? == 0 {
+            return Ok(None);
+        }
+        Ok(Some(WritingWindow { map: memmap2::MmapOptions::new().map_raw(&self.0)? }))
     }
 
     fn written_window(&self) -> io::Result<Option<WrittenWindow>> {

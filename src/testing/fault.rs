@@ -202,4 +202,5 @@ impl VfsFile for FaultFile {
     fn written_window(&self) -> io::Result<Option<crate::vfs::WrittenWindow>> {
         self.inner.written_window()
     }
+    // No writing window: injected write faults must reach every write.
 }
