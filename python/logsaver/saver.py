@@ -222,7 +222,7 @@ class LogSaver(BaseCheckpointSaver[str]):
             (channel, version, dumps(values[channel]) if channel in values else None)
             for channel, version in new_versions.items()
         ]
-        metadata_json = json.dumps(get_checkpoint_metadata(config, metadata), ensure_ascii=False)
+        merged = get_checkpoint_metadata(config, metadata)
         self._store.put(
             thread_id,
             ns,
@@ -233,7 +233,7 @@ class LogSaver(BaseCheckpointSaver[str]):
             checkpoint["channel_versions"],
             checkpoint["versions_seen"],
             checkpoint.get("updated_channels"),
-            metadata_json,
+            merged if type(merged) is dict else dict(merged),
             blobs,
         )
         return {"configurable": {"thread_id": thread_id, "checkpoint_ns": ns, "checkpoint_id": checkpoint["id"]}}

@@ -22,7 +22,7 @@ use logsaver::{
 };
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
+use pyo3::types::{IntoPyDict, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
 
 /// Raise `err` as the matching class of `logsaver.errors`.
 fn to_py_err(py: Python<'_>, err: &Error) -> PyErr {
@@ -247,6 +247,59 @@ fn tuple_to_langgraph<'py>(
     ))
 }
 
+/// Metadata as JSON, converted directly for the types `json.dumps` writes as themselves
+/// (str, int within 64 bits, finite float, bool, None, lists, tuples, dicts with str keys);
+/// `None` for anything else, which the caller hands to `json.dumps` instead (so exotic values
+/// behave exactly as before: converted the way `json.dumps` does, or refused with its error).
+fn py_to_json(value: &Bound<'_, PyAny>) -> Option<serde_json::Value> {
+    use serde_json::Value;
+    if value.is_none() {
+        Some(Value::Null)
+    } else if let Ok(flag) = value.cast::<pyo3::types::PyBool>() {
+        Some(Value::Bool(flag.is_true()))
+    } else if let Ok(text) = value.cast::<PyString>() {
+        text.to_str().ok().map(|s| Value::String(s.to_owned()))
+    } else if value.is_instance_of::<PyInt>() {
+        match value.extract::<i64>() {
+            Ok(n) => Some(Value::from(n)),
+            Err(_) => value.extract::<u64>().ok().map(Value::from),
+        }
+    } else if let Ok(float) = value.cast::<PyFloat>() {
+        serde_json::Number::from_f64(float.value()).map(Value::Number)
+    } else if let Ok(dict) = value.cast::<PyDict>() {
+        dict_to_json(dict).map(Value::Object)
+    } else if let Ok(list) = value.cast::<PyList>() {
+        list.iter().map(|item| py_to_json(&item)).collect::<Option<Vec<_>>>().map(Value::Array)
+    } else if let Ok(tuple) = value.cast::<PyTuple>() {
+        tuple.iter().map(|item| py_to_json(&item)).collect::<Option<Vec<_>>>().map(Value::Array)
+    } else {
+        None
+    }
+}
+
+fn dict_to_json(dict: &Bound<'_, PyDict>) -> Option<serde_json::Map<String, serde_json::Value>> {
+    dict.iter()
+        .map(|(key, value)| {
+            let key = key.cast::<PyString>().ok()?.to_str().ok()?.to_owned();
+            Some((key, py_to_json(&value)?))
+        })
+        .collect()
+}
+
+/// `put`'s metadata as a map: converted directly, or through `json.dumps` for exotic values.
+fn metadata_from_py(py: Python<'_>, metadata: &Bound<'_, PyDict>) -> PyResult<Metadata> {
+    if let Some(map) = dict_to_json(metadata) {
+        return Ok(map);
+    }
+    let text: String = py
+        .import("json")?
+        .getattr("dumps")?
+        .call((metadata,), Some(&[("ensure_ascii", false)].into_py_dict(py)?))?
+        .extract()?;
+    serde_json::from_str(&text)
+        .map_err(|e| to_py_err(py, &Error::InvalidArgument(format!("metadata is not a JSON object: {e}"))))
+}
+
 /// One entry of `put`'s `blobs`: `(channel, version, (type_tag, bytes) | None)`.
 type PutBlob<'py> = (String, Bound<'py, PyAny>, Option<(String, Vec<u8>)>);
 
@@ -420,7 +473,7 @@ impl Store {
 
     /// Store a checkpoint. `blobs` holds `(channel, version, (type_tag, bytes) | None)` for every
     /// channel in `new_versions`; None is the `empty` sentinel.
-    #[pyo3(signature = (thread_id, checkpoint_ns, parent_id, checkpoint_id, v, ts, channel_versions, versions_seen, updated_channels, metadata_json, blobs))]
+    #[pyo3(signature = (thread_id, checkpoint_ns, parent_id, checkpoint_id, v, ts, channel_versions, versions_seen, updated_channels, metadata, blobs))]
     #[expect(clippy::too_many_arguments, reason = "mirrors the Python signature, one argument per keyword")]
     fn put(
         &self,
@@ -434,9 +487,10 @@ impl Store {
         channel_versions: &Bound<'_, PyDict>,
         versions_seen: &Bound<'_, PyDict>,
         updated_channels: Option<Vec<String>>,
-        metadata_json: &str,
+        metadata: &Bound<'_, PyDict>,
         blobs: &Bound<'_, PyList>,
     ) -> PyResult<()> {
+        let metadata = metadata_from_py(py, metadata)?;
         let mut seen = BTreeMap::new();
         for (node, versions) in versions_seen.iter() {
             seen.insert(node.extract::<String>()?, versions_from_py(versions.cast::<PyDict>()?)?);
@@ -460,9 +514,8 @@ impl Store {
             updated_channels,
         };
         let config = Config { thread_id, checkpoint_ns, checkpoint_id: parent_id };
-        // The metadata is stored as the JSON text Python produced: no map is built and
-        // serialized again (the store checks it is one object and reads its run_id).
-        self.write(py, || self.inner.put_with_metadata_json(&config, &checkpoint, metadata_json, &new_versions))
+        // The metadata dict is converted here, not by `json.dumps` in Python and parsed again.
+        self.write(py, || self.inner.put(&config, &checkpoint, &metadata, &new_versions))
             .map_err(|e| to_py_err(py, &e))?;
         Ok(())
     }

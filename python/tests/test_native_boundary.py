@@ -71,3 +71,36 @@ def test_a_poisoned_store_error_carries_the_io_kind() -> None:
     error = StorePoisonedError("store is poisoned by an earlier failure: fdatasync: No space left", "StorageFull")
     assert error.kind == "StorageFull"
     assert StorePoisonedError("message").kind is None
+
+
+def test_metadata_comes_back_as_json_would_carry_it(saver):
+    """put converts metadata natively for plain JSON types and through json.dumps otherwise;
+    either way get_tuple returns what a JSON round trip gives."""
+    import json as _json
+
+    from langgraph.checkpoint.base import empty_checkpoint
+
+    metadata = {
+        "source": "loop",
+        "step": -3,
+        "big": 2**63 + 5,
+        "ratio": 0.25,
+        "ok": True,
+        "none": None,
+        "pair": (1, "two"),
+        "nested": {"ünïcode": ["é", {"deep": [None, False]}]},
+        "int_keys": {1: "one", 2: "two"},
+    }
+    config = saver.put({"configurable": {"thread_id": "m", "checkpoint_ns": ""}}, empty_checkpoint(), metadata, {})
+    stored = saver.get_tuple(config).metadata
+    expected = _json.loads(_json.dumps(metadata, ensure_ascii=False))
+    assert stored == expected
+    assert isinstance(stored["step"], int) and isinstance(stored["ratio"], float) and stored["ok"] is True
+
+    class Opaque:
+        pass
+
+    import pytest as _pytest
+
+    with _pytest.raises(TypeError):
+        saver.put({"configurable": {"thread_id": "m", "checkpoint_ns": ""}}, empty_checkpoint(), {"x": Opaque()}, {})
