@@ -58,7 +58,16 @@ impl Engine {
                 plan_segments(&manifest, &self.segments, |seq| (seq == end.segment).then_some(end.offset), &self.dir)
             })??,
         };
-        let mut stats = copy_segments(vfs, &plan, dest, &|| self.closing())?;
+        let mut created = Vec::new();
+        let copied = copy_segments(vfs, &plan, dest, &mut created, &|| self.closing());
+        if copied.is_err() {
+            // An unfinished copy has no MANIFEST, but a writer opening the directory would
+            // remove its temporary files and start an empty store there: remove what was made.
+            for path in created.iter().rev() {
+                let _ = vfs.remove_file(path);
+            }
+        }
+        let mut stats = copied?;
         stats.elapsed = started.elapsed();
         tracing::info!(dest = %dest.display(), segments = stats.segments, bytes = stats.bytes, "backup written");
         Ok(stats)
@@ -110,6 +119,7 @@ fn copy_segments(
     vfs: &dyn Vfs,
     plan: &[PlannedSegment],
     dest: &Path,
+    created: &mut Vec<std::path::PathBuf>,
     closing: &dyn Fn() -> bool,
 ) -> Result<BackupStats> {
     create_store_dir(vfs, dest)?;
@@ -119,6 +129,7 @@ fn copy_segments(
         let path = segment_path(dest, seq);
         let temp = dest.join(format!("{seq:010}{SEGMENT_SUFFIX}.tmp"));
         let file = vfs.open(&temp, OpenMode::CreateTruncate).map_err(|e| Error::io("create", &temp, e))?;
+        created.push(temp.clone());
         let mut offset = 0;
         while offset < planned.len {
             if closing() {
@@ -131,6 +142,9 @@ fn copy_segments(
         }
         file.sync_all().map_err(|e| Error::io("fsync", &temp, e))?;
         vfs.rename(&temp, &path).map_err(|e| Error::io("rename", &path, e))?;
+        if let Some(last) = created.last_mut() {
+            *last = path;
+        }
         stats.segments += 1;
         stats.bytes += planned.len;
     }

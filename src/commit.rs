@@ -191,7 +191,10 @@ impl Writer {
     /// Map the active segment for writing (`Flush` mode, where the file system offers it).
     fn open_window(&mut self) {
         self.window = None;
-        if self.options.durability != Durability::Flush {
+        // Only into segments preallocated with written zeros: a copy into a hole of a sparse
+        // file makes the kernel allocate at fault time, and a full disk is then SIGBUS, not
+        // ENOSPC.
+        if self.options.durability != Durability::Flush || !self.options.preallocate {
             return;
         }
         let Some(file) = self.active.active_file() else { return };

@@ -40,8 +40,9 @@ use crate::vfs::{FileStamp, Vfs};
 /// segment's tail changing while it was copied).
 const RECOVERY_ATTEMPTS: u32 = 5;
 
-/// Bytes read ahead from the followed segment when a new frame is found.
-const READ_AHEAD: u64 = 1 << 20;
+/// Bytes read ahead from the followed segment when a new frame is found (the segment's
+/// preallocated zeros count as readable, so this bounds what a catch-up reads for nothing).
+const READ_AHEAD: u64 = 64 << 10;
 
 /// Where a read-only store is in the log it follows.
 struct Position {
@@ -148,7 +149,6 @@ impl Follower {
             let manifest = Manifest::load(&*self.vfs, &self.dir)?.ok_or_else(|| {
                 Error::corruption(&manifest_path, 0, "the MANIFEST disappeared while the store was open read-only")
             })?;
-            position.stamp = stamp;
             if manifest != position.manifest {
                 let old = position.manifest.segments.clone();
                 let rotated = manifest.segments.len() > old.len()
@@ -170,6 +170,10 @@ impl Follower {
                         return Ok(true);
                     };
                     segments.insert(segment.clone());
+                    // Listed as it is followed: a failure later in this loop leaves a position
+                    // whose list names every segment it reads (a backup plans from it), and the
+                    // stamp unchanged, so the next call reads the MANIFEST again.
+                    position.manifest.segments.push(seq);
                     position.tail = Some(segment);
                     position.cursor = SEGMENT_HEADER_LEN as u64;
                     position.in_sequence = false;
@@ -180,6 +184,7 @@ impl Follower {
                 }
                 position.manifest = manifest;
             }
+            position.stamp = stamp;
         }
         Ok(false)
     }
@@ -237,7 +242,10 @@ impl Follower {
                 .map_err(|_| Error::corruption(&tail.path, position.cursor, "frame larger than the address space"))?;
             let mut chunk = vec![0u8; want];
             if !read_fully(&tail, &mut chunk, position.cursor)? {
-                return Ok(TailEnd::Caught);
+                // The writer trimmed the file between the length and the read (it sealed the
+                // segment: a rotation). Never below a frame it wrote, so look again with the
+                // new length: giving up here would hide frames already acknowledged.
+                continue;
             }
             let mut at = 0usize;
             let mut out_of_order = false;
@@ -284,11 +292,15 @@ impl Follower {
         let (recovered, stamp) = recover_read_only(&*self.vfs, &self.dir, self.mode, self.use_snapshot, false)?;
         let fresh = recovered.segments.all();
         let keep: HashSet<u32> = fresh.iter().map(|segment| segment.seq).collect();
+        *position = Position::new(&recovered, stamp);
+        // Under the index write lock (the readers' order: index, then segments), so no reader
+        // pins a location of the old index in a segment of the new view (a segment number can
+        // come back after a writer restarts) or the other way round.
+        let mut index = index.write();
         for segment in fresh {
             segments.insert(segment);
         }
-        *position = Position::new(&recovered, stamp);
-        *index.write() = recovered.index;
+        *index = recovered.index;
         for old in segments.all().into_iter().filter(|segment| !keep.contains(&segment.seq)) {
             segments.remove(old.seq);
         }

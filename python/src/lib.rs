@@ -251,9 +251,13 @@ fn tuple_to_langgraph<'py>(
 /// (str, int within 64 bits, finite float, bool, None, lists, tuples, dicts with str keys);
 /// `None` for anything else, which the caller hands to `json.dumps` instead (so exotic values
 /// behave exactly as before: converted the way `json.dumps` does, or refused with its error).
-fn py_to_json(value: &Bound<'_, PyAny>) -> Option<serde_json::Value> {
+fn py_to_json(value: &Bound<'_, PyAny>, depth: usize) -> Option<serde_json::Value> {
     use serde_json::Value;
-    if value.is_none() {
+    // Deeper than this (or a cycle) goes to `json.dumps`, which refuses a cycle and anything
+    // nested past what the store can read back (128 levels) is refused when it is parsed.
+    if depth > MAX_NATIVE_DEPTH {
+        None
+    } else if value.is_none() {
         Some(Value::Null)
     } else if let Ok(flag) = value.cast::<pyo3::types::PyBool>() {
         Some(Value::Bool(flag.is_true()))
@@ -267,28 +271,31 @@ fn py_to_json(value: &Bound<'_, PyAny>) -> Option<serde_json::Value> {
     } else if let Ok(float) = value.cast::<PyFloat>() {
         serde_json::Number::from_f64(float.value()).map(Value::Number)
     } else if let Ok(dict) = value.cast::<PyDict>() {
-        dict_to_json(dict).map(Value::Object)
+        dict_to_json(dict, depth + 1).map(Value::Object)
     } else if let Ok(list) = value.cast::<PyList>() {
-        list.iter().map(|item| py_to_json(&item)).collect::<Option<Vec<_>>>().map(Value::Array)
+        list.iter().map(|item| py_to_json(&item, depth + 1)).collect::<Option<Vec<_>>>().map(Value::Array)
     } else if let Ok(tuple) = value.cast::<PyTuple>() {
-        tuple.iter().map(|item| py_to_json(&item)).collect::<Option<Vec<_>>>().map(Value::Array)
+        tuple.iter().map(|item| py_to_json(&item, depth + 1)).collect::<Option<Vec<_>>>().map(Value::Array)
     } else {
         None
     }
 }
 
-fn dict_to_json(dict: &Bound<'_, PyDict>) -> Option<serde_json::Map<String, serde_json::Value>> {
+/// Nesting converted natively; deeper metadata takes the `json.dumps` path.
+const MAX_NATIVE_DEPTH: usize = 64;
+
+fn dict_to_json(dict: &Bound<'_, PyDict>, depth: usize) -> Option<serde_json::Map<String, serde_json::Value>> {
     dict.iter()
         .map(|(key, value)| {
             let key = key.cast::<PyString>().ok()?.to_str().ok()?.to_owned();
-            Some((key, py_to_json(&value)?))
+            Some((key, py_to_json(&value, depth)?))
         })
         .collect()
 }
 
 /// `put`'s metadata as a map: converted directly, or through `json.dumps` for exotic values.
 fn metadata_from_py(py: Python<'_>, metadata: &Bound<'_, PyDict>) -> PyResult<Metadata> {
-    if let Some(map) = dict_to_json(metadata) {
+    if let Some(map) = dict_to_json(metadata, 0) {
         return Ok(map);
     }
     let text: String = py

@@ -104,3 +104,27 @@ def test_metadata_comes_back_as_json_would_carry_it(saver):
 
     with _pytest.raises(TypeError):
         saver.put({"configurable": {"thread_id": "m", "checkpoint_ns": ""}}, empty_checkpoint(), {"x": Opaque()}, {})
+
+
+def test_cyclic_or_deep_metadata_is_refused_at_put_and_breaks_nothing(saver):
+    from langgraph.checkpoint.base import empty_checkpoint
+
+    import pytest as _pytest
+
+    config = {"configurable": {"thread_id": "deep", "checkpoint_ns": ""}}
+    cyclic: dict = {}
+    cyclic["self"] = cyclic
+    with _pytest.raises(ValueError):  # json.dumps: circular reference
+        saver.put(config, empty_checkpoint(), {"m": cyclic}, {})
+    deep: dict = {}
+    node = deep
+    for _ in range(200):
+        node["d"] = {}
+        node = node["d"]
+    with _pytest.raises(Exception) as refused:  # parsed back: more than 128 levels
+        saver.put(config, empty_checkpoint(), {"m": deep}, {})
+    assert "metadata" in str(refused.value) or "recursion" in str(refused.value).lower()
+    # Nothing was stored: list still works for every query.
+    assert list(saver.list(None)) == []
+    ok = saver.put(config, empty_checkpoint(), {"fine": {"a": [1, 2]}}, {})
+    assert saver.get_tuple(ok).metadata["fine"] == {"a": [1, 2]}

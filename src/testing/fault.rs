@@ -199,8 +199,5 @@ impl VfsFile for FaultFile {
         self.inner.map()
     }
 
-    fn written_window(&self) -> io::Result<Option<crate::vfs::WrittenWindow>> {
-        self.inner.written_window()
-    }
-    // No writing window: injected write faults must reach every write.
+    // No windows: injected read and write faults must reach every read and write.
 }
