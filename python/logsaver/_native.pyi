@@ -4,7 +4,7 @@ Values cross the boundary serialized: a blob is ``(type_tag, bytes)`` as LangGra
 produced it, or ``None`` for the ``empty`` sentinel. Metadata crosses as JSON text.
 """
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from os import PathLike
 from typing import Any, final
 
@@ -116,7 +116,7 @@ class Store:
         before: str | None,
         limit: int | None,
         loads: Any,
-    ) -> list[Any]: ...
+    ) -> Iterator[Any]: ...
     def backup(self, dest: str | PathLike[str]) -> dict[str, Any]: ...
     def metrics_json(self) -> str: ...
     def threads(self) -> list[tuple[str, int, str | None]]: ...

@@ -310,6 +310,27 @@ fn metadata_from_py(py: Python<'_>, metadata: &Bound<'_, PyDict>) -> PyResult<Me
 /// One entry of `put`'s `blobs`: `(channel, version, (type_tag, bytes) | None)`.
 type PutBlob<'py> = (String, Bound<'py, PyAny>, Option<(String, Vec<u8>)>);
 
+/// What `read_list` returns: the matching checkpoints as read, turned into `CheckpointTuple`s
+/// one at a time.
+#[pyclass(frozen, module = "logsaver._native")]
+struct TupleIter {
+    rest: std::sync::Mutex<std::vec::IntoIter<CheckpointTuple>>,
+    loads: Py<PyAny>,
+}
+
+#[pymethods]
+impl TupleIter {
+    fn __iter__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
+        slf
+    }
+
+    fn __next__<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
+        // A poisoned lock only means a conversion panicked; the iterator itself is intact.
+        let next = self.rest.lock().unwrap_or_else(std::sync::PoisonError::into_inner).next();
+        next.map(|tuple| tuple_to_langgraph(py, &tuple, self.loads.bind(py))).transpose()
+    }
+}
+
 /// The Rust store. Used through `logsaver.LogSaver`.
 #[pyclass(frozen, module = "logsaver._native")]
 struct Store {
@@ -431,20 +452,21 @@ impl Store {
         found.map(|tuple| tuple_to_langgraph(py, &tuple, loads)).transpose()
     }
 
-    /// `list` as LangGraph's `CheckpointTuple`s (values deserialized with `loads`).
+    /// `list` as an iterator of LangGraph's `CheckpointTuple`s, each built (its values
+    /// deserialized with `loads`) only when the caller gets to it, as a generator would.
     #[pyo3(signature = (thread_id, checkpoint_ns, checkpoint_id, filter_json, before, limit, loads))]
     #[expect(clippy::too_many_arguments, reason = "mirrors the Python signature, one argument per keyword")]
-    fn read_list<'py>(
+    fn read_list(
         &self,
-        py: Python<'py>,
+        py: Python<'_>,
         thread_id: Option<String>,
         checkpoint_ns: Option<String>,
         checkpoint_id: Option<String>,
         filter_json: Option<&str>,
         before: Option<String>,
         limit: Option<usize>,
-        loads: &Bound<'py, PyAny>,
-    ) -> PyResult<Vec<Bound<'py, PyAny>>> {
+        loads: Py<PyAny>,
+    ) -> PyResult<TupleIter> {
         let filter: Metadata = match filter_json {
             Some(json) => serde_json::from_str(json)
                 .map_err(|e| to_py_err(py, &Error::InvalidArgument(format!("filter is not a JSON object: {e}"))))?,
@@ -452,7 +474,7 @@ impl Store {
         };
         let query = ListQuery { thread_id, checkpoint_ns, checkpoint_id, filter, before, limit };
         let tuples = py.detach(|| self.inner.list(&query)).map_err(|e| to_py_err(py, &e))?;
-        tuples.iter().map(|tuple| tuple_to_langgraph(py, tuple, loads)).collect()
+        Ok(TupleIter { rest: std::sync::Mutex::new(tuples.into_iter()), loads })
     }
 
     /// Matching checkpoints, newest first.
@@ -686,6 +708,7 @@ impl Store {
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Store>()?;
     m.add_class::<StoredCheckpoint>()?;
+    m.add_class::<TupleIter>()?;
     // One source for the version: the workspace's Cargo.toml (pyproject.toml reads it too).
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())

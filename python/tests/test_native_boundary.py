@@ -128,3 +128,33 @@ def test_cyclic_or_deep_metadata_is_refused_at_put_and_breaks_nothing(saver):
     assert list(saver.list(None)) == []
     ok = saver.put(config, empty_checkpoint(), {"fine": {"a": [1, 2]}}, {})
     assert saver.get_tuple(ok).metadata["fine"] == {"a": [1, 2]}
+
+
+def test_list_deserializes_a_tuple_only_when_the_caller_reaches_it(saver):
+    from langgraph.checkpoint.base import empty_checkpoint
+
+    config = {"configurable": {"thread_id": "lazy", "checkpoint_ns": ""}}
+    for n in range(5):
+        checkpoint = empty_checkpoint()
+        checkpoint["channel_values"] = {"n": n}
+        checkpoint["channel_versions"] = {"n": n + 1}
+        config = saver.put(config, checkpoint, {"step": n}, {"n": n + 1})
+    calls = []
+    real = saver.serde
+
+    class Counting:
+        def dumps_typed(self, value):
+            return real.dumps_typed(value)
+
+        def loads_typed(self, data):
+            calls.append(data)
+            return real.loads_typed(data)
+
+    saver.serde = Counting()
+    try:
+        newest = next(iter(saver.list({"configurable": {"thread_id": "lazy"}})))
+        assert newest.checkpoint["channel_values"] == {"n": 4}
+        assert len(calls) == 1  # not five
+        assert [t.metadata["step"] for t in saver.list({"configurable": {"thread_id": "lazy"}})] == [4, 3, 2, 1, 0]
+    finally:
+        saver.serde = real
