@@ -41,6 +41,38 @@ fn put(c: &mut Criterion) {
     group.finish();
 }
 
+/// A `put` shaped like LangGraph's agent loop: four channel versions (two new values, one of
+/// 2 KiB), `versions_seen` for four nodes, the usual metadata, each step the child of the last.
+fn put_langgraph_shape(c: &mut Criterion) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = LogStore::open(dir.path(), Options::with_durability(Durability::Flush)).expect("open");
+    let ids = CheckpointIdGenerator::new(None);
+    let mut config = Config::thread("agent");
+    let mut step = 0i64;
+    let metadata: logsaver::Metadata = serde_json::from_str(
+        r#"{"source":"loop","step":3,"parents":{},"run_id":"1f0c3b9e-0000-6000-8000-000000000001"}"#,
+    )
+    .expect("metadata");
+    c.bench_function("put/Flush/langgraph_shape", |b| {
+        b.iter(|| {
+            step += 1;
+            let version = |n: i64| ChannelVersion::Str(format!("{step:032}.{n:016}"));
+            let mut cp = Checkpoint::empty(ids.next_id());
+            cp.channel_values.insert("messages".into(), Blob::new("msgpack", vec![7u8; 2200]));
+            cp.channel_values.insert("turn".into(), Blob::new("msgpack", vec![3u8]));
+            for (channel, n) in [("messages", 1), ("turn", 2), ("branch:to:agent", 3), ("__start__", 4)] {
+                cp.channel_versions.insert(channel.into(), version(n));
+            }
+            for node in ["agent", "tools", "__input__", "__start__"] {
+                cp.versions_seen.insert(node.into(), cp.channel_versions.clone());
+            }
+            let mut new_versions = cp.channel_versions.clone();
+            new_versions.retain(|channel, _| channel == "messages" || channel == "turn");
+            config = store.put(&config, &cp, &metadata, &new_versions).expect("put");
+        });
+    });
+}
+
 fn put_writes(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = LogStore::open(dir.path(), Options::with_durability(Durability::Flush)).expect("open");
@@ -76,5 +108,5 @@ fn reads(c: &mut Criterion) {
     c.bench_function("list/limit10", |b| b.iter(|| store.list(&ListQuery::thread("bench").limit(10)).expect("list")));
 }
 
-criterion_group!(benches, put, put_writes, reads);
+criterion_group!(benches, put, put_langgraph_shape, put_writes, reads);
 criterion_main!(benches);
