@@ -392,3 +392,119 @@ fn metrics_count_calls_fsyncs_and_groups_and_the_writer_leaves_them_for_other_pr
     reader.close().expect("close");
     assert!(!dir.path().join(logsaver::METRICS_FILE).exists());
 }
+
+/// A small xorshift generator (deterministic per seed).
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+/// Every kind of call the writer makes (puts with shared values, writes, deletes, prunes,
+/// deletes for runs, copies, retention, compaction, rotations of tiny segments, restarts of
+/// the writer), and a reader in the same directory, looking after some of them, must show
+/// exactly what the writer shows: tombstones, prunes and copies followed, not only appends.
+#[test]
+fn a_reader_shows_exactly_the_writers_state_after_every_kind_of_call() {
+    use logsaver::{PruneStrategy, Retention};
+    let seeds: u64 = std::env::var("LIVE_READER_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(12);
+    for seed in 1..=seeds {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let options = || Options {
+            segment_size: 8 << 10,
+            auto_compaction: None,
+            retention: Retention { keep_last: Some(4), ..Retention::default() },
+            ..Options::with_durability(Durability::Flush)
+        };
+        let mut writer = LogStore::open(dir.path(), options()).expect("open");
+        put_step(&writer, &Config::thread("t0"), "000000-seed", 0);
+        let mut reader = LogStore::open_read_only(dir.path(), Options::default()).expect("reader");
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ seed.wrapping_mul(0x2545_f491_4f6c_dd1d));
+        let mut heads: BTreeMap<String, (Config, u64)> = BTreeMap::new();
+        let mut next_id = 1u64;
+        for step in 0..160 {
+            let thread = format!("t{}", rng.below(5));
+            let what = rng.below(100);
+            let call = match what {
+                0..=54 => {
+                    let (config, n) = heads.get(&thread).cloned().unwrap_or((Config::thread(&thread), 0));
+                    let id = format!("{next_id:06}-{seed}");
+                    next_id += 1;
+                    let mut cp = Checkpoint::empty(&id);
+                    cp.channel_values.insert("state".into(), Blob::new("bytes", payload(&id)));
+                    cp.channel_versions.insert("state".into(), ChannelVersion::Int(n as i64 + 1));
+                    let metadata = common::meta(serde_json::json!({"run_id": format!("run-{}", rng.below(3))}));
+                    let saved = writer.put(&config, &cp, &metadata, &cp.channel_versions).expect("put");
+                    heads.insert(thread.clone(), (saved, n + 1));
+                    "put"
+                }
+                55..=69 => {
+                    if let Some((config, _)) = heads.get(&thread) {
+                        let value = Blob::new("bytes", payload(&format!("w{step}")));
+                        writer
+                            .put_writes(config, &[("out".into(), value)], &format!("task{step}"), "")
+                            .expect("writes");
+                    }
+                    "put_writes"
+                }
+                70..=74 => {
+                    writer.delete_thread(&thread).expect("delete");
+                    heads.remove(&thread);
+                    "delete_thread"
+                }
+                75..=79 => {
+                    writer.prune(std::slice::from_ref(&thread), PruneStrategy::KeepLatest).expect("prune");
+                    "prune"
+                }
+                80..=82 => {
+                    writer.delete_for_runs(&[format!("run-{}", rng.below(3))]).expect("delete for runs");
+                    heads.clear(); // parents may be gone: start fresh chains
+                    "delete_for_runs"
+                }
+                83..=86 => {
+                    let target = format!("t{}", rng.below(5));
+                    if target != thread {
+                        writer.copy_thread(&thread, &target).expect("copy");
+                        heads.remove(&target);
+                    }
+                    "copy_thread"
+                }
+                87..=89 => {
+                    writer.apply_retention().expect("retention");
+                    "retention"
+                }
+                90..=95 => {
+                    writer.compact().expect("compact");
+                    "compact"
+                }
+                96..=97 => {
+                    writer.close().expect("close");
+                    writer = LogStore::open(dir.path(), options()).expect("reopen the writer");
+                    "reopen writer"
+                }
+                _ => {
+                    reader = LogStore::open_read_only(dir.path(), Options::default()).expect("reopen the reader");
+                    "reopen reader"
+                }
+            };
+            // The reader looks after one call in three: it also has to catch up over several
+            // frames, rotations, compactions and restarts at once.
+            if rng.below(3) != 0 {
+                continue;
+            }
+            let query = ListQuery::all();
+            let (seen, truth) = (reader.list(&query).expect("reader list"), writer.list(&query).expect("writer list"));
+            assert!(
+                seen == truth,
+                "seed {seed}, step {step} ({call}): the reader shows {} checkpoints, the writer {}",
+                seen.len(),
+                truth.len()
+            );
+        }
+    }
+}
