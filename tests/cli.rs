@@ -199,6 +199,12 @@ fn every_read_command_and_backup_work_beside_a_running_writer() {
         rounds += 1;
     }
     assert!(writer.wait().expect("demo").success());
+    // The demo's writer left its metrics; stats shows them.
+    let (code, out, err) = logsaver(&["stats", s, "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let metrics = &json(&out)["writer_metrics"];
+    assert!(metrics["operations"].as_array().is_some_and(|ops| !ops.is_empty()), "{out}");
+    assert!(metrics["age_seconds"].as_f64().is_some(), "{out}");
     // Each backup opens, verifies and holds at least what stats counted just before it.
     for (dest, checkpoints) in backups {
         let d = dest.to_str().expect("utf-8");
