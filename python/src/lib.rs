@@ -307,6 +307,24 @@ fn metadata_from_py(py: Python<'_>, metadata: &Bound<'_, PyDict>) -> PyResult<Me
         .map_err(|e| to_py_err(py, &Error::InvalidArgument(format!("metadata is not a JSON object: {e}"))))
 }
 
+/// The query of `list` and `read_list`: the metadata filter comes as JSON text.
+fn list_query(
+    py: Python<'_>,
+    thread_id: Option<String>,
+    checkpoint_ns: Option<String>,
+    checkpoint_id: Option<String>,
+    filter_json: Option<&str>,
+    before: Option<String>,
+    limit: Option<usize>,
+) -> PyResult<ListQuery> {
+    let filter: Metadata = match filter_json {
+        Some(json) => serde_json::from_str(json)
+            .map_err(|e| to_py_err(py, &Error::InvalidArgument(format!("filter is not a JSON object: {e}"))))?,
+        None => Metadata::new(),
+    };
+    Ok(ListQuery { thread_id, checkpoint_ns, checkpoint_id, filter, before, limit })
+}
+
 /// One entry of `put`'s `blobs`: `(channel, version, (type_tag, bytes) | None)`.
 type PutBlob<'py> = (String, Bound<'py, PyAny>, Option<(String, Vec<u8>)>);
 
@@ -467,12 +485,7 @@ impl Store {
         limit: Option<usize>,
         loads: Py<PyAny>,
     ) -> PyResult<TupleIter> {
-        let filter: Metadata = match filter_json {
-            Some(json) => serde_json::from_str(json)
-                .map_err(|e| to_py_err(py, &Error::InvalidArgument(format!("filter is not a JSON object: {e}"))))?,
-            None => Metadata::new(),
-        };
-        let query = ListQuery { thread_id, checkpoint_ns, checkpoint_id, filter, before, limit };
+        let query = list_query(py, thread_id, checkpoint_ns, checkpoint_id, filter_json, before, limit)?;
         let tuples = py.detach(|| self.inner.list(&query)).map_err(|e| to_py_err(py, &e))?;
         Ok(TupleIter { rest: std::sync::Mutex::new(tuples.into_iter()), loads })
     }
@@ -490,12 +503,7 @@ impl Store {
         before: Option<String>,
         limit: Option<usize>,
     ) -> PyResult<Vec<StoredCheckpoint>> {
-        let filter: Metadata = match filter_json {
-            Some(json) => serde_json::from_str(json)
-                .map_err(|e| to_py_err(py, &Error::InvalidArgument(format!("filter is not a JSON object: {e}"))))?,
-            None => Metadata::new(),
-        };
-        let query = ListQuery { thread_id, checkpoint_ns, checkpoint_id, filter, before, limit };
+        let query = list_query(py, thread_id, checkpoint_ns, checkpoint_id, filter_json, before, limit)?;
         let tuples = py.detach(|| self.inner.list(&query)).map_err(|e| to_py_err(py, &e))?;
         tuples.iter().map(|tuple| tuple_to_py(py, tuple)).collect()
     }
