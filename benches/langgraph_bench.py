@@ -10,6 +10,11 @@ step. Two more rows and a section:
 - "floor-sync": the physical limit of one durable write per call. InMemorySaver does the work,
   and each put / put_writes also writes as many bytes as its serialized values and metadata
   into a preallocated file and fdatasyncs it (the put µs column includes that).
+- chat: the long chat-agent workload of issue 11 (disk): one conversation whose message list
+  (LangChain messages through `add_messages`) grows every step: a user message, an AI message
+  with a tool call, the tool's answer, the AI's reply, per turn; 20 / 60 / 200 turns. Reports
+  disk bytes per checkpoint (LogSaver closed, SQLite after a WAL checkpoint), put µs and the
+  latest get_tuple µs, side by side with SqliteSaver and InMemorySaver.
 - async: 8 graphs at once under one event loop (`ainvoke` through `aput` / `aput_writes`),
   steps per second, and for LogSaver the callers per commit group (group commit still shared
   when the calls come from asyncio's worker threads).
@@ -38,7 +43,9 @@ from typing import Annotated, Any, TypedDict
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.checkpoint.sqlite import SqliteSaver
+from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 from langgraph.graph import END, START, StateGraph
+from langgraph.graph.message import add_messages
 
 from logsaver import LogSaver
 
@@ -133,6 +140,69 @@ def agent_graph(checkpointer: BaseCheckpointSaver, turns: int):
     builder.add_conditional_edges("agent", lambda s: END if s["turn"] >= turns else "tools")
     builder.add_edge("tools", "agent")
     return builder.compile(checkpointer=checkpointer)
+
+
+class ChatState(TypedDict):
+    messages: Annotated[list, add_messages]
+
+
+def chat_graph(checkpointer: BaseCheckpointSaver):
+    """One turn per invoke: the agent asks a tool, the tool answers, the agent replies."""
+
+    def agent(state: ChatState) -> dict:
+        last = state["messages"][-1]
+        n = len(state["messages"])
+        if isinstance(last, ToolMessage):
+            return {"messages": [AIMessage(content=f"Here is what I found (step {n}): " + "the answer is 42. " * 12)]}
+        call = {"name": "search", "args": {"query": f"question {n}: " + last.content[:40]}, "id": f"call_{n}"}
+        return {"messages": [AIMessage(content="", tool_calls=[call])]}
+
+    def tools(state: ChatState) -> dict:
+        call = state["messages"][-1].tool_calls[0]
+        return {"messages": [ToolMessage(content="result: " + "lorem ipsum dolor sit amet " * 10, tool_call_id=call["id"])]}
+
+    def route(state: ChatState) -> str:
+        last = state["messages"][-1]
+        return "tools" if isinstance(last, AIMessage) and last.tool_calls else END
+
+    builder = StateGraph(ChatState)
+    builder.add_node("agent", agent)
+    builder.add_node("tools", tools)
+    builder.add_edge(START, "agent")
+    builder.add_conditional_edges("agent", route)
+    builder.add_edge("tools", "agent")
+    return builder.compile(checkpointer=checkpointer)
+
+
+def run_chat(kind: str, turns: int) -> dict[str, Any]:
+    workdir = tempfile.mkdtemp(prefix="lgbench-chat-")
+    try:
+        saver, path = make_saver(kind, workdir)
+        timed = Timed(saver)
+        graph = chat_graph(timed)
+        config = {"configurable": {"thread_id": "chat"}}
+        for turn in range(turns):
+            graph.invoke({"messages": [HumanMessage(content=f"user question {turn}: what about topic {turn}?")]}, config)
+        steps = len(timed.times["put"])
+        reads = Timed(saver)
+        for _ in range(20):
+            reads.get_tuple({"configurable": {"thread_id": "chat", "checkpoint_ns": ""}})
+        if hasattr(saver, "close"):
+            saver.close()
+        if kind == "sqlite":
+            saver.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            saver.conn.close()
+        disk = dir_bytes(path) if path else None
+        return {
+            "saver": kind,
+            "turns": turns,
+            "checkpoints": steps,
+            "bytes_per_checkpoint": (disk / steps) if disk is not None else None,
+            "put_us": us(timed.times["put"]),
+            "get_tuple_us": us(reads.times["get_tuple"]),
+        }
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def dir_bytes(path: str) -> int:
@@ -268,6 +338,19 @@ def main() -> None:
         sync, floor = by["logsaver-sync"], by["floor-sync"]
         ratio = (sync["put_us"] + sync["put_writes_us"]) / (floor["put_us"] + floor["put_writes_us"])
         print(f"  {t:>3} turns  {'sync writes vs the fdatasync floor (ratio)':<46}{ratio:>8.2f}  [<= 1.2] {'met' if ratio <= 1.2 else 'MISSED'}")
+
+    chat_turns = [3] if args.quick else [20, 60, 200]
+    print(f"\nchat: one growing conversation (issue 11's workload), {chat_turns} turns")
+    print(f"{'saver':<16}{'turns':>6}{'ckpts':>7}{'B/ckpt':>10}{'put µs':>9}{'get µs':>8}")
+    chat = [run_chat(kind, t) for t in chat_turns for kind in ["logsaver-flush", "sqlite", "inmemory"]]
+    for r in chat:
+        per = f"{r['bytes_per_checkpoint']:.0f}" if r["bytes_per_checkpoint"] is not None else "-"
+        print(f"{r['saver']:<16}{r['turns']:>6}{r['checkpoints']:>7}{per:>10}{r['put_us']:>9.1f}{r['get_tuple_us']:>8.1f}")
+    for t in chat_turns:
+        by = {r["saver"]: r for r in chat if r["turns"] == t}
+        ratio = by["logsaver-flush"]["bytes_per_checkpoint"] / by["sqlite"]["bytes_per_checkpoint"]
+        print(f"  {t:>3} turns  disk per checkpoint vs SqliteSaver {ratio:.2f}")
+    results.extend(chat)
 
     import asyncio
 
