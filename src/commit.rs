@@ -115,7 +115,7 @@ pub struct CommitStats {
     pub segments_created: AtomicU64,
     /// Calls per commit group.
     pub group_sizes: crate::metrics::Histogram,
-    /// fdatasync latency, nanoseconds.
+    /// fdatasync (and a seal's fsync) latency, nanoseconds: one value per `fsyncs` count.
     pub fsync_nanos: crate::metrics::Histogram,
 }
 
@@ -386,7 +386,9 @@ impl Writer {
         let file = self.active.active_file().ok_or_else(|| Error::invariant("the active segment is sealed"))?;
         let path = self.active.path.clone();
         file.set_len(self.write_offset).map_err(|e| Error::io("trim sealed segment", &path, e))?;
+        let started = std::time::Instant::now();
         file.sync_all().map_err(|e| Error::io("fsync sealed segment", &path, e))?;
+        self.stats.fsync_nanos.record_duration(started.elapsed());
         self.stats.fsyncs.fetch_add(1, Ordering::Relaxed);
         let layout = self.layout.clone();
         layout.segments.insert(Arc::new(Segment::sealed(&*layout.vfs, self.active.seq, path)?));
