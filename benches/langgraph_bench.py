@@ -13,7 +13,7 @@ step. Two more rows and a section:
 - chat: the long chat-agent workload of issue 11 (disk): one conversation whose message list
   (LangChain messages through `add_messages`) grows every step: a user message, an AI message
   with a tool call, the tool's answer, the AI's reply, per turn; 20 / 60 / 200 turns. Reports
-  disk bytes per checkpoint (LogSaver closed, SQLite after a WAL checkpoint), put µs and the
+  disk bytes per checkpoint (both closed: SQLite checkpoints its WAL at close), put µs and the
   latest get_tuple µs, side by side with SqliteSaver and InMemorySaver.
 - async: 8 graphs at once under one event loop (`ainvoke` through `aput` / `aput_writes`),
   steps per second, and for LogSaver the callers per commit group (group commit still shared
@@ -187,12 +187,7 @@ def run_chat(kind: str, turns: int) -> dict[str, Any]:
         reads = Timed(saver)
         for _ in range(20):
             reads.get_tuple({"configurable": {"thread_id": "chat", "checkpoint_ns": ""}})
-        if hasattr(saver, "close"):
-            saver.close()
-        if kind == "sqlite":
-            saver.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            saver.conn.close()
-        disk = dir_bytes(path) if path else None
+        disk = close_and_measure(saver, kind, path)
         return {
             "saver": kind,
             "turns": turns,
@@ -227,6 +222,16 @@ def make_saver(kind: str, workdir: str):
     return InMemorySaver(), None
 
 
+def close_and_measure(saver, kind: str, path: str | None) -> int | None:
+    """Close the saver, then its directory's bytes (None for InMemorySaver). Closed, LogSaver has
+    trimmed its preallocated tail and SQLite (WAL mode) has checkpointed and removed its WAL."""
+    if hasattr(saver, "close"):
+        saver.close()
+    if kind == "sqlite":
+        saver.conn.close()
+    return dir_bytes(path) if path else None
+
+
 def us(samples: list[float]) -> float:
     return statistics.median(samples) * 1e6 if samples else float("nan")
 
@@ -250,12 +255,7 @@ def run(kind: str, turns: int, threads: int) -> dict[str, Any]:
         for _ in range(50):
             for t in range(threads):
                 reads.list({"configurable": {"thread_id": f"t{t}"}}, limit=10)
-        # Disk use once closed: LogSaver trims its preallocated tail at close.
-        if hasattr(saver, "close"):
-            saver.close()
-        if kind == "sqlite":
-            saver.conn.close()
-        disk = dir_bytes(path) if path else None
+        disk = close_and_measure(saver, kind, path)
         return {
             "saver": kind,
             "turns": turns,

@@ -125,10 +125,13 @@ impl Follower {
             // show that (rewritten twice within one timer tick, same length, recycled inode),
             // so it is read.
             TailEnd::Trimmed => {
-                if !self.follow_manifest(&mut position, index, segments, true)? {
-                    self.read_tail(&mut position, index, segments)?;
+                if self.follow_manifest(&mut position, index, segments, true)? {
+                    return Ok(());
                 }
-                Ok(())
+                match self.read_tail(&mut position, index, segments)? {
+                    TailEnd::Rebuild => self.rebuild(&mut position, index, segments),
+                    TailEnd::Caught | TailEnd::Trimmed => Ok(()),
+                }
             }
             TailEnd::Rebuild => self.rebuild(&mut position, index, segments),
         }

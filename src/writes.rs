@@ -57,7 +57,8 @@ impl Engine {
     }
 
     /// `put` with the metadata as the JSON object text to store (checked to be one), without
-    /// building a map of it: the Python binding hands over what `json.dumps` produced.
+    /// building a map of it: for a caller that already holds the text
+    /// (`LogStore::put_with_metadata_json`).
     pub(crate) fn put_json(
         &self,
         config: &Config,

@@ -8,9 +8,10 @@
     reason = "test data: byte patterns from a hash seed (keeping the low byte is intended) and a small round count"
 )]
 
-use std::io::{BufRead, BufReader};
+mod common;
+
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use logsaver::{Blob, ChannelVersion, Checkpoint, CheckpointSaver, Config, Durability, LogStore, Options};
@@ -85,21 +86,7 @@ fn every_acknowledged_item_survives_kill_9() {
             .stderr(Stdio::null())
             .spawn()
             .expect("spawn child");
-        let acked = Arc::new(Mutex::new(Vec::<String>::new()));
-        let reader = {
-            let (stdout, acked) = (child.stdout.take().expect("stdout"), acked.clone());
-            std::thread::spawn(move || {
-                let mut reader = BufReader::new(stdout);
-                let mut line = Vec::new();
-                // Only whole lines: a line cut by the kill was never fully reported.
-                while reader.read_until(b'\n', &mut line).is_ok_and(|n| n > 0) {
-                    if line.ends_with(b"\n") {
-                        acked.lock().expect("lock").push(String::from_utf8_lossy(&line).trim().to_string());
-                    }
-                    line.clear();
-                }
-            })
-        };
+        let (acked, reader) = common::collect_whole_lines(child.stdout.take().expect("stdout"));
         rng ^= rng << 13;
         rng ^= rng >> 7;
         rng ^= rng << 17;

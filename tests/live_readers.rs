@@ -23,7 +23,6 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -275,20 +274,7 @@ fn a_reader_in_another_process_follows_a_writer_through_compaction_and_kill_9() 
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn child");
-    let lines: Arc<Mutex<Vec<String>>> = Arc::default();
-    let collector = {
-        let (stdout, lines) = (child.stdout.take().expect("stdout"), lines.clone());
-        std::thread::spawn(move || {
-            let mut reader = BufReader::new(stdout);
-            let mut line = Vec::new();
-            while reader.read_until(b'\n', &mut line).is_ok_and(|n| n > 0) {
-                if line.ends_with(b"\n") {
-                    lines.lock().expect("lock").push(String::from_utf8_lossy(&line).trim().to_owned());
-                }
-                line.clear();
-            }
-        })
-    };
+    let (lines, collector) = common::collect_whole_lines(child.stdout.take().expect("stdout"));
     wait_for("the child's first checkpoints", || acknowledged(&lines).len() >= 20);
     let reader = LogStore::open_read_only(dir.path(), Options::default()).expect("open beside a live writer");
     let mut checked = 0;

@@ -1,8 +1,10 @@
 //! `logsaver._native`: the Rust store as a Python class.
 //!
-//! This layer only converts: plain Python values in (strings, ints, bytes, small dicts of
-//! versions), named `StoredCheckpoint`s out. Serialization with LangGraph's serializer, config handling and
-//! the `BaseCheckpointSaver` surface live in `logsaver/saver.py`. Reads, maintenance and `sync`
+//! This layer converts: plain Python values in (strings, ints, bytes, small dicts of versions,
+//! the metadata dict), LangGraph's `CheckpointTuple`s out (`read_tuple`, `read_list`: values
+//! deserialized with the `loads` the saver passes), or the raw `StoredCheckpoint`s (`get_tuple`,
+//! `list`). Serialization on writes, config handling and the `BaseCheckpointSaver` surface live
+//! in `logsaver/saver.py`. Reads, maintenance and `sync`
 //! writes run with the GIL released (`Python::detach`), so LangGraph's thread pool and asyncio's
 //! worker threads run meanwhile and concurrent `sync` writes share an fdatasync (group commit).
 //! `flush`/`none` writes keep the GIL: they only copy into the page cache or a buffer, and
@@ -361,6 +363,34 @@ struct Store {
 }
 
 impl Store {
+    /// The checkpoint `get_tuple` and `read_tuple` return (read with the GIL released).
+    fn fetch(
+        &self,
+        py: Python<'_>,
+        thread_id: String,
+        checkpoint_ns: String,
+        checkpoint_id: Option<String>,
+    ) -> PyResult<Option<CheckpointTuple>> {
+        let config = Config { thread_id, checkpoint_ns, checkpoint_id };
+        py.detach(|| self.inner.get_tuple(&config)).map_err(|e| to_py_err(py, &e))
+    }
+
+    /// The checkpoints `list` and `read_list` return (read with the GIL released).
+    #[expect(clippy::too_many_arguments, reason = "the arguments of `list`, passed through")]
+    fn fetch_list(
+        &self,
+        py: Python<'_>,
+        thread_id: Option<String>,
+        checkpoint_ns: Option<String>,
+        checkpoint_id: Option<String>,
+        filter_json: Option<&str>,
+        before: Option<String>,
+        limit: Option<usize>,
+    ) -> PyResult<Vec<CheckpointTuple>> {
+        let query = list_query(py, thread_id, checkpoint_ns, checkpoint_id, filter_json, before, limit)?;
+        py.detach(|| self.inner.list(&query)).map_err(|e| to_py_err(py, &e))
+    }
+
     /// Run a write call, with the GIL released when it waits for an fdatasync.
     fn write<T: Send>(&self, py: Python<'_>, call: impl FnOnce() -> T + Send) -> T {
         if self.detach_writes { py.detach(call) } else { call() }
@@ -449,8 +479,7 @@ impl Store {
         checkpoint_ns: String,
         checkpoint_id: Option<String>,
     ) -> PyResult<Option<StoredCheckpoint>> {
-        let config = Config { thread_id, checkpoint_ns, checkpoint_id };
-        let found = py.detach(|| self.inner.get_tuple(&config)).map_err(|e| to_py_err(py, &e))?;
+        let found = self.fetch(py, thread_id, checkpoint_ns, checkpoint_id)?;
         found.map(|tuple| tuple_to_py(py, &tuple)).transpose()
     }
 
@@ -465,8 +494,7 @@ impl Store {
         checkpoint_id: Option<String>,
         loads: &Bound<'py, PyAny>,
     ) -> PyResult<Option<Bound<'py, PyAny>>> {
-        let config = Config { thread_id, checkpoint_ns, checkpoint_id };
-        let found = py.detach(|| self.inner.get_tuple(&config)).map_err(|e| to_py_err(py, &e))?;
+        let found = self.fetch(py, thread_id, checkpoint_ns, checkpoint_id)?;
         found.map(|tuple| tuple_to_langgraph(py, &tuple, loads)).transpose()
     }
 
@@ -485,8 +513,7 @@ impl Store {
         limit: Option<usize>,
         loads: Py<PyAny>,
     ) -> PyResult<TupleIter> {
-        let query = list_query(py, thread_id, checkpoint_ns, checkpoint_id, filter_json, before, limit)?;
-        let tuples = py.detach(|| self.inner.list(&query)).map_err(|e| to_py_err(py, &e))?;
+        let tuples = self.fetch_list(py, thread_id, checkpoint_ns, checkpoint_id, filter_json, before, limit)?;
         Ok(TupleIter { rest: std::sync::Mutex::new(tuples.into_iter()), loads })
     }
 
@@ -503,8 +530,7 @@ impl Store {
         before: Option<String>,
         limit: Option<usize>,
     ) -> PyResult<Vec<StoredCheckpoint>> {
-        let query = list_query(py, thread_id, checkpoint_ns, checkpoint_id, filter_json, before, limit)?;
-        let tuples = py.detach(|| self.inner.list(&query)).map_err(|e| to_py_err(py, &e))?;
+        let tuples = self.fetch_list(py, thread_id, checkpoint_ns, checkpoint_id, filter_json, before, limit)?;
         tuples.iter().map(|tuple| tuple_to_py(py, tuple)).collect()
     }
 

@@ -86,6 +86,27 @@ pub fn directory_bytes(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
     files
 }
 
+/// Collect a child process's stdout as lines, on a thread, keeping whole lines only: a line cut
+/// short by a kill was never fully reported, so it acknowledges nothing.
+pub fn collect_whole_lines(
+    stdout: std::process::ChildStdout,
+) -> (std::sync::Arc<std::sync::Mutex<Vec<String>>>, std::thread::JoinHandle<()>) {
+    use std::io::BufRead;
+    let lines: std::sync::Arc<std::sync::Mutex<Vec<String>>> = std::sync::Arc::default();
+    let collected = lines.clone();
+    let collector = std::thread::spawn(move || {
+        let mut reader = std::io::BufReader::new(stdout);
+        let mut line = Vec::new();
+        while reader.read_until(b'\n', &mut line).is_ok_and(|n| n > 0) {
+            if line.ends_with(b"\n") {
+                collected.lock().expect("lock").push(String::from_utf8_lossy(&line).trim().to_owned());
+            }
+            line.clear();
+        }
+    });
+    (lines, collector)
+}
+
 /// Remove the index snapshot, so the next open replays (and checks) the whole log.
 pub fn drop_snapshot(dir: &Path) {
     let _ = std::fs::remove_file(dir.join("INDEX"));
