@@ -33,8 +33,9 @@ pub struct Batch {
     bytes: Vec<u8>,
     crc: Hasher,
     records: Vec<(IndexOp<'static>, usize, u32)>,
-    /// Blobs (thread, namespace, hash) the records read but do not write: checked by the leader.
-    assumed: Vec<(Box<str>, Box<str>, u64)>,
+    /// Blobs (thread, namespace, hash) the records read but do not write, and for a delta's
+    /// base the very record it was encoded against: checked by the leader.
+    assumed: Vec<(Box<str>, Box<str>, u64, Option<Loc>)>,
 }
 
 impl Default for Batch {
@@ -80,14 +81,30 @@ impl Batch {
     /// The records rely on blob `hash` of (thread, ns) being stored without writing it (a put
     /// that found the value already stored). The leader checks it again at the commit point.
     pub fn assume_stored(&mut self, thread: &str, ns: &str, hash: u64) {
-        self.assumed.push((thread.into(), ns.into(), hash));
+        self.assumed.push((thread.into(), ns.into(), hash, None));
     }
 
-    /// Whether every blob the batch assumes is still stored.
+    /// A record of the batch is a delta against blob `hash` of (thread, ns) as stored at `loc`.
+    /// The leader checks that the index still names that record: records never change, so the
+    /// delta applies to what a reader will find (a copy over it, or a delete and a re-put of
+    /// the same version, would leave other bytes under the same key).
+    pub fn assume_record(&mut self, thread: &str, ns: &str, hash: u64, loc: Loc) {
+        self.assumed.push((thread.into(), ns.into(), hash, Some(loc)));
+    }
+
+    /// Whether every blob the batch assumes is still stored (at the record assumed, if one was).
     fn assumptions_hold(&self, index: &Index) -> bool {
-        self.assumed
-            .iter()
-            .all(|(thread, ns, hash)| index.namespace(thread, ns).is_some_and(|n| n.stored_blob(*hash).is_some()))
+        self.assumed.iter().all(|(thread, ns, hash, loc)| {
+            index
+                .namespace(thread, ns)
+                .and_then(|n| n.stored_blob(*hash))
+                .is_some_and(|slot| loc.is_none_or(|loc| slot.loc == loc))
+        })
+    }
+
+    /// Records pushed so far: the position the next one will have in [`Committed::Done`].
+    pub fn record_count(&self) -> usize {
+        self.records.len()
     }
 
     /// Whether the batch holds no records.
@@ -521,11 +538,12 @@ pub enum Work {
 pub type Plan = Box<dyn FnOnce(&Index) -> Result<Batch> + Send>;
 
 /// How a commit ended, when it did not fail.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 #[must_use]
 pub enum Committed {
-    /// Written, durable as the mode promises, and applied to the index.
-    Done,
+    /// Written, durable as the mode promises, and applied to the index; where each record of
+    /// the batch went, in the order they were pushed (empty for a planned call).
+    Done(Vec<Loc>),
     /// Not written: a blob the batch assumed stored is gone. Encode again and retry.
     Stale,
 }
@@ -656,7 +674,7 @@ impl Committer {
         if let Work::Encoded(batch) = &work
             && batch.is_empty()
         {
-            return Ok(Committed::Done);
+            return Ok(Committed::Done(Vec::new()));
         }
         let mut queue = self.queue.lock();
         let ticket = queue.next_ticket;
@@ -729,7 +747,7 @@ impl Committer {
                     }
                     Work::Planned(plan) => match plan(&index) {
                         Ok(batch) if batch.is_empty() => {
-                            outcomes.push((request.ticket, Ok(Committed::Done)));
+                            outcomes.push((request.ticket, Ok(Committed::Done(Vec::new()))));
                             continue;
                         }
                         Ok(batch) => batch,
@@ -808,7 +826,7 @@ impl Committer {
         self.commit_log.lock().extend(tags);
         self.stats.commits.fetch_add(ready.len() as u64, Ordering::Relaxed);
         self.stats.group_sizes.record(ready.len() as u64);
-        outcomes.extend(ready.iter().map(|(ticket, _)| (*ticket, Ok(Committed::Done))));
+        outcomes.extend(ready.iter().zip(locs).map(|((ticket, _), locs)| (*ticket, Ok(Committed::Done(locs)))));
         outcomes
     }
 

@@ -253,7 +253,7 @@ fn switch(
     let late: Vec<&DroppedBlob> = dropped_blobs
         .iter()
         .filter(|blob| match &blob.op {
-            IndexOp::Blob { thread, ns, hash } => !index.drop_unreferenced_blob(thread, ns, *hash, blob.loc),
+            IndexOp::Blob { thread, ns, hash, .. } => !index.drop_unreferenced_blob(thread, ns, *hash, blob.loc),
             _ => false,
         })
         .collect();
@@ -349,7 +349,7 @@ fn copy_live(
                 // in hand in case a checkpoint reads it again before the switch.
                 let (live, unreferenced_blob) = replay_op(segment, loc, &record, |op| {
                     let live = index.is_live(op, loc);
-                    let named = matches!(op, IndexOp::Blob { thread, ns, hash }
+                    let named = matches!(op, IndexOp::Blob { thread, ns, hash, .. }
                         if index.namespace(thread, ns).and_then(|n| n.blobs.get(hash)).is_some_and(|slot| slot.loc == loc));
                     (live.then(|| op.to_static()), (!live && named).then(|| op.to_static()))
                 })?;

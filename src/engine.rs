@@ -55,6 +55,9 @@ pub(crate) struct Engine {
     pub(crate) follower: Option<Follower>,
     /// One compaction at a time.
     pub(crate) compacting: parking_lot::Mutex<()>,
+    /// The last value of each (thread, namespace, channel): delta bases for writes, the latest
+    /// values for reads.
+    pub(crate) value_cache: crate::value_cache::ValueCache,
     /// Called by compaction between its switch and its snapshot (tests only: a call landing
     /// there must not be covered by the snapshot unless it is durable).
     #[cfg(feature = "testing")]
@@ -132,6 +135,7 @@ impl Engine {
         );
         // A read-only store, like one opened with damage skipped, never persists its view.
         let degraded = !recovered.report.skipped.is_empty() || read_only;
+        let value_cache = crate::value_cache::ValueCache::new(options.values.cache_bytes);
         Ok(Engine {
             dir,
             options,
@@ -150,6 +154,7 @@ impl Engine {
             metrics: crate::metrics::Metrics::default(),
             layout,
             compacting: parking_lot::Mutex::new(()),
+            value_cache,
             #[cfg(feature = "testing")]
             before_snapshot: parking_lot::Mutex::new(None),
         })
@@ -311,7 +316,7 @@ impl Engine {
     /// Commit records encoded by the caller that assume nothing stored.
     pub(crate) fn commit(&self, batch: Batch) -> Result<()> {
         match self.committer.commit(Work::Encoded(batch), &self.index)? {
-            Committed::Done => Ok(()),
+            Committed::Done(_) => Ok(()),
             Committed::Stale => Err(Error::invariant("a batch without assumptions was found stale")),
         }
     }
@@ -319,7 +324,7 @@ impl Engine {
     /// Commit records the leader plans at the commit point (maintenance calls).
     pub(crate) fn commit_planned(&self, plan: crate::commit::Plan) -> Result<()> {
         match self.committer.commit(Work::Planned(plan), &self.index)? {
-            Committed::Done | Committed::Stale => Ok(()),
+            Committed::Done(_) | Committed::Stale => Ok(()),
         }
     }
 

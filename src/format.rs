@@ -9,8 +9,13 @@ use crc32fast::Hasher;
 
 /// First 8 bytes of every segment file.
 pub const SEGMENT_MAGIC: [u8; 8] = *b"LOGSAVR\0";
-/// Version of the on-disk format described here.
-pub const FORMAT_VERSION: u32 = 1;
+/// Version of the on-disk format this build writes. Version 2 added the [`RecordKind::Value`]
+/// and [`RecordKind::PackedCheckpoint`] records; a segment of version 1 holds only the kinds
+/// before them and is read as it is. The rule (docs/design.md): a build reads every version up
+/// to its own and refuses a newer one, and a version only ever adds record kinds.
+pub const FORMAT_VERSION: u32 = 2;
+/// The oldest format version this build reads.
+pub const OLDEST_FORMAT_VERSION: u32 = 1;
 /// Bytes of the segment header; the first frame starts here.
 pub const SEGMENT_HEADER_LEN: usize = 64;
 /// Bytes of a batch frame header.
@@ -88,8 +93,10 @@ impl SegmentHeader {
             return Err("segment header checksum mismatch".into());
         }
         let version = le_u32(header, 8);
-        if version != FORMAT_VERSION {
-            return Err(format!("format version {version}, this build reads version {FORMAT_VERSION}"));
+        if !(OLDEST_FORMAT_VERSION..=FORMAT_VERSION).contains(&version) {
+            return Err(format!(
+                "format version {version}, this build reads versions {OLDEST_FORMAT_VERSION} to {FORMAT_VERSION}"
+            ));
         }
         if le_u32(header, 12) as usize != SEGMENT_HEADER_LEN {
             return Err("unexpected header length".into());
@@ -324,6 +331,11 @@ pub enum RecordKind {
     DeleteThread = 4,
     /// Tombstone: listed checkpoints (and their writes) removed.
     DeleteCheckpoints = 5,
+    /// One channel value, whole or as a delta against another version of its channel, its
+    /// payload compressed or not (format version 2).
+    Value = 6,
+    /// A checkpoint whose metadata and body are one compressed payload (format version 2).
+    PackedCheckpoint = 7,
 }
 
 impl RecordKind {
@@ -335,6 +347,8 @@ impl RecordKind {
             3 => RecordKind::Writes,
             4 => RecordKind::DeleteThread,
             5 => RecordKind::DeleteCheckpoints,
+            6 => RecordKind::Value,
+            7 => RecordKind::PackedCheckpoint,
             _ => return None,
         })
     }

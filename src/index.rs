@@ -228,8 +228,9 @@ pub struct CheckpointSlot {
     pub run: Option<NonZeroU32>,
 }
 
-/// One blob in the index: where it is and how many live checkpoints read it. A blob with no
-/// reader is garbage: it stays findable until compaction drops it.
+/// One blob in the index: where it is and how many live readers it has: checkpoints that read
+/// it, and live deltas stored against it. A blob with no reader is garbage: it stays findable
+/// until compaction drops it.
 ///
 /// The count is of checkpoints, whatever the order of records in the log: a checkpoint that
 /// names a (channel, version) whose record is not indexed (yet) counts on a placeholder slot
@@ -239,8 +240,12 @@ pub struct CheckpointSlot {
 pub struct BlobSlot {
     /// Where its record is; [`Loc::ABSENT`] for a placeholder.
     pub loc: Loc,
-    /// Live checkpoints whose `channel_versions` name this (channel, version).
+    /// Live checkpoints whose `channel_versions` name this (channel, version), plus live deltas
+    /// whose base it is.
     pub refs: u32,
+    /// For a delta: the [`blob_hash`] of its base (same thread, namespace and channel), which
+    /// holds one reference for as long as this blob has any.
+    pub base: Option<u64>,
 }
 
 impl BlobSlot {
@@ -288,8 +293,8 @@ pub enum IndexOp<'a> {
         run_id: Option<Cow<'a, str>>,
         refs: Vec<u64>,
     },
-    /// A blob record.
-    Blob { thread: Cow<'a, str>, ns: Cow<'a, str>, hash: u64 },
+    /// A blob record; `base` is the [`blob_hash`] of the value a delta is stored against.
+    Blob { thread: Cow<'a, str>, ns: Cow<'a, str>, hash: u64, base: Option<u64> },
     /// A writes record; `special` if it writes a special channel (which may leave earlier
     /// records of the checkpoint with nothing to contribute).
     Writes { thread: Cow<'a, str>, ns: Cow<'a, str>, checkpoint_id: Cow<'a, str>, special: bool },
@@ -363,26 +368,43 @@ fn sub_live(usage: &mut HashMap<u32, SegmentUsage>, loc: Loc) {
     entry.live = entry.live.saturating_sub(loc.disk_len());
 }
 
+/// One more reader of blob `hash`. A blob that gains its first reader becomes live, and if it
+/// is a delta its base gains a reader in turn, down the chain. A blob not indexed (yet) is
+/// counted on a placeholder.
 fn incref(namespace: &mut NamespaceIndex, usage: &mut HashMap<u32, SegmentUsage>, hash: u64) {
-    let slot = namespace.blobs.entry(hash).or_insert(BlobSlot { loc: Loc::ABSENT, refs: 0 });
-    if slot.refs == 0 && slot.is_stored() {
-        add_live(usage, slot.loc);
+    let mut next = Some(hash);
+    // Bounded: a chain that loops (only damaged records could make one) stops at the limit.
+    for _ in 0..=crate::options::MAX_CHAIN_LIMIT {
+        let Some(hash) = next.take() else { return };
+        let slot = namespace.blobs.entry(hash).or_insert(BlobSlot { loc: Loc::ABSENT, refs: 0, base: None });
+        slot.refs += 1;
+        if slot.refs == 1 {
+            if slot.is_stored() {
+                add_live(usage, slot.loc);
+            }
+            next = slot.base;
+        }
     }
-    slot.refs += 1;
 }
 
+/// One reader fewer of blob `hash`; a blob that loses its last reader releases its base.
 fn decref(namespace: &mut NamespaceIndex, usage: &mut HashMap<u32, SegmentUsage>, hash: u64) {
-    let Some(slot) = namespace.blobs.get_mut(&hash) else { return };
-    if slot.refs == 0 {
-        return;
-    }
-    slot.refs -= 1;
-    if slot.refs == 0 {
-        if slot.is_stored() {
-            sub_live(usage, slot.loc);
-        } else {
-            // A placeholder nothing counts on any more.
-            namespace.blobs.remove(&hash);
+    let mut next = Some(hash);
+    for _ in 0..=crate::options::MAX_CHAIN_LIMIT {
+        let Some(hash) = next.take() else { return };
+        let Some(slot) = namespace.blobs.get_mut(&hash) else { return };
+        if slot.refs == 0 {
+            return;
+        }
+        slot.refs -= 1;
+        if slot.refs == 0 {
+            next = slot.base;
+            if slot.is_stored() {
+                sub_live(usage, slot.loc);
+            } else {
+                // A placeholder nothing counts on any more.
+                namespace.blobs.remove(&hash);
+            }
         }
     }
 }
@@ -427,22 +449,29 @@ impl Index {
                     self.runs.release(old.run);
                 }
             }
-            IndexOp::Blob { thread, ns, hash } => {
+            IndexOp::Blob { thread, ns, hash, base } => {
                 let (namespace, usage) = self.namespace_mut(thread, ns);
-                // A repeated record (a copy, a re-put) moves the blob; the count of checkpoints
-                // reading it stays.
-                let refs = match namespace.blobs.get(hash) {
+                // A repeated record (a copy, a re-put) moves the blob; the count of its readers
+                // stays. While it has any, it holds its base: the new record's, then no longer
+                // the old one's.
+                let (refs, old_base) = match namespace.blobs.get(hash) {
                     Some(old) => {
                         if old.refs > 0 && old.is_stored() {
                             sub_live(usage, old.loc);
                         }
-                        old.refs
+                        (old.refs, old.base)
                     }
-                    None => 0,
+                    None => (0, None),
                 };
-                namespace.blobs.insert(*hash, BlobSlot { loc, refs });
+                namespace.blobs.insert(*hash, BlobSlot { loc, refs, base: *base });
                 if refs > 0 {
                     add_live(usage, loc);
+                    if let Some(base) = base {
+                        incref(namespace, usage, *base);
+                    }
+                    if let Some(old_base) = old_base {
+                        decref(namespace, usage, old_base);
+                    }
                 }
             }
             IndexOp::Writes { thread, ns, checkpoint_id, special } => {
@@ -534,7 +563,7 @@ impl Index {
                 .namespace(thread, ns)
                 .and_then(|n| n.checkpoints.get(&CheckpointKey::new(id)))
                 .is_some_and(|slot| slot.loc == loc),
-            IndexOp::Blob { thread, ns, hash } => self
+            IndexOp::Blob { thread, ns, hash, .. } => self
                 .namespace(thread, ns)
                 .and_then(|n| n.blobs.get(hash))
                 .is_some_and(|slot| slot.loc == loc && slot.refs > 0),
@@ -654,7 +683,9 @@ impl IndexOp<'_> {
                 run_id: run_id.as_ref().map(own),
                 refs: refs.clone(),
             },
-            IndexOp::Blob { thread, ns, hash } => IndexOp::Blob { thread: own(thread), ns: own(ns), hash: *hash },
+            IndexOp::Blob { thread, ns, hash, base } => {
+                IndexOp::Blob { thread: own(thread), ns: own(ns), hash: *hash, base: *base }
+            }
             IndexOp::Writes { thread, ns, checkpoint_id, special } => IndexOp::Writes {
                 thread: own(thread),
                 ns: own(ns),

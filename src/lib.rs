@@ -26,7 +26,9 @@
 mod async_saver;
 mod backup;
 mod commit;
+mod codec;
 mod compaction;
+mod delta;
 mod engine;
 mod error;
 mod follow;
@@ -51,6 +53,8 @@ mod saver;
 mod segment;
 mod snapshot;
 mod stats;
+mod value_cache;
+mod values;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod vfs;
@@ -71,11 +75,11 @@ pub use model::{
     Blob, ChannelVersion, ChannelVersions, Checkpoint, CheckpointTuple, Config, DeltaChannelHistory, ListQuery,
     Metadata, PendingWrite, PruneStrategy,
 };
-pub use options::{AutoCompaction, Durability, Options, RecoveryMode, Retention};
+pub use options::{AutoCompaction, Durability, Options, RecoveryMode, Retention, ValueEncoding};
 pub use recovery::{Damage, RecoveryReport};
 pub use retention::RetentionStats;
 pub use saver::{CheckpointSaver, metadata_matches, next_version, write_slot};
-pub use stats::{SegmentSpace, SpaceStats, StoreStats};
+pub use stats::{SegmentSpace, SpaceStats, StoreStats, ValueCacheStats, ValueSpace};
 
 /// The README's examples, compiled and run as doctests so they stay true.
 #[cfg(doctest)]

@@ -122,6 +122,14 @@ impl LogStore {
         self.engine.space()
     }
 
+    /// How the live channel values are stored: whole or as deltas, compressed or not, their
+    /// logical and stored bytes, and the value cache's budget and use. Reads the head of every
+    /// live value record (for operators, not hot paths).
+    pub fn value_space(&self) -> crate::ValueSpace {
+        self.follow();
+        self.engine.value_space()
+    }
+
     /// Read-only: catch up with the writer before an infallible report (a failure is logged;
     /// the report then shows the view as it was).
     fn follow(&self) {

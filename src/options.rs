@@ -40,7 +40,41 @@ pub struct Options {
     /// How often the writer leaves its metrics in `METRICS.json` (also at close), for
     /// `logsaver stats` in another process; `None`: only at close. Default: 10 s.
     pub metrics_interval: Option<std::time::Duration>,
+    /// How channel values are stored: deltas against the previous version of the same channel,
+    /// compression, and the cache of each channel's last value. See [`ValueEncoding`].
+    pub values: ValueEncoding,
 }
+
+/// How channel values are stored (format version 2). A new version of a channel whose previous
+/// version is known is stored as a delta against it when that is smaller; every stored payload
+/// is compressed when that pays. Reads and writes keep the last value of each (thread,
+/// namespace, channel) in a cache, so a write does not read its base back and the latest
+/// checkpoint is read without decoding its chain.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ValueEncoding {
+    /// Store deltas. Default: true.
+    pub deltas: bool,
+    /// A read decodes at most this many records for one value: after this many deltas in a row,
+    /// the next version is stored whole (also when the chain's deltas would outgrow the whole
+    /// value they rest on). Default: 64 (`cargo bench --bench values`; the README's table).
+    pub max_chain: u32,
+    /// zstd level for stored payloads (values, deltas, checkpoint bodies); `None` stores them
+    /// uncompressed. Default: `Some(1)`.
+    pub compression_level: Option<i32>,
+    /// Memory for the last value of each (thread, namespace, channel), least recently used
+    /// evicted first. Default: 64 MiB; 0 turns the cache off (a write then reads its base back).
+    pub cache_bytes: u64,
+}
+
+impl Default for ValueEncoding {
+    fn default() -> Self {
+        ValueEncoding { deltas: true, max_chain: 64, compression_level: Some(1), cache_bytes: 64 << 20 }
+    }
+}
+
+/// The longest chain any store reads, whatever its options say: a bound on the work one damaged
+/// or hostile record can ask of a read.
+pub const MAX_CHAIN_LIMIT: u32 = 4096;
 
 /// When the background compactor rewrites the oldest segments.
 #[derive(Clone, Debug, PartialEq)]
@@ -87,6 +121,7 @@ impl Default for Options {
             auto_compaction: Some(AutoCompaction::default()),
             retention: Retention::default(),
             metrics_interval: Some(std::time::Duration::from_secs(10)),
+            values: ValueEncoding::default(),
         }
     }
 }
@@ -101,6 +136,20 @@ impl Options {
     pub(crate) fn validate(&self) -> Result<()> {
         if self.segment_size < 4096 || self.segment_size > u64::from(u32::MAX) {
             return Err(Error::invalid(format!("segment_size {} must be between 4 KiB and 4 GiB", self.segment_size)));
+        }
+        if self.values.max_chain > MAX_CHAIN_LIMIT {
+            return Err(Error::invalid(format!(
+                "values.max_chain {} must be at most {MAX_CHAIN_LIMIT}",
+                self.values.max_chain
+            )));
+        }
+        if let Some(level) = self.values.compression_level
+            && !zstd::compression_level_range().contains(&level)
+        {
+            return Err(Error::invalid(format!(
+                "values.compression_level {level} must be in {:?}",
+                zstd::compression_level_range()
+            )));
         }
         if let Some(auto) = &self.auto_compaction
             && !(0.0..=1.0).contains(&auto.garbage_ratio)

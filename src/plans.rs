@@ -23,7 +23,7 @@ use crate::error::Result;
 use crate::index::{CheckpointKey, Index};
 use crate::options::Retention;
 use crate::pending::record_error;
-use crate::records::{BlobRecord, CheckpointRecord, DeleteCheckpointsRecord, DeleteThreadRecord, WritesRecord, decode};
+use crate::records::{DeleteCheckpointsRecord, DeleteThreadRecord, StoredBlob, StoredCheckpoint, WritesRecord, decode};
 use crate::retention::{self, RetentionStats};
 use crate::segment::{Loc, RecordBytes, SegmentSet};
 
@@ -84,15 +84,19 @@ pub(crate) fn copy_thread(segments: Arc<SegmentSet>, source: String, target: Str
             blob_locs.sort_unstable();
             for loc in blob_locs {
                 let bytes = segments.read_record(loc)?;
-                let mut record: BlobRecord = decoded(&segments, &bytes)?;
-                record.key.thread_id = Cow::Borrowed(&target);
-                batch.push(&record)?;
+                let mut record = StoredBlob::decode(&bytes.view()).map_err(|r| record_error(&segments, loc, r))?;
+                record.set_thread(&target);
+                match &record {
+                    StoredBlob::Plain(record) => batch.push(record)?,
+                    StoredBlob::Value(record) => batch.push(record)?,
+                }
             }
             for slot in ns.checkpoints.values() {
                 let bytes = segments.read_record(slot.loc)?;
-                let mut record: CheckpointRecord = decoded(&segments, &bytes)?;
-                record.head.thread_id = Cow::Borrowed(&target);
-                batch.push(&record)?;
+                let mut record =
+                    StoredCheckpoint::decode(&bytes.view()).map_err(|r| record_error(&segments, slot.loc, r))?;
+                record.set_thread(&target);
+                push_stored_checkpoint(&mut batch, &record)?;
             }
             // Each checkpoint's writes in commit order (their order decides the resolution).
             for &loc in ns.writes.values().flatten() {
@@ -156,12 +160,12 @@ pub(crate) fn retention(
                 for key in &plan.keep {
                     let Some(slot) = ns.checkpoints.get(key) else { continue };
                     let bytes = segments.read_record(slot.loc)?;
-                    let mut record: CheckpointRecord = decoded(&segments, &bytes)?;
-                    let parent_goes =
-                        record.head.parent_id.as_deref().is_some_and(|p| !kept.contains(&CheckpointKey::new(p)));
+                    let mut record =
+                        StoredCheckpoint::decode(&bytes.view()).map_err(|r| record_error(&segments, slot.loc, r))?;
+                    let parent_goes = record.parent_id().is_some_and(|p| !kept.contains(&CheckpointKey::new(p)));
                     if parent_goes {
-                        record.head.parent_id = None;
-                        batch.push(&record)?;
+                        record.clear_parent();
+                        push_stored_checkpoint(&mut batch, &record)?;
                         stats.parents_cleared += 1;
                     }
                 }
@@ -187,6 +191,14 @@ pub(crate) fn retention(
         *progress.lock() = RetentionProgress { stats, remaining };
         Ok(batch)
     })
+}
+
+/// Push a checkpoint record in the form it was stored.
+fn push_stored_checkpoint(batch: &mut Batch, record: &StoredCheckpoint<'_>) -> Result<()> {
+    match record {
+        StoredCheckpoint::Plain(record) => batch.push(record),
+        StoredCheckpoint::Packed(record) => batch.push(record),
+    }
 }
 
 pub(crate) fn push_delete_checkpoints(batch: &mut Batch, thread: &str, ns: &str, ids: Vec<Cow<'_, str>>) -> Result<()> {

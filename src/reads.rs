@@ -23,12 +23,13 @@ use crate::engine::Engine;
 use crate::error::Result;
 use crate::index::{CheckpointKey, Index, NamespaceIndex, blob_hash};
 use crate::model::{
-    Blob, ChannelVersion, Checkpoint, CheckpointTuple, Config, DeltaChannelHistory, ListQuery, Metadata,
+    ChannelVersion, Checkpoint, CheckpointTuple, Config, DeltaChannelHistory, ListQuery, Metadata,
 };
 use crate::pending::load_pending_writes;
-use crate::records::{BlobKey, BlobRecord, CheckpointHead, CheckpointRecord, decode, decode_prefix};
+use crate::records::{BlobKey, checkpoint_of, decode_prefix};
 use crate::saver::{Ancestor, check_thread_id, metadata_matches, walk_delta_history};
 use crate::segment::{Pinned, RecordBytes};
+use crate::values::{Chain, pin_chain};
 
 /// Optimistic tries before a read holds the lock throughout.
 const OPTIMISTIC_TRIES: usize = 4;
@@ -48,47 +49,36 @@ struct ReadCheckpoint {
     /// The key as the id string (formatted once).
     id: String,
     pinned: Pinned,
-    bytes: RecordBytes,
     metadata: Metadata,
+    body: Option<Body>,
 }
 
-/// The rest of a checkpoint record, decoded once its metadata passed the filter.
+/// The rest of a checkpoint record.
 struct Body {
     checkpoint: Checkpoint,
     parent_id: Option<String>,
 }
 
 impl ReadCheckpoint {
-    /// Decode the whole record (the head was decoded for the metadata).
-    fn body(&self) -> Result<Body> {
-        let record: CheckpointRecord =
-            decode(self.bytes.view().body).map_err(|reason| self.pinned.corruption(reason))?;
-        let body = record.body;
-        Ok(Body {
-            checkpoint: Checkpoint {
-                v: body.v,
-                id: self.id.clone(),
-                ts: body.ts.into_owned(),
-                channel_values: BTreeMap::new(),
-                channel_versions: body.channel_versions.into_owned(),
-                versions_seen: body.versions_seen.into_owned(),
-                updated_channels: body.updated_channels.map(Cow::into_owned),
-            },
-            parent_id: record.head.parent_id.map(Cow::into_owned),
-        })
+    /// The record's body (decoded with its metadata).
+    fn body(&mut self) -> Result<Body> {
+        self.body.take().ok_or_else(|| crate::error::Error::invariant("a checkpoint body taken twice"))
     }
 }
 
-/// The locations step 3 pins: each named channel's value, and the checkpoint's writes.
+/// The locations step 3 pins: each named channel's value (with its delta chain), and the
+/// checkpoint's writes.
 struct Contents {
-    values: Vec<(String, ChannelVersion, Pinned)>,
+    values: Vec<(String, ChannelVersion, Chain)>,
     writes: Vec<Pinned>,
 }
 
-/// Read a checkpoint record and its metadata (no lock held).
-fn read_checkpoint(thread: &str, ns: &str, key: CheckpointKey, pinned: Pinned) -> Result<ReadCheckpoint> {
+/// Read a checkpoint record, its metadata and body (no lock held); `limit` bounds what a packed
+/// record may claim to decode to.
+fn read_checkpoint(thread: &str, ns: &str, key: CheckpointKey, pinned: Pinned, limit: u64) -> Result<ReadCheckpoint> {
     let bytes = pinned.read()?;
-    let head: CheckpointHead = decode_prefix(bytes.view().body).map_err(|reason| pinned.corruption(reason))?;
+    let record = checkpoint_of(&bytes.view(), limit).map_err(|reason| pinned.corruption(reason))?;
+    let head = &record.head;
     let id = key.as_str().into_owned();
     if head.checkpoint_id != id || head.thread_id != thread || head.checkpoint_ns != ns {
         return Err(
@@ -97,7 +87,20 @@ fn read_checkpoint(thread: &str, ns: &str, key: CheckpointKey, pinned: Pinned) -
     }
     let metadata = serde_json::from_str(&head.metadata_json)
         .map_err(|e| pinned.corruption(format!("metadata is not a JSON object: {e}")))?;
-    Ok(ReadCheckpoint { thread: thread.to_owned(), ns: ns.to_owned(), key, id, pinned, bytes, metadata })
+    let body = record.body;
+    let body = Body {
+        checkpoint: Checkpoint {
+            v: body.v,
+            id: id.clone(),
+            ts: body.ts.into_owned(),
+            channel_values: BTreeMap::new(),
+            channel_versions: body.channel_versions.into_owned(),
+            versions_seen: body.versions_seen.into_owned(),
+            updated_channels: body.updated_channels.map(Cow::into_owned),
+        },
+        parent_id: record.head.parent_id.map(Cow::into_owned),
+    };
+    Ok(ReadCheckpoint { thread: thread.to_owned(), ns: ns.to_owned(), key, id, pinned, metadata, body: Some(body) })
 }
 
 /// Read a blob record outside the lock and check its key against the request, so a hash
@@ -119,19 +122,6 @@ pub(crate) fn read_blob(
     Ok(bytes)
 }
 
-/// The value of a blob record read outside the lock (its key checked, see [`read_blob`]).
-fn read_value(
-    pinned: &Pinned,
-    thread: &str,
-    ns: &str,
-    channel: &str,
-    version: &ChannelVersion,
-) -> Result<Option<Blob>> {
-    let bytes = read_blob(pinned, thread, ns, channel, version)?;
-    let record: BlobRecord = decode(bytes.view().body).map_err(|reason| pinned.corruption(reason))?;
-    Ok(record.value.map(|value| value.to_blob()))
-}
-
 impl Engine {
     /// Step 3, under the lock: if `read` is still the record the index names, pin the values of
     /// `channels` (all of its channels when `None`) and its writes. `None`: it changed.
@@ -148,8 +138,8 @@ impl Engine {
         }
         let mut values = Vec::new();
         let mut pin_value = |channel: &String, version: &ChannelVersion| -> Result<()> {
-            if let Some(slot) = ns.stored_blob(blob_hash(channel, version)) {
-                values.push((channel.clone(), version.clone(), self.segments.pin(slot.loc)?));
+            if let Some(chain) = pin_chain(&self.segments, ns, blob_hash(channel, version))? {
+                values.push((channel.clone(), version.clone(), chain));
             }
             Ok(())
         };
@@ -177,10 +167,10 @@ impl Engine {
     }
 
     /// Build the tuple from a record and its pinned contents (no lock held).
-    fn assemble(read: ReadCheckpoint, body: Body, contents: &Contents) -> Result<CheckpointTuple> {
+    fn assemble(&self, read: ReadCheckpoint, body: Body, contents: &Contents) -> Result<CheckpointTuple> {
         let mut checkpoint = body.checkpoint;
-        for (channel, version, pinned) in &contents.values {
-            if let Some(value) = read_value(pinned, &read.thread, &read.ns, channel, version)? {
+        for (channel, version, chain) in &contents.values {
+            if let Some(value) = self.read_value(&read.thread, &read.ns, channel, version, chain)? {
                 checkpoint.channel_values.insert(channel.clone(), value);
             }
         }
@@ -192,10 +182,10 @@ impl Engine {
     }
 
     /// Steps 3-4 for a record read in step 2: `None` if it changed in between.
-    fn finish_read(&self, read: ReadCheckpoint) -> Result<Option<CheckpointTuple>> {
+    fn finish_read(&self, mut read: ReadCheckpoint) -> Result<Option<CheckpointTuple>> {
         let body = read.body()?;
         let contents = self.pin_contents(&self.index.read(), &read, &body.checkpoint.channel_versions, None)?;
-        contents.map(|contents| Engine::assemble(read, body, &contents)).transpose()
+        contents.map(|contents| self.assemble(read, body, &contents)).transpose()
     }
 
     /// One checkpoint, every step; with the lock held throughout once the optimistic tries are
@@ -203,17 +193,18 @@ impl Engine {
     fn read_one(&self, thread: &str, ns: &str, id: Option<&str>) -> Result<Option<CheckpointTuple>> {
         for _ in 0..OPTIMISTIC_TRIES {
             let Some((key, pinned)) = self.pin_checkpoint(thread, ns, id)? else { return Ok(None) };
-            let read = read_checkpoint(thread, ns, key, pinned)?;
+            let read = read_checkpoint(thread, ns, key, pinned, self.options.max_value_bytes)?;
             if let Some(tuple) = self.finish_read(read)? {
                 return Ok(Some(tuple));
             }
         }
         let index = self.index.read();
         let Some((key, slot)) = find_checkpoint(&index, thread, ns, id) else { return Ok(None) };
-        let read = read_checkpoint(thread, ns, key.clone(), self.segments.pin(slot.loc)?)?;
+        let mut read =
+            read_checkpoint(thread, ns, key.clone(), self.segments.pin(slot.loc)?, self.options.max_value_bytes)?;
         let body = read.body()?;
         match self.pin_contents(&index, &read, &body.checkpoint.channel_versions, None)? {
-            Some(contents) => Engine::assemble(read, body, &contents).map(Some),
+            Some(contents) => self.assemble(read, body, &contents).map(Some),
             None => Ok(None),
         }
     }
@@ -243,7 +234,7 @@ impl Engine {
             // Step 2, and the metadata filter, outside the lock.
             let mut reads = Vec::with_capacity(candidates.len());
             for (thread, ns, key, pinned) in candidates {
-                let read = read_checkpoint(&thread, &ns, key, pinned)?;
+                let read = read_checkpoint(&thread, &ns, key, pinned, self.options.max_value_bytes)?;
                 if metadata_matches(&read.metadata, &query.filter) {
                     reads.push(read);
                 }
@@ -253,7 +244,7 @@ impl Engine {
             let mut pinned = Vec::with_capacity(reads.len());
             {
                 let index = self.index.read();
-                for read in reads {
+                for mut read in reads {
                     let body = read.body()?;
                     let contents = self.pin_contents(&index, &read, &body.checkpoint.channel_versions, None)?;
                     pinned.push((read, body, contents));
@@ -261,7 +252,7 @@ impl Engine {
             }
             for (read, body, contents) in pinned {
                 let tuple = match contents {
-                    Some(contents) => Some(Engine::assemble(read, body, &contents)?),
+                    Some(contents) => Some(self.assemble(read, body, &contents)?),
                     None => self
                         .read_one(&read.thread, &read.ns, Some(&read.id))?
                         .filter(|tuple| metadata_matches(&tuple.metadata, &query.filter)),
@@ -354,7 +345,7 @@ impl Engine {
     fn load_ancestor(&self, thread: &str, ns: &str, id: &str, channels: &[String]) -> Result<Option<Ancestor>> {
         for _ in 0..OPTIMISTIC_TRIES {
             let Some((key, pinned)) = self.pin_checkpoint(thread, ns, Some(id))? else { return Ok(None) };
-            let read = read_checkpoint(thread, ns, key, pinned)?;
+            let mut read = read_checkpoint(thread, ns, key, pinned, self.options.max_value_bytes)?;
             let Body { checkpoint, parent_id } = read.body()?;
             let Some(contents) =
                 self.pin_contents(&self.index.read(), &read, &checkpoint.channel_versions, Some(channels))?
@@ -362,8 +353,8 @@ impl Engine {
                 continue;
             };
             let mut values = BTreeMap::new();
-            for (channel, version, pinned) in &contents.values {
-                if let Some(value) = read_value(pinned, thread, ns, channel, version)? {
+            for (channel, version, chain) in &contents.values {
+                if let Some(value) = self.read_value(thread, ns, channel, version, chain)? {
                     values.insert(channel.clone(), value);
                 }
             }
@@ -432,5 +423,25 @@ fn entries_below<'a>(
         }
         (None, Some(below)) => Box::new(ns.checkpoints.range(..below.clone()).rev()),
         (None, None) => Box::new(ns.checkpoints.iter().rev()),
+    }
+}
+
+impl Engine {
+    /// The pinned chain and version of `channel`'s value in the latest checkpoint of (thread,
+    /// ns); `None` if there is none (or the namespace keeps changing under the read).
+    pub(crate) fn pin_latest_value(&self, thread: &str, ns: &str, channel: &str) -> Result<Option<(Chain, ChannelVersion)>> {
+        let channels = [channel.to_owned()];
+        for _ in 0..OPTIMISTIC_TRIES {
+            let Some((key, pinned)) = self.pin_checkpoint(thread, ns, None)? else { return Ok(None) };
+            let mut read = read_checkpoint(thread, ns, key, pinned, self.options.max_value_bytes)?;
+            let body = read.body()?;
+            let Some(contents) =
+                self.pin_contents(&self.index.read(), &read, &body.checkpoint.channel_versions, Some(&channels))?
+            else {
+                continue;
+            };
+            return Ok(contents.values.into_iter().next().map(|(_, version, chain)| (chain, version)));
+        }
+        Ok(None)
     }
 }

@@ -8,6 +8,7 @@ use std::borrow::Cow;
 
 use serde::{Deserialize, Serialize};
 
+use crate::codec::{self, Codec};
 use crate::format::{RecordKind, RecordView};
 use crate::index::IndexOp;
 use crate::model::{Blob, ChannelVersion, ChannelVersions};
@@ -113,6 +114,266 @@ pub struct BlobRecord<'a> {
     pub value: Option<BlobRef<'a>>,
 }
 
+/// A payload as stored: its codec, its length once decoded, its bytes.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Packed<'a> {
+    /// How `payload` is encoded.
+    pub codec: Codec,
+    /// Bytes of the payload once decoded; checked before anything is decoded.
+    pub len: u64,
+    /// The stored bytes.
+    #[serde(borrow, with = "serde_bytes")]
+    pub payload: Cow<'a, [u8]>,
+}
+
+impl<'a> Packed<'a> {
+    /// `bytes` compressed at `level` when that pays (see [`codec::pack`]).
+    pub fn of(bytes: &'a [u8], level: Option<i32>) -> Self {
+        let (codec, payload) = codec::pack(bytes, level);
+        Packed { codec, len: bytes.len() as u64, payload }
+    }
+
+    /// The decoded payload; `limit` bounds the length it may claim.
+    pub fn unpack(&self, limit: u64) -> Result<Cow<'_, [u8]>, String> {
+        codec::unpack(self.codec, &self.payload, self.len, limit)
+    }
+
+    /// Bytes it takes in its record.
+    pub fn stored_len(&self) -> u64 {
+        self.payload.len() as u64
+    }
+}
+
+/// What replay and the index read of a [`ValueRecord`]: which value, and its base.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ValueHead<'a> {
+    /// Which channel version this is.
+    #[serde(borrow)]
+    pub key: BlobKey<'a>,
+    /// The version of the same channel (same thread and namespace) this value is a delta
+    /// against; `None` for a whole value.
+    #[serde(borrow)]
+    pub base: Option<Cow<'a, ChannelVersion>>,
+    /// Deltas from this record down to the whole value its chain starts from (0: whole).
+    pub depth: u32,
+}
+
+/// A channel value as stored by [`ValueRecord`].
+#[derive(Debug, Serialize, Deserialize)]
+pub struct StoredValue<'a> {
+    /// The serializer's type tag.
+    #[serde(borrow)]
+    pub type_tag: Cow<'a, str>,
+    /// Bytes of the value itself.
+    pub len: u64,
+    /// The value, or for a delta the ops that rebuild it from its base (`crate::delta`).
+    #[serde(borrow)]
+    pub packed: Packed<'a>,
+}
+
+/// [`RecordKind::Value`]: one channel value, whole or as a delta, compressed or not. `value:
+/// None` is LangGraph's `empty` sentinel, as in [`BlobRecord`].
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ValueRecord<'a> {
+    /// Which value, and its base.
+    #[serde(borrow)]
+    pub head: ValueHead<'a>,
+    /// The value.
+    #[serde(borrow)]
+    pub value: Option<StoredValue<'a>>,
+}
+
+/// Identity and lineage of a [`PackedCheckpointRecord`].
+#[derive(Debug, Serialize, Deserialize)]
+pub struct PackedCheckpointHead<'a> {
+    /// Thread.
+    #[serde(borrow)]
+    pub thread_id: Cow<'a, str>,
+    /// Namespace.
+    #[serde(borrow)]
+    pub checkpoint_ns: Cow<'a, str>,
+    /// Checkpoint id.
+    #[serde(borrow)]
+    pub checkpoint_id: Cow<'a, str>,
+    /// Parent checkpoint id.
+    #[serde(borrow)]
+    pub parent_id: Option<Cow<'a, str>>,
+    /// `metadata["run_id"]` when it is a string.
+    #[serde(borrow)]
+    pub run_id: Option<Cow<'a, str>>,
+    /// Channel → version: the values it reads. Outside the packed part: replay and every
+    /// release of a checkpoint read it.
+    pub channel_versions: Cow<'a, ChannelVersions>,
+}
+
+/// The packed part of a [`PackedCheckpointRecord`], postcard-encoded before compression.
+#[derive(Debug, Serialize, Deserialize)]
+struct CheckpointRest<'a> {
+    #[serde(borrow)]
+    metadata_json: Cow<'a, str>,
+    v: i64,
+    #[serde(borrow)]
+    ts: Cow<'a, str>,
+    versions_seen: Cow<'a, std::collections::BTreeMap<String, ChannelVersions>>,
+    updated_channels: Option<Cow<'a, [String]>>,
+}
+
+/// [`RecordKind::PackedCheckpoint`]: a [`CheckpointRecord`] whose metadata and body (most of
+/// its bytes: `versions_seen` names every channel per node) are one compressed payload.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct PackedCheckpointRecord<'a> {
+    /// Identity, lineage, versions.
+    #[serde(borrow)]
+    pub head: PackedCheckpointHead<'a>,
+    /// Metadata and the rest of the body.
+    #[serde(borrow)]
+    pub rest: Packed<'a>,
+}
+
+impl PackedCheckpointRecord<'static> {
+    /// `record` with its metadata and body compressed at `level`; `None` when that does not
+    /// make it smaller (the caller writes the plain record).
+    pub fn pack(record: &CheckpointRecord<'_>, level: Option<i32>) -> Option<Self> {
+        let rest = CheckpointRest {
+            metadata_json: Cow::Borrowed(&record.head.metadata_json),
+            v: record.body.v,
+            ts: Cow::Borrowed(&record.body.ts),
+            versions_seen: Cow::Borrowed(&record.body.versions_seen),
+            updated_channels: record.body.updated_channels.as_deref().map(Cow::Borrowed),
+        };
+        let plain = postcard::to_allocvec(&rest).ok()?;
+        let packed = Packed::of(&plain, level);
+        if packed.codec == Codec::Raw {
+            return None;
+        }
+        let own = |s: &Cow<'_, str>| Cow::Owned(s.to_string());
+        Some(PackedCheckpointRecord {
+            head: PackedCheckpointHead {
+                thread_id: own(&record.head.thread_id),
+                checkpoint_ns: own(&record.head.checkpoint_ns),
+                checkpoint_id: own(&record.head.checkpoint_id),
+                parent_id: record.head.parent_id.as_ref().map(own),
+                run_id: record.head.run_id.as_ref().map(own),
+                channel_versions: Cow::Owned(record.body.channel_versions.clone().into_owned()),
+            },
+            rest: Packed { codec: packed.codec, len: packed.len, payload: Cow::Owned(packed.payload.into_owned()) },
+        })
+    }
+}
+
+/// A checkpoint record of either kind, as a [`CheckpointRecord`] (owned where it was packed).
+/// `limit` bounds what a packed record may claim to decode to.
+pub fn checkpoint_of<'a>(record: &RecordView<'a>, limit: u64) -> Result<CheckpointRecord<'a>, String> {
+    match record.kind {
+        RecordKind::Checkpoint => decode(record.body),
+        RecordKind::PackedCheckpoint => {
+            let packed: PackedCheckpointRecord = decode(record.body)?;
+            let plain = packed.rest.unpack(limit)?;
+            let rest: CheckpointRest = decode(&plain)?;
+            let own = |s: Cow<'_, str>| -> Cow<'a, str> { Cow::Owned(s.into_owned()) };
+            let head = packed.head;
+            Ok(CheckpointRecord {
+                head: CheckpointHead {
+                    thread_id: head.thread_id,
+                    checkpoint_ns: head.checkpoint_ns,
+                    checkpoint_id: head.checkpoint_id,
+                    parent_id: head.parent_id,
+                    run_id: head.run_id,
+                    metadata_json: own(rest.metadata_json),
+                },
+                body: CheckpointBody {
+                    v: rest.v,
+                    ts: own(rest.ts),
+                    channel_versions: head.channel_versions,
+                    versions_seen: Cow::Owned(rest.versions_seen.into_owned()),
+                    updated_channels: rest.updated_channels.map(|c| Cow::Owned(c.into_owned())),
+                },
+            })
+        }
+        other => Err(format!("a {other:?} record where a checkpoint was expected")),
+    }
+}
+
+/// The channel versions of a checkpoint record of either kind, without decoding the rest.
+pub fn checkpoint_versions<'a>(record: &RecordView<'a>) -> Result<Cow<'a, ChannelVersions>, String> {
+    match record.kind {
+        RecordKind::Checkpoint => decode::<CheckpointRecord>(record.body).map(|r| r.body.channel_versions),
+        RecordKind::PackedCheckpoint => decode_prefix::<PackedCheckpointHead>(record.body).map(|h| h.channel_versions),
+        other => Err(format!("a {other:?} record where a checkpoint was expected")),
+    }
+}
+
+/// A checkpoint record of either kind as stored, for the calls that copy one with a change
+/// (another thread, no parent) and keep its stored form.
+pub enum StoredCheckpoint<'a> {
+    /// [`RecordKind::Checkpoint`].
+    Plain(CheckpointRecord<'a>),
+    /// [`RecordKind::PackedCheckpoint`].
+    Packed(PackedCheckpointRecord<'a>),
+}
+
+impl<'a> StoredCheckpoint<'a> {
+    /// Decode a checkpoint record of either kind.
+    pub fn decode(record: &RecordView<'a>) -> Result<Self, String> {
+        match record.kind {
+            RecordKind::Checkpoint => decode(record.body).map(StoredCheckpoint::Plain),
+            RecordKind::PackedCheckpoint => decode(record.body).map(StoredCheckpoint::Packed),
+            other => Err(format!("a {other:?} record where a checkpoint was expected")),
+        }
+    }
+
+    /// Its parent id.
+    pub fn parent_id(&self) -> Option<&str> {
+        match self {
+            StoredCheckpoint::Plain(r) => r.head.parent_id.as_deref(),
+            StoredCheckpoint::Packed(r) => r.head.parent_id.as_deref(),
+        }
+    }
+
+    /// Drop its parent.
+    pub fn clear_parent(&mut self) {
+        match self {
+            StoredCheckpoint::Plain(r) => r.head.parent_id = None,
+            StoredCheckpoint::Packed(r) => r.head.parent_id = None,
+        }
+    }
+
+    /// Move it to another thread.
+    pub fn set_thread(&mut self, thread: &'a str) {
+        match self {
+            StoredCheckpoint::Plain(r) => r.head.thread_id = Cow::Borrowed(thread),
+            StoredCheckpoint::Packed(r) => r.head.thread_id = Cow::Borrowed(thread),
+        }
+    }
+}
+
+/// A value record of either kind as stored, for `copy_thread`.
+pub enum StoredBlob<'a> {
+    /// [`RecordKind::Blob`] (format version 1).
+    Plain(BlobRecord<'a>),
+    /// [`RecordKind::Value`].
+    Value(ValueRecord<'a>),
+}
+
+impl<'a> StoredBlob<'a> {
+    /// Decode a value record of either kind.
+    pub fn decode(record: &RecordView<'a>) -> Result<Self, String> {
+        match record.kind {
+            RecordKind::Blob => decode(record.body).map(StoredBlob::Plain),
+            RecordKind::Value => decode(record.body).map(StoredBlob::Value),
+            other => Err(format!("a {other:?} record where a value was expected")),
+        }
+    }
+
+    /// Move it to another thread (a delta's base moves with it: same key but the thread).
+    pub fn set_thread(&mut self, thread: &'a str) {
+        match self {
+            StoredBlob::Plain(r) => r.key.thread_id = Cow::Borrowed(thread),
+            StoredBlob::Value(r) => r.head.key.thread_id = Cow::Borrowed(thread),
+        }
+    }
+}
+
 /// The key of a writes record.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct WritesKey<'a> {
@@ -215,6 +476,40 @@ impl Record for BlobRecord<'_> {
             thread: borrow(&self.key.thread_id),
             ns: borrow(&self.key.checkpoint_ns),
             hash: crate::index::blob_hash(&self.key.channel, &self.key.version),
+            base: None,
+        }
+    }
+}
+
+impl Record for ValueRecord<'_> {
+    const KIND: RecordKind = RecordKind::Value;
+
+    fn index_op(&self) -> IndexOp<'_> {
+        self.head.index_op()
+    }
+}
+
+impl ValueHead<'_> {
+    fn index_op(&self) -> IndexOp<'_> {
+        IndexOp::Blob {
+            thread: borrow(&self.key.thread_id),
+            ns: borrow(&self.key.checkpoint_ns),
+            hash: crate::index::blob_hash(&self.key.channel, &self.key.version),
+            base: self.base.as_deref().map(|base| crate::index::blob_hash(&self.key.channel, base)),
+        }
+    }
+}
+
+impl Record for PackedCheckpointRecord<'_> {
+    const KIND: RecordKind = RecordKind::PackedCheckpoint;
+
+    fn index_op(&self) -> IndexOp<'_> {
+        IndexOp::Checkpoint {
+            thread: borrow(&self.head.thread_id),
+            ns: borrow(&self.head.checkpoint_ns),
+            id: borrow(&self.head.checkpoint_id),
+            run_id: self.head.run_id.as_deref().map(borrow),
+            refs: checkpoint_blob_refs(&self.head.channel_versions),
         }
     }
 }
@@ -262,6 +557,17 @@ pub fn with_index_op<T>(record: &RecordView<'_>, f: impl FnOnce(&IndexOp<'_>) ->
         RecordKind::Writes => f(&decode::<WritesRecord>(record.body)?.index_op()),
         RecordKind::DeleteThread => f(&decode::<DeleteThreadRecord>(record.body)?.index_op()),
         RecordKind::DeleteCheckpoints => f(&decode::<DeleteCheckpointsRecord>(record.body)?.index_op()),
+        RecordKind::Value => f(&decode_prefix::<ValueHead>(record.body)?.index_op()),
+        RecordKind::PackedCheckpoint => {
+            let head: PackedCheckpointHead = decode_prefix(record.body)?;
+            f(&IndexOp::Checkpoint {
+                thread: borrow(&head.thread_id),
+                ns: borrow(&head.checkpoint_ns),
+                id: borrow(&head.checkpoint_id),
+                run_id: head.run_id.as_deref().map(borrow),
+                refs: checkpoint_blob_refs(&head.channel_versions),
+            })
+        }
     })
 }
 
@@ -279,9 +585,9 @@ pub fn write_keys_of(body: &[u8]) -> Result<Vec<(String, i64)>, String> {
 impl crate::index::RecordSource for crate::segment::SegmentSet {
     fn checkpoint_refs(&self, loc: crate::segment::Loc) -> Vec<u64> {
         let refs = self.read_record(loc).and_then(|bytes| {
-            let record: CheckpointRecord =
-                decode(bytes.view().body).map_err(|reason| crate::pending::record_error(self, loc, reason))?;
-            Ok(checkpoint_blob_refs(&record.body.channel_versions))
+            let versions =
+                checkpoint_versions(&bytes.view()).map_err(|reason| crate::pending::record_error(self, loc, reason))?;
+            Ok(checkpoint_blob_refs(&versions))
         });
         refs.unwrap_or_else(|error| {
             tracing::warn!(%error, ?loc, "cannot read a replaced checkpoint; its blobs stay counted live");

@@ -29,9 +29,9 @@ use crate::vfs::{OpenMode, Vfs};
 
 /// File name of the snapshot in a store directory.
 pub const SNAPSHOT_FILE: &str = "INDEX";
-/// Version 2: run ids as a table with free numbers (version 1 snapshots are ignored: the next
-/// open replays the log and writes a version 2 one).
-const MAGIC: &[u8; 8] = b"LGSVIDX2";
+/// Version 3: each blob's delta base. Older snapshots are ignored: the next open replays the log
+/// and writes a version 3 one (version 2 added run ids as a table with free numbers).
+const MAGIC: &[u8; 8] = b"LGSVIDX3";
 
 #[derive(Serialize, Deserialize)]
 enum Key {
@@ -71,7 +71,7 @@ fn loc((segment, offset, len): L) -> Loc {
 struct Namespace {
     name: String,
     checkpoints: Vec<(Key, L, u32)>,
-    blobs: Vec<(u64, L, u32)>,
+    blobs: Vec<(u64, L, u32, Option<u64>)>,
     writes: Vec<(Key, Vec<L>)>,
 }
 
@@ -132,7 +132,7 @@ pub fn capture(manifest: &Manifest, segments: &SegmentSet, index: &Index) -> Res
                             .iter()
                             .map(|(k, s)| (Key::from(k), l(s.loc), s.run.map_or(0, NonZeroU32::get)))
                             .collect(),
-                        blobs: n.blobs.iter().map(|(h, b)| (*h, l(b.loc), b.refs)).collect(),
+                        blobs: n.blobs.iter().map(|(h, b)| (*h, l(b.loc), b.refs, b.base)).collect(),
                         writes: n
                             .writes
                             .iter()
@@ -238,7 +238,11 @@ fn decode(bytes: &[u8], manifest: &Manifest, segments: &SegmentSet) -> Result<Lo
                         (CheckpointKey::from(k), CheckpointSlot { loc: loc(at), run: NonZeroU32::new(run) })
                     })
                     .collect::<BTreeMap<_, _>>(),
-                blobs: ns.blobs.into_iter().map(|(hash, at, refs)| (hash, BlobSlot { loc: loc(at), refs })).collect(),
+                blobs: ns
+                    .blobs
+                    .into_iter()
+                    .map(|(hash, at, refs, base)| (hash, BlobSlot { loc: loc(at), refs, base }))
+                    .collect(),
                 writes: ns
                     .writes
                     .into_iter()

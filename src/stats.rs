@@ -60,3 +60,33 @@ impl SpaceStats {
         if self.record_bytes == 0 { 0.0 } else { 1.0 - self.live_bytes as f64 / self.record_bytes as f64 }
     }
 }
+
+/// How the store's live channel values are stored: whole or as deltas, compressed or not, and
+/// what that saves. Computed by walking the index and reading each value record's head.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ValueSpace {
+    /// Live values (each (thread, namespace, channel, version) once).
+    pub values: u64,
+    /// ... stored whole.
+    pub whole: u64,
+    /// ... stored as deltas against an earlier version of their channel.
+    pub deltas: u64,
+    /// ... whose stored payload is compressed.
+    pub compressed: u64,
+    /// Bytes the live values are (what storing each whole and uncompressed would take).
+    pub logical_bytes: u64,
+    /// Bytes their records take on disk.
+    pub stored_bytes: u64,
+    /// The cache of each channel's last value.
+    pub cache: ValueCacheStats,
+}
+
+impl ValueSpace {
+    /// `logical_bytes / stored_bytes` (1 when nothing is stored).
+    pub fn ratio(&self) -> f64 {
+        if self.stored_bytes == 0 { 1.0 } else { self.logical_bytes as f64 / self.stored_bytes as f64 }
+    }
+}
+
+pub use crate::value_cache::ValueCacheStats;

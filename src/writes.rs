@@ -2,6 +2,7 @@
 //! to the commit leader (`plans.rs`).
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 use crate::commit::{Batch, Committed, Work};
 use crate::engine::Engine;
@@ -12,9 +13,22 @@ use crate::options::Retention;
 use crate::pending::encode_writes;
 use crate::plans;
 use crate::reads::read_blob;
-use crate::records::{BlobKey, BlobRecord, BlobRef, CheckpointBody, CheckpointHead, CheckpointRecord};
+use crate::records::{
+    BlobKey, CheckpointBody, CheckpointHead, CheckpointRecord, PackedCheckpointRecord, ValueHead, ValueRecord,
+};
 use crate::saver::{check_thread_id, run_id_of};
 use crate::segment::Pinned;
+use crate::value_cache::CachedValue;
+use crate::values;
+
+/// Push a checkpoint record, its metadata and body compressed at `level` when that makes it
+/// smaller (the one way checkpoint records are written: put, copy, retention's rewrites).
+pub(crate) fn push_checkpoint(batch: &mut Batch, record: &CheckpointRecord<'_>, level: Option<i32>) -> Result<()> {
+    match PackedCheckpointRecord::pack(record, level) {
+        Some(packed) => batch.push(&packed),
+        None => batch.push(record),
+    }
+}
 
 /// The `run_id` of metadata given as JSON text (a string value, as `run_id_of` reads it), checking
 /// on the way that the text is one JSON object; the other values are skipped, not built.
@@ -93,38 +107,66 @@ impl Engine {
         }
         // A value already stored is not written again; the leader checks that it is still
         // stored when the batch commits (a delete or a compaction may drop it meanwhile), and a
-        // stale batch is encoded again, writing the value this time.
+        // stale batch is encoded again, writing the value this time. A new value is stored as a
+        // delta against the channel's last value when that is smaller: the leader checks that
+        // the index still names the very record the delta was made against.
         for _attempt in 0..MAX_STALE_RETRIES {
             let mut batch = Batch::new();
-            // Which values are stored already: located under the lock, their keys checked after.
-            let stored: Vec<Option<Pinned>> = {
+            // Under the lock: which values are stored already (their keys checked after), and
+            // which cached last values the index still names (usable as delta bases).
+            let (stored, mut bases): (Vec<Option<Pinned>>, Vec<Option<CachedValue>>) = {
                 let index = self.index.read();
                 let ns = index.namespace(thread, ns_name);
-                new_versions
-                    .iter()
-                    .map(|(channel, version)| {
-                        ns.and_then(|ns| ns.stored_blob(blob_hash(channel, version)))
-                            .map(|slot| self.segments.pin(slot.loc))
-                            .transpose()
-                    })
-                    .collect::<Result<_>>()?
+                let mut stored = Vec::with_capacity(new_versions.len());
+                let mut bases = Vec::with_capacity(new_versions.len());
+                for (channel, version) in new_versions {
+                    let found = ns.and_then(|ns| ns.stored_blob(blob_hash(channel, version)));
+                    stored.push(found.map(|slot| self.segments.pin(slot.loc)).transpose()?);
+                    let wants_base = found.is_none()
+                        && self.options.values.deltas
+                        && checkpoint.channel_values.contains_key(channel);
+                    let base = wants_base
+                        .then(|| self.value_cache.get(thread, ns_name, channel))
+                        .flatten()
+                        .filter(|cached| &cached.version != version)
+                        .filter(|cached| {
+                            ns.and_then(|ns| ns.stored_blob(blob_hash(channel, &cached.version)))
+                                .is_some_and(|slot| slot.loc == cached.loc)
+                        });
+                    bases.push(base);
+                }
+                (stored, bases)
             };
-            for ((channel, version), stored) in new_versions.iter().zip(stored) {
+            // Values to remember once committed: (record position, channel, version, encoding).
+            let mut fills = Vec::new();
+            for (((channel, version), stored), base) in new_versions.iter().zip(stored).zip(bases.iter_mut()) {
                 if let Some(pinned) = stored {
                     read_blob(&pinned, thread, ns_name, channel, version)?;
                     batch.assume_stored(thread, ns_name, blob_hash(channel, version));
                     continue;
                 }
-                let record = BlobRecord {
-                    key: BlobKey {
-                        thread_id: Cow::Borrowed(thread),
-                        checkpoint_ns: Cow::Borrowed(ns_name),
-                        channel: Cow::Borrowed(channel),
-                        version: Cow::Borrowed(version),
-                    },
-                    value: checkpoint.channel_values.get(channel).map(BlobRef::of),
+                let key = BlobKey {
+                    thread_id: Cow::Borrowed(thread),
+                    checkpoint_ns: Cow::Borrowed(ns_name),
+                    channel: Cow::Borrowed(channel),
+                    version: Cow::Borrowed(version),
                 };
-                batch.push(&record)?;
+                let Some(value) = checkpoint.channel_values.get(channel) else {
+                    batch.push(&ValueRecord { head: ValueHead { key, base: None, depth: 0 }, value: None })?;
+                    continue;
+                };
+                if self.options.values.deltas {
+                    self.value_cache.count(base.is_some());
+                    if base.is_none() {
+                        *base = self.latest_value(thread, ns_name, channel).filter(|latest| &latest.version != version);
+                    }
+                }
+                if let Some(base) = base.as_ref() {
+                    batch.assume_record(thread, ns_name, blob_hash(channel, &base.version), base.loc);
+                }
+                let encoded = values::encode(key, value, base.as_ref(), &self.options.values);
+                fills.push((batch.record_count(), channel, version, value, encoded.depth, encoded.chain_bytes, encoded.whole_bytes));
+                batch.push(&encoded.record)?;
             }
             let record = CheckpointRecord {
                 head: CheckpointHead {
@@ -143,9 +185,21 @@ impl Engine {
                     updated_channels: checkpoint.updated_channels.as_deref().map(Cow::Borrowed),
                 },
             };
-            batch.push(&record)?;
+            push_checkpoint(&mut batch, &record, self.options.values.compression_level)?;
             match self.committer.commit(Work::Encoded(batch), &self.index)? {
-                Committed::Done => {
+                Committed::Done(locs) => {
+                    for (at, channel, version, value, depth, chain_bytes, whole_bytes) in fills {
+                        let Some(&loc) = locs.get(at) else { continue };
+                        let entry = CachedValue {
+                            version: version.clone(),
+                            loc,
+                            blob: Arc::new(value.clone()),
+                            depth,
+                            chain_bytes,
+                            whole_bytes,
+                        };
+                        self.value_cache.insert(thread, ns_name, channel, entry);
+                    }
                     return Ok(Config {
                         thread_id: thread.clone(),
                         checkpoint_ns: ns_name.clone(),
@@ -199,7 +253,12 @@ impl Engine {
             check_thread_id(thread)?;
         }
         match strategy {
-            PruneStrategy::Delete => self.commit_planned(plans::delete_threads(thread_ids.to_vec())),
+            PruneStrategy::Delete => {
+                self.commit_planned(plans::delete_threads(thread_ids.to_vec()))?;
+                // Their cached values could only be stale now: free the memory.
+                thread_ids.iter().for_each(|thread| self.value_cache.forget_thread(thread));
+                Ok(())
+            }
             PruneStrategy::KeepLatest => {
                 let keep_latest = Retention { keep_last: Some(1), ..Retention::default() };
                 self.retain(&keep_latest, plans::RetentionScope::Threads(thread_ids.to_vec()), true).map(|_| ())

@@ -11,7 +11,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{checkpoint, everything, meta, workload};
+use common::{checkpoint, everything, meta, noise, workload};
 use logsaver::{
     AutoCompaction, Blob, CheckpointIdGenerator, CheckpointSaver, Config, ListQuery, LogStore, MemorySaver, Options,
     PruneStrategy, Retention,
@@ -86,7 +86,9 @@ fn liveness_accounting_follows_data_as_it_dies() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = LogStore::open(dir.path(), options()).expect("open");
     let live = |s: &LogStore| s.space().live_bytes;
-    let cp = checkpoint("c1", &[("a", &[1u8; 1000])], 1);
+    // Values that do not compress, so stored bytes are their lengths.
+    let (one_value, two_value) = (noise(1, 1000), noise(2, 1000));
+    let cp = checkpoint("c1", &[("a", &one_value)], 1);
     let config = store.put(&Config::thread("t"), &cp, &Default::default(), &cp.channel_versions).expect("put");
     let one = live(&store);
     assert_eq!(store.space().garbage_ratio(), 0.0);
@@ -95,7 +97,7 @@ fn liveness_accounting_follows_data_as_it_dies() {
     assert!(store.space().garbage_ratio() > 0.0);
     assert!(live(&store) >= one - 200 && live(&store) <= one + 200);
     // A newer checkpoint with a new version: the old version's blob dies when its only reader goes.
-    let cp2 = checkpoint("c2", &[("a", &[2u8; 1000])], 2);
+    let cp2 = checkpoint("c2", &[("a", &two_value)], 2);
     store.put(&config, &cp2, &Default::default(), &cp2.channel_versions).expect("put c2");
     let two = live(&store);
     store.prune(&["t".to_string()], PruneStrategy::KeepLatest).expect("prune");

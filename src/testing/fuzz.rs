@@ -13,7 +13,10 @@
 use std::path::{Path, PathBuf};
 
 use crate::format::{FrameHeader, SegmentHeader, parse_frame, parse_record};
-use crate::records::{BlobRecord, CheckpointRecord, DeleteCheckpointsRecord, DeleteThreadRecord, WritesRecord, decode};
+use crate::records::{
+    BlobRecord, CheckpointRecord, DeleteCheckpointsRecord, DeleteThreadRecord, PackedCheckpointRecord, ValueRecord,
+    WritesRecord, decode,
+};
 use crate::testing::SimFs;
 use crate::testing::model::{decode_ops, run_model};
 use crate::{
@@ -43,6 +46,19 @@ fn decode_any(body: &[u8]) {
     let _ = decode::<WritesRecord>(body);
     let _ = decode::<DeleteThreadRecord>(body);
     let _ = decode::<DeleteCheckpointsRecord>(body);
+    // The version 2 records, with their payloads decoded as a read would (bounded by a 1 MiB
+    // value limit: a claimed length is checked before anything is allocated).
+    if let Ok(record) = decode::<ValueRecord>(body)
+        && let Some(value) = record.value
+        && let Ok(payload) = value.packed.unpack(1 << 20)
+    {
+        let len = usize::try_from(value.len).unwrap_or(usize::MAX).min(1 << 20);
+        let _ = crate::delta::apply(&payload, &payload, len);
+    }
+    if let Ok(record) = decode::<PackedCheckpointRecord>(body) {
+        let _ = record.rest.unpack(1 << 20);
+    }
+    let _ = crate::delta::apply(body, body, body.len());
 }
 
 /// The store directory the recovery target builds.

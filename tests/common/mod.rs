@@ -111,3 +111,16 @@ pub fn collect_whole_lines(
 pub fn drop_snapshot(dir: &Path) {
     let _ = std::fs::remove_file(dir.join("INDEX"));
 }
+
+/// `len` bytes that do not compress (xorshift from `seed`): for tests that count stored bytes.
+pub fn noise(seed: u64, len: usize) -> Vec<u8> {
+    let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 56) as u8
+        })
+        .collect()
+}

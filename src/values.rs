@@ -1,0 +1,325 @@
+//! Channel values as stored (format version 2): reading one through its delta chain, and
+//! choosing how to store a new one.
+//!
+//! A value record holds a whole value or a delta against an earlier version of the same channel
+//! in the same (thread, namespace) (its base), either compressed or not. A chain is a delta,
+//! its base, that one's base, ... down to a whole value; a read decodes at most
+//! [`ValueEncoding::max_chain`] deltas because a write stores the value whole after that many,
+//! or sooner if the chain's deltas would add up to more bytes than the whole value they rest on
+//! (so the bytes a chain keeps alive stay within twice the whole value). The index holds each
+//! delta's base link, counted as a reference, so a base lives as long as a live delta needs it
+//! (see `index.rs`).
+
+use std::sync::Arc;
+
+use crate::delta;
+use crate::error::{Error, Result};
+use crate::format::RecordKind;
+use crate::index::NamespaceIndex;
+use crate::model::{Blob, ChannelVersion};
+use crate::options::{MAX_CHAIN_LIMIT, ValueEncoding};
+use crate::reads::read_blob;
+use crate::records::{BlobKey, BlobRecord, Packed, StoredValue, ValueHead, ValueRecord, decode, decode_prefix};
+use crate::segment::{Pinned, RecordBytes, SegmentSet};
+use crate::value_cache::CachedValue;
+
+/// The records one stored value needs, pinned under the index lock: its own first, then each
+/// base down its chain.
+pub(crate) type Chain = Vec<Pinned>;
+
+/// Pin the record of blob `hash` and those of its chain, following the index's base links.
+/// `None` if the blob is not stored. A base missing from the index ends the chain early; the
+/// read reports it.
+pub(crate) fn pin_chain(segments: &SegmentSet, ns: &NamespaceIndex, hash: u64) -> Result<Option<Chain>> {
+    let Some(slot) = ns.stored_blob(hash) else { return Ok(None) };
+    let mut chain = vec![segments.pin(slot.loc)?];
+    let mut base = slot.base;
+    while let Some(hash) = base {
+        // One more than a read accepts, so a looping chain is reported, not followed forever.
+        if chain.len() > MAX_CHAIN_LIMIT as usize + 1 {
+            break;
+        }
+        let Some(slot) = ns.stored_blob(hash) else { break };
+        chain.push(segments.pin(slot.loc)?);
+        base = slot.base;
+    }
+    Ok(Some(chain))
+}
+
+/// A value read back, with what a delta against it needs to know.
+pub(crate) struct DecodedValue {
+    /// The value (`None`: the empty sentinel).
+    pub blob: Option<Blob>,
+    /// Deltas below its record down to the whole value.
+    pub depth: u32,
+    /// Stored bytes of those deltas.
+    pub chain_bytes: u64,
+    /// Stored bytes of the whole value.
+    pub whole_bytes: u64,
+}
+
+impl DecodedValue {
+    /// The cache entry for this value, read from the record at `chain[0]`.
+    pub fn cached(&self, version: &ChannelVersion, chain: &[Pinned]) -> Option<CachedValue> {
+        Some(CachedValue {
+            version: version.clone(),
+            loc: chain.first()?.loc,
+            blob: Arc::new(self.blob.clone()?),
+            depth: self.depth,
+            chain_bytes: self.chain_bytes,
+            whole_bytes: self.whole_bytes,
+        })
+    }
+}
+
+/// Read a value through its pinned chain (no lock held): each record's key is checked (the
+/// thread, namespace and channel, and the version its successor names as base), every length
+/// is checked against `limit` before anything is allocated, and a chain longer than
+/// [`MAX_CHAIN_LIMIT`] is refused as corruption.
+pub(crate) fn read_chain(
+    chain: &[Pinned],
+    thread: &str,
+    ns: &str,
+    channel: &str,
+    version: &ChannelVersion,
+    limit: u64,
+) -> Result<DecodedValue> {
+    let mut records: Vec<(&Pinned, RecordBytes)> = Vec::with_capacity(chain.len());
+    let mut expected = version.clone();
+    for (at, pinned) in chain.iter().enumerate() {
+        let bytes = read_blob(pinned, thread, ns, channel, &expected)?;
+        let base = match bytes.view().kind {
+            RecordKind::Value => {
+                let head: ValueHead = decode_prefix(bytes.view().body).map_err(|reason| pinned.corruption(reason))?;
+                head.base.map(std::borrow::Cow::into_owned)
+            }
+            _ => None,
+        };
+        records.push((pinned, bytes));
+        let Some(base) = base else { break };
+        if at >= MAX_CHAIN_LIMIT as usize {
+            return Err(pinned.corruption(format!(
+                "the value of channel {channel:?} version {version} of thread {thread:?} has a delta chain longer than {MAX_CHAIN_LIMIT}"
+            )));
+        }
+        if at + 1 == chain.len() {
+            return Err(pinned.corruption(format!(
+                "the base (version {base}) of a delta of channel {channel:?} of thread {thread:?} is not stored"
+            )));
+        }
+        expected = base;
+    }
+    let Some(((bottom_pin, bottom), deltas)) = records.split_last() else {
+        return Err(Error::invariant("a value chain with no record"));
+    };
+    let (whole, whole_bytes, type_tag) = match whole_value(bottom, limit).map_err(|r| bottom_pin.corruption(r))? {
+        Some(value) => value,
+        None if deltas.is_empty() => return Ok(DecodedValue { blob: None, depth: 0, chain_bytes: 0, whole_bytes: 0 }),
+        None => return Err(bottom_pin.corruption("the base of a delta is the empty value")),
+    };
+    let (mut value, mut type_tag) = (whole, type_tag);
+    let mut chain_bytes = 0;
+    for (pinned, bytes) in deltas.iter().rev() {
+        let record: ValueRecord = decode(bytes.view().body).map_err(|reason| pinned.corruption(reason))?;
+        let stored = record.value.ok_or_else(|| pinned.corruption("a delta without a value"))?;
+        chain_bytes += stored.packed.stored_len();
+        let len = checked_len(stored.len, limit).map_err(|r| pinned.corruption(r))?;
+        let ops = stored.packed.unpack(limit).map_err(|r| pinned.corruption(r))?;
+        value = delta::apply(&value, &ops, len).map_err(|r| pinned.corruption(r))?;
+        // The last one applied is the value's own record, whose tag is the value's.
+        type_tag = stored.type_tag.into_owned();
+    }
+    #[expect(clippy::cast_possible_truncation, reason = "deltas.len() < MAX_CHAIN_LIMIT, checked above")]
+    Ok(DecodedValue { blob: Some(Blob { type_tag, bytes: value }), depth: deltas.len() as u32, chain_bytes, whole_bytes })
+}
+
+/// The bytes, stored size and type tag of a record holding a whole value (`None`: the empty
+/// sentinel).
+fn whole_value(bytes: &RecordBytes, limit: u64) -> std::result::Result<Option<(Vec<u8>, u64, String)>, String> {
+    match bytes.view().kind {
+        RecordKind::Blob => {
+            let record: BlobRecord = decode(bytes.view().body)?;
+            Ok(record.value.map(|v| {
+                let stored = v.bytes.len() as u64;
+                (v.bytes.into_owned(), stored, v.type_tag.into_owned())
+            }))
+        }
+        RecordKind::Value => {
+            let record: ValueRecord = decode(bytes.view().body)?;
+            if record.head.base.is_some() {
+                return Err("a delta where a whole value was expected".into());
+            }
+            let Some(value) = record.value else { return Ok(None) };
+            if value.len != value.packed.len {
+                return Err(format!("a whole value of {} bytes holds a {}-byte payload", value.len, value.packed.len));
+            }
+            let bytes = value.packed.unpack(limit)?.into_owned();
+            Ok(Some((bytes, value.packed.stored_len(), value.type_tag.into_owned())))
+        }
+        other => Err(format!("a {other:?} record where a value was expected")),
+    }
+}
+
+fn checked_len(len: u64, limit: u64) -> std::result::Result<usize, String> {
+    if len > limit {
+        return Err(format!("a stored value claims {len} bytes, over the {limit}-byte value limit"));
+    }
+    usize::try_from(len).map_err(|_| format!("a stored value claims {len} bytes"))
+}
+
+/// A value record ready to push, and the cache entry it leaves once committed (its location
+/// filled in then).
+pub(crate) struct EncodedValue<'a> {
+    /// The record.
+    pub record: ValueRecord<'a>,
+    /// Depth, delta bytes and whole bytes of its chain, for the cache.
+    pub depth: u32,
+    pub chain_bytes: u64,
+    pub whole_bytes: u64,
+}
+
+/// How to store `value` as `key`: a delta against `base` (the channel's previous value, already
+/// checked to be what the index holds) when allowed and smaller, else whole; compressed when
+/// that pays.
+pub(crate) fn encode<'a>(
+    key: BlobKey<'a>,
+    value: &'a Blob,
+    base: Option<&CachedValue>,
+    options: &ValueEncoding,
+) -> EncodedValue<'a> {
+    let level = options.compression_level;
+    let new = &value.bytes;
+    if let Some(base) = base.filter(|b| options.deltas && b.depth < options.max_chain && b.blob.type_tag == value.type_tag)
+    {
+        let ops = delta::encode(&base.blob.bytes, new);
+        // Worth storing only if well below the value itself.
+        if ops.len() * 2 <= new.len() {
+            let packed = Packed::of(&ops, level);
+            let stored = packed.stored_len();
+            if base.chain_bytes + stored <= base.whole_bytes {
+                let packed = Packed { codec: packed.codec, len: packed.len, payload: packed.payload.into_owned().into() };
+                let depth = base.depth + 1;
+                return EncodedValue {
+                    record: ValueRecord {
+                        head: ValueHead { key, base: Some(std::borrow::Cow::Owned(base.version.clone())), depth },
+                        value: Some(StoredValue {
+                            type_tag: std::borrow::Cow::Borrowed(&value.type_tag),
+                            len: new.len() as u64,
+                            packed,
+                        }),
+                    },
+                    depth,
+                    chain_bytes: base.chain_bytes + stored,
+                    whole_bytes: base.whole_bytes,
+                };
+            }
+        }
+    }
+    let packed = Packed::of(new, level);
+    let whole_bytes = packed.stored_len();
+    EncodedValue {
+        record: ValueRecord {
+            head: ValueHead { key, base: None, depth: 0 },
+            value: Some(StoredValue { type_tag: std::borrow::Cow::Borrowed(&value.type_tag), len: new.len() as u64, packed }),
+        },
+        depth: 0,
+        chain_bytes: 0,
+        whole_bytes,
+    }
+}
+
+impl crate::engine::Engine {
+    /// A channel value through its pinned chain (no lock held), from the cache when the cache
+    /// holds this very record.
+    pub(crate) fn read_value(
+        &self,
+        thread: &str,
+        ns: &str,
+        channel: &str,
+        version: &ChannelVersion,
+        chain: &[Pinned],
+    ) -> Result<Option<Blob>> {
+        let top = chain.first().map(|pinned| pinned.loc);
+        let cached = self.value_cache.get(thread, ns, channel);
+        if let Some(cached) = &cached
+            && cached.version == *version
+            && Some(cached.loc) == top
+        {
+            self.value_cache.count(true);
+            return Ok(Some(Blob::clone(&cached.blob)));
+        }
+        let decoded = read_chain(chain, thread, ns, channel, version, self.options.max_value_bytes)?;
+        if decoded.depth > 0 {
+            self.value_cache.count(false);
+        }
+        // A read fills the cache only where it holds nothing for the channel, or the same version
+        // from a record since moved: reading an old checkpoint must not push out the latest value.
+        if cached.is_none_or(|c| c.version == *version)
+            && let Some(entry) = decoded.cached(version, chain)
+        {
+            self.value_cache.insert(thread, ns, channel, entry);
+        }
+        Ok(decoded.blob)
+    }
+
+    /// The value of `channel` in the latest checkpoint of (thread, ns), read from the log: the
+    /// base for a delta when the cache has none. `None` if there is no such value, or it cannot
+    /// be read (the write then stores its value whole; a damaged old value must not fail it).
+    pub(crate) fn latest_value(&self, thread: &str, ns: &str, channel: &str) -> Option<CachedValue> {
+        let read = || -> Result<Option<CachedValue>> {
+            let Some((chain, version)) = self.pin_latest_value(thread, ns, channel)? else { return Ok(None) };
+            let decoded = read_chain(&chain, thread, ns, channel, &version, self.options.max_value_bytes)?;
+            let entry = decoded.cached(&version, &chain);
+            if let Some(entry) = &entry {
+                self.value_cache.insert(thread, ns, channel, entry.clone());
+            }
+            Ok(entry)
+        };
+        read().unwrap_or_else(|error| {
+            tracing::warn!(%error, thread, ns, channel, "cannot read the previous value of a channel; storing the new one whole");
+            None
+        })
+    }
+}
+
+impl crate::engine::Engine {
+    /// How the live values are stored (see [`crate::ValueSpace`]). Reads each live value
+    /// record's head, without the index lock (located under it first).
+    pub(crate) fn value_space(&self) -> crate::ValueSpace {
+        let locs: Vec<Pinned> = {
+            let index = self.index.read();
+            index
+                .threads()
+                .flat_map(|(_, thread)| thread.namespaces.values())
+                .flat_map(|ns| ns.blobs.values())
+                .filter(|slot| slot.is_stored() && slot.refs > 0)
+                .filter_map(|slot| self.segments.pin(slot.loc).ok())
+                .collect()
+        };
+        let mut space = crate::ValueSpace { cache: self.value_cache.stats(), ..crate::ValueSpace::default() };
+        for pinned in locs {
+            let Ok(bytes) = pinned.read() else { continue };
+            space.values += 1;
+            space.stored_bytes += pinned.loc.disk_len();
+            match crate::records::StoredBlob::decode(&bytes.view()) {
+                Ok(crate::records::StoredBlob::Plain(record)) => {
+                    space.whole += 1;
+                    space.logical_bytes += record.value.map_or(0, |v| v.bytes.len() as u64);
+                }
+                Ok(crate::records::StoredBlob::Value(record)) => {
+                    if record.head.base.is_some() {
+                        space.deltas += 1;
+                    } else {
+                        space.whole += 1;
+                    }
+                    if let Some(value) = record.value {
+                        space.logical_bytes += value.len;
+                        space.compressed += u64::from(value.packed.codec != crate::codec::Codec::Raw);
+                    }
+                }
+                Err(_) => {}
+            }
+        }
+        space
+    }
+}
