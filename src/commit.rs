@@ -92,12 +92,13 @@ impl Batch {
         self.assumed.push((thread.into(), ns.into(), hash, Some(loc)));
     }
 
-    /// Whether every blob the batch assumes is still stored (at the record assumed, if one was).
+    /// Whether every blob the batch assumes is still stored and may be relied on (at the
+    /// record assumed, if one was; see `NamespaceIndex::reusable_blob`).
     fn assumptions_hold(&self, index: &Index) -> bool {
         self.assumed.iter().all(|(thread, ns, hash, loc)| {
             index
                 .namespace(thread, ns)
-                .and_then(|n| n.stored_blob(*hash))
+                .and_then(|n| n.reusable_blob(*hash))
                 .is_some_and(|slot| loc.is_none_or(|loc| slot.loc == loc))
         })
     }

@@ -271,6 +271,14 @@ impl NamespaceIndex {
     pub fn stored_blob(&self, hash: u64) -> Option<&BlobSlot> {
         self.blobs.get(&hash).filter(|slot| slot.is_stored())
     }
+
+    /// The slot of a stored blob a new checkpoint or delta may rely on: a whole value, or a
+    /// delta with readers. A delta nothing reads holds no reference on its base, so compaction
+    /// may already have dropped the base: giving it a reader again would make it unreadable.
+    /// (A blob with readers has its whole chain stored: each delta with readers holds its base.)
+    pub fn reusable_blob(&self, hash: u64) -> Option<&BlobSlot> {
+        self.stored_blob(hash).filter(|slot| slot.refs > 0 || slot.base.is_none())
+    }
 }
 
 /// The index of one thread.

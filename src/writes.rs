@@ -120,7 +120,7 @@ impl Engine {
                 let mut stored = Vec::with_capacity(new_versions.len());
                 let mut bases = Vec::with_capacity(new_versions.len());
                 for (channel, version) in new_versions {
-                    let found = ns.and_then(|ns| ns.stored_blob(blob_hash(channel, version)));
+                    let found = ns.and_then(|ns| ns.reusable_blob(blob_hash(channel, version)));
                     stored.push(found.map(|slot| self.segments.pin(slot.loc)).transpose()?);
                     let wants_base = found.is_none()
                         && self.options.values.deltas
@@ -130,7 +130,7 @@ impl Engine {
                         .flatten()
                         .filter(|cached| &cached.version != version)
                         .filter(|cached| {
-                            ns.and_then(|ns| ns.stored_blob(blob_hash(channel, &cached.version)))
+                            ns.and_then(|ns| ns.reusable_blob(blob_hash(channel, &cached.version)))
                                 .is_some_and(|slot| slot.loc == cached.loc)
                         });
                     bases.push(base);

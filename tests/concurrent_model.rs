@@ -20,6 +20,7 @@ fn concurrent_calls_match_the_reference_in_commit_order() {
             total.reads_checked += report.reads_checked;
             total.compactions += report.compactions;
             total.states_compared += report.states_compared;
+            total.deltas += report.deltas;
         }
     }
     println!("concurrent model: {total:?}");
@@ -27,4 +28,5 @@ fn concurrent_calls_match_the_reference_in_commit_order() {
         total.committed > seeds * 500 && total.reads_checked > seeds * 100 && total.compactions > seeds * 50,
         "{total:?}"
     );
+    assert!(total.deltas > seeds * 10, "the runs stored values as deltas: {total:?}");
 }

@@ -43,11 +43,22 @@ pub struct ConcurrentReport {
     pub compactions: u64,
     /// Times the whole state was compared with the reference.
     pub states_compared: u64,
+    /// Values stored as deltas when the live state was compared, summed over phases.
+    pub deltas: u64,
 }
 
 /// The value every put writes for (channel, version): reads check values against it.
+/// The value of a channel version: a function of the version alone (so any read can be checked),
+/// and for `a` a list that grows with it, so each put's value shares all but its head and tail
+/// with the thread's previous one and is stored as a delta (chains, bases, re-bases).
 fn value_of(channel: &str, version: &ChannelVersion) -> Vec<u8> {
-    format!("{channel}={version}").into_bytes()
+    let mut value = format!("{channel}={version};").into_bytes();
+    if let (ChannelVersion::Int(n), "a") = (version, channel) {
+        for block in 0..n % 48 {
+            value.extend_from_slice(format!("[block {block:04} of a list that grows with each version]").as_bytes());
+        }
+    }
+    value
 }
 
 /// Shared by the workers of a run.
@@ -275,6 +286,8 @@ pub fn run_concurrent_model(
         auto_compaction: None,
         prepare_segments_ahead: false,
         retention: Retention { keep_last: Some(KEEP_LAST), ..Retention::default() },
+        // Short chains: runs store whole values, deltas and re-bases all the time.
+        values: crate::ValueEncoding { max_chain: 4, ..crate::ValueEncoding::default() },
         ..Options::default()
     };
     let shared = Shared {
@@ -313,6 +326,7 @@ pub fn run_concurrent_model(
         compare(&store, &reference.saver, &format!("phase {phase}: live"))
             .map_err(|e| format!("{e}\ncalls in commit order:\n{}", trace(&reference, &calls_by_tag)))?;
         report.states_compared += 1;
+        report.deltas += store.value_space().deltas;
         store.close().map_err(|e| format!("close: {e}"))?;
     }
     // A full replay of the log without the snapshot.

@@ -198,6 +198,8 @@ pub struct ModelReport {
     pub retentions: u64,
     /// Reopens that replayed the whole log (snapshot removed).
     pub full_replays: u64,
+    /// Values stored as deltas, summed over the recoveries checked (so the run covered chains).
+    pub deltas: u64,
 }
 
 fn everything(saver: &dyn CheckpointSaver) -> crate::Result<Vec<CheckpointTuple>> {
@@ -262,7 +264,18 @@ impl Harness {
                     clippy::cast_possible_truncation,
                     reason = "a byte pattern: keeping the low byte is the point"
                 )]
-                let a: Vec<u8> = (0..size).map(|i| u64::from(i).wrapping_mul(self.next_id) as u8).collect();
+                // Channel `a` grows like a message list: a count byte that changes at the front,
+                // the previous value after it, new bytes at the end (stored as a delta against
+                // the previous version), until it is long, then it starts over (stored whole).
+                let fresh: Vec<u8> = (0..size).map(|i| u64::from(i).wrapping_mul(self.next_id) as u8).collect();
+                let previous = latest.as_ref().and_then(|t| t.checkpoint.channel_values.get("a")).map(|b| &b.bytes);
+                let a: Vec<u8> = match previous {
+                    Some(previous) if previous.len() < 6000 && size % 5 != 0 => std::iter::once(self.next_id as u8)
+                        .chain(previous.iter().skip(1).copied())
+                        .chain(fresh)
+                        .collect(),
+                    _ => fresh,
+                };
                 set("a", ChannelVersion::Int(self.next_id as i64), Some(a), &mut checkpoint);
                 let kept_b = latest.as_ref().and_then(|t| t.checkpoint.channel_versions.get("b").cloned());
                 match kept_b {
@@ -350,6 +363,7 @@ impl Harness {
                 self.durable = self.acked.len();
                 self.visible = reference;
                 self.report.recoveries += 1;
+                self.report.deltas += self.store()?.value_space().deltas;
                 return Ok(());
             }
         }
@@ -362,8 +376,20 @@ impl Harness {
     }
 }
 
-/// Run `ops` against a store with `durability`; `Err` describes the first violation.
+/// Run `ops` against a store with `durability`; `Err` describes the first violation. Chains of
+/// deltas are kept short (3) so runs store whole values too; an odd number of ops runs without
+/// the value cache (every delta base read back from the log), an even one with it.
 pub fn run_model(ops: &[ModelOp], durability: Durability) -> Result<ModelReport, String> {
+    let cache_bytes = if ops.len() % 2 == 1 { 0 } else { 1 << 20 };
+    run_model_with(ops, durability, crate::ValueEncoding { max_chain: 3, cache_bytes, ..crate::ValueEncoding::default() })
+}
+
+/// [`run_model`] with the given value encoding.
+pub fn run_model_with(
+    ops: &[ModelOp],
+    durability: Durability,
+    values: crate::ValueEncoding,
+) -> Result<ModelReport, String> {
     let sim = SimFs::new();
     let faults = FaultFs::new(sim.vfs());
     // Small segments, so runs cross segment boundaries and crash during rotations.
@@ -374,6 +400,7 @@ pub fn run_model(ops: &[ModelOp], durability: Durability) -> Result<ModelReport,
         auto_compaction: None,         // compactions are the model's own operations
         prepare_segments_ahead: false, // keep every I/O on the caller's thread: reproducible runs
         retention: crate::Retention { keep_last: Some(KEEP_LAST), ..crate::Retention::default() },
+        values,
         ..Options::default()
     };
     let mut harness = Harness {
