@@ -187,6 +187,12 @@ def run_chat(kind: str, turns: int) -> dict[str, Any]:
         reads = Timed(saver)
         for _ in range(20):
             reads.get_tuple({"configurable": {"thread_id": "chat", "checkpoint_ns": ""}})
+        # Time travel: checkpoints spread over the run, read by id (each decodes its chain).
+        history = [t.config["configurable"]["checkpoint_id"] for t in saver.list(config)]
+        by_id = Timed(saver)
+        for checkpoint_id in history[:: max(1, len(history) // 20)]:
+            by_id.get_tuple({"configurable": {"thread_id": "chat", "checkpoint_ns": "", "checkpoint_id": checkpoint_id}})
+        values = saver.value_space() if hasattr(saver, "value_space") else None
         disk = close_and_measure(saver, kind, path)
         return {
             "saver": kind,
@@ -195,6 +201,9 @@ def run_chat(kind: str, turns: int) -> dict[str, Any]:
             "bytes_per_checkpoint": (disk / steps) if disk is not None else None,
             "put_us": us(timed.times["put"]),
             "get_tuple_us": us(reads.times["get_tuple"]),
+            "get_by_id_us": us(by_id.times["get_tuple"]),
+            "deltas": values["deltas"] if values else None,
+            "value_ratio": values["ratio"] if values else None,
         }
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -208,11 +217,20 @@ def dir_bytes(path: str) -> int:
     return total
 
 
+# LogSaver options for every LogSaver row (`--option name=value`, e.g. max_chain=16).
+LOGSAVER_OPTIONS: dict[str, Any] = {}
+
+
 def make_saver(kind: str, workdir: str):
+    log = os.path.join(workdir, "log")
     if kind == "logsaver-sync":
-        return LogSaver(os.path.join(workdir, "log"), durability="sync", segment_size=8 << 20), os.path.join(workdir, "log")
+        return LogSaver(log, durability="sync", segment_size=8 << 20, **LOGSAVER_OPTIONS), log
     if kind == "logsaver-flush":
-        return LogSaver(os.path.join(workdir, "log"), durability="flush", segment_size=8 << 20), os.path.join(workdir, "log")
+        return LogSaver(log, durability="flush", segment_size=8 << 20, **LOGSAVER_OPTIONS), log
+    if kind == "logsaver-whole":
+        # Values stored whole and uncompressed (format version 1's way), for comparison.
+        options = {**LOGSAVER_OPTIONS, "deltas": False, "compress": False}
+        return LogSaver(log, durability="flush", segment_size=8 << 20, **options), log
     if kind == "floor-sync":
         return FloorSaver(os.path.join(workdir, "floor")), None
     if kind == "sqlite":
@@ -303,9 +321,29 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=4)
     parser.add_argument("--quick", action="store_true", help="a short smoke pass")
     parser.add_argument("--json", help="also write the results to this file")
+    parser.add_argument("--sections", default="agent,chat,async", help="which sections to run")
+    parser.add_argument("--chat-turns", default="20,60,200", help="comma-separated turn counts of the chat section")
+    parser.add_argument("--option", action="append", default=[], help="a LogSaver option name=value (repeatable)")
     args = parser.parse_args()
+    for option in args.option:
+        name, _, value = option.partition("=")
+        LOGSAVER_OPTIONS[name] = json.loads(value)
+    sections = set(args.sections.split(","))
     turns = [3] if args.quick else [int(t) for t in args.turns.split(",")]
     threads = 2 if args.quick else args.threads
+    results: list[dict[str, Any]] = []
+    if "agent" in sections:
+        results = run_agent_section(turns, threads)
+    if "chat" in sections:
+        results.extend(run_chat_section([3] if args.quick else [int(t) for t in args.chat_turns.split(",")]))
+    if "async" in sections:
+        results.extend(run_async_section(turns, args.quick))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2)
+
+
+def run_agent_section(turns: list[int], threads: int) -> list[dict[str, Any]]:
     kinds = ["logsaver-sync", "logsaver-flush", "floor-sync", "sqlite", "inmemory"]
     results = [run(kind, t, threads) for t in turns for kind in kinds]
 
@@ -339,31 +377,55 @@ def main() -> None:
         ratio = (sync["put_us"] + sync["put_writes_us"]) / (floor["put_us"] + floor["put_writes_us"])
         print(f"  {t:>3} turns  {'sync writes vs the fdatasync floor (ratio)':<46}{ratio:>8.2f}  [<= 1.2] {'met' if ratio <= 1.2 else 'MISSED'}")
 
-    chat_turns = [3] if args.quick else [20, 60, 200]
+    return results
+
+
+def run_chat_section(chat_turns: list[int]) -> list[dict[str, Any]]:
     print(f"\nchat: one growing conversation (issue 11's workload), {chat_turns} turns")
-    print(f"{'saver':<16}{'turns':>6}{'ckpts':>7}{'B/ckpt':>10}{'put µs':>9}{'get µs':>8}")
-    chat = [run_chat(kind, t) for t in chat_turns for kind in ["logsaver-flush", "sqlite", "inmemory"]]
+    print(f"{'saver':<16}{'turns':>6}{'ckpts':>7}{'B/ckpt':>10}{'put µs':>9}{'get µs':>8}{'by id µs':>10}{'deltas':>8}{'ratio':>7}")
+    kinds = ["logsaver-flush", "logsaver-whole", "sqlite", "inmemory"]
+    for kind in kinds:  # warm-up: the first graph run of a process pays for imports and caches
+        run_chat(kind, 2)
+    chat = [run_chat(kind, t) for t in chat_turns for kind in kinds]
     for r in chat:
         per = f"{r['bytes_per_checkpoint']:.0f}" if r["bytes_per_checkpoint"] is not None else "-"
-        print(f"{r['saver']:<16}{r['turns']:>6}{r['checkpoints']:>7}{per:>10}{r['put_us']:>9.1f}{r['get_tuple_us']:>8.1f}")
+        deltas = f"{r['deltas']}" if r["deltas"] is not None else "-"
+        ratio = f"{r['value_ratio']:.1f}" if r["value_ratio"] is not None else "-"
+        print(
+            f"{r['saver']:<16}{r['turns']:>6}{r['checkpoints']:>7}{per:>10}{r['put_us']:>9.1f}{r['get_tuple_us']:>8.1f}"
+            f"{r['get_by_id_us']:>10.1f}{deltas:>8}{ratio:>7}"
+        )
+    print("\nratios (targets in brackets):")
+    by = {(r["saver"], r["turns"]): r for r in chat}
     for t in chat_turns:
-        by = {r["saver"]: r for r in chat if r["turns"] == t}
-        ratio = by["logsaver-flush"]["bytes_per_checkpoint"] / by["sqlite"]["bytes_per_checkpoint"]
-        print(f"  {t:>3} turns  disk per checkpoint vs SqliteSaver {ratio:.2f}")
-    results.extend(chat)
+        flush, whole, sqlite = by[("logsaver-flush", t)], by[("logsaver-whole", t)], by[("sqlite", t)]
+        disk = flush["bytes_per_checkpoint"] / sqlite["bytes_per_checkpoint"]
+        target = {60: 0.15, 200: 0.1}.get(t)
+        verdict = f"  [<= {target}] {'met' if disk <= target else 'MISSED'}" if target else ""
+        print(f"  {t:>3} turns  {'disk per checkpoint vs SqliteSaver':<46}{disk:>8.3f}{verdict}")
+        get = flush["get_tuple_us"] / whole["get_tuple_us"]
+        print(f"  {t:>3} turns  {'latest get_tuple vs values stored whole':<46}{get:>8.2f}  [<= 1.2] {'met' if get <= 1.2 else 'MISSED'}")
+        put = flush["put_us"] / whole["put_us"]
+        print(f"  {t:>3} turns  {'put vs values stored whole':<46}{put:>8.2f}  [<= 1.0] {'met' if put <= 1.0 else 'MISSED'}")
+    first, last = min(chat_turns), max(chat_turns)
+    if first != last:
+        growth = by[("logsaver-flush", last)]["bytes_per_checkpoint"] / by[("logsaver-flush", first)]["bytes_per_checkpoint"]
+        print(f"  bytes per checkpoint at {last} turns vs {first} turns{'':<14}{growth:>8.2f}  [<= 1.5] {'met' if growth <= 1.5 else 'MISSED'}")
+    return chat
 
+
+def run_async_section(turns: list[int], quick: bool) -> list[dict[str, Any]]:
     import asyncio
 
-    concurrent = 2 if args.quick else 8
+    results = []
+    concurrent = 2 if quick else 8
     print(f"\nasync: {concurrent} graphs at once under one event loop, {turns[-1]} turns each")
     for kind in ["logsaver-sync", "logsaver-flush", "inmemory"]:
         r = asyncio.run(run_async(kind, turns[-1], concurrent))
         group = f"   {r['group_mean']:.2f} calls per commit group" if r["group_mean"] is not None else ""
         print(f"  {kind:<16}{r['steps_per_s']:>10.0f} steps/s{group}")
         results.append(r)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=2)
+    return results
 
 
 if __name__ == "__main__":

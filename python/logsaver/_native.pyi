@@ -55,6 +55,11 @@ class Store:
         retention_interval_seconds: float | None = None,
         metrics_interval_seconds: float | None = None,
         read_only: bool = False,
+        deltas: bool | None = None,
+        max_chain: int | None = None,
+        compression_level: int | None = None,
+        compress: bool | None = None,
+        value_cache_bytes: int | None = None,
     ) -> None: ...
     def get_tuple(
         self, thread_id: str, checkpoint_ns: str, checkpoint_id: str | None = None
@@ -103,6 +108,7 @@ class Store:
     def compact(self) -> dict[str, Any]: ...
     def apply_retention(self) -> dict[str, int]: ...
     def space(self) -> dict[str, Any]: ...
+    def value_space(self) -> dict[str, Any]: ...
     def stats(self) -> dict[str, int]: ...
     def read_tuple(
         self, thread_id: str, checkpoint_ns: str, checkpoint_id: str | None, loads: Any

@@ -41,6 +41,11 @@ _OPTIONS = (
     "max_age_seconds",
     "retention_interval_seconds",
     "metrics_interval_seconds",
+    "deltas",
+    "max_chain",
+    "compression_level",
+    "compress",
+    "value_cache_bytes",
 )
 # "delete_all" is what the LangGraph server sends for "delete".
 _STRATEGIES = ("keep_latest", "delete", "delete_all")
@@ -82,7 +87,12 @@ class LogSaver(BaseCheckpointSaver[str]):
             auto_compaction (default True), compaction_garbage_ratio, compaction_min_garbage_bytes,
             compaction_interval_seconds; retention: keep_last, max_age_seconds,
             retention_interval_seconds (apply in the background that often); metrics_interval_seconds
-            (how often the writer leaves its metrics in METRICS.json for `logsaver stats`).
+            (how often the writer leaves its metrics in METRICS.json for `logsaver stats`);
+            values: deltas (default True: a new version of a channel is stored as a delta
+            against its previous one when smaller), max_chain (default 64: a read decodes at most
+            that many deltas), compression_level (zstd, default 1) or compress=False,
+            value_cache_bytes (default 64 MiB: each channel's last value, so writes and latest
+            reads decode no chain).
         read_only: open beside a writer in another process (or an archived store) without
             taking its lock or changing a byte: every call first catches up with what the writer
             committed; write calls raise StoreReadOnlyError. `logsaver stats/threads/show` use the
@@ -161,6 +171,12 @@ class LogSaver(BaseCheckpointSaver[str]):
     def threads(self) -> list[tuple[str, int, str | None]]:
         """Every thread: (thread_id, checkpoint count, id of its newest checkpoint), by id."""
         return self._store.threads()
+
+    def value_space(self) -> dict[str, Any]:
+        """How the live channel values are stored: values, whole, deltas, compressed,
+        logical_bytes (what they are), stored_bytes (what their records take), ratio, and the
+        value cache's budget, use, hits and misses."""
+        return self._store.value_space()
 
     def stats(self) -> dict[str, int]:
         """Counters: threads, checkpoints, blobs, write records, segments, commits, fsyncs, bytes."""

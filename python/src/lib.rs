@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use logsaver::{
     AutoCompaction, Blob, ChannelVersion, ChannelVersions, Checkpoint, CheckpointSaver, CheckpointTuple, Config,
-    Durability, Error, ListQuery, LogStore, Metadata, Options, PendingWrite, PruneStrategy, Retention,
+    Durability, Error, ListQuery, LogStore, Metadata, Options, PendingWrite, PruneStrategy, Retention, ValueEncoding,
 };
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
@@ -404,7 +404,8 @@ impl Store {
         path, durability="sync", *, segment_size=None, preallocate=None, recovery=None, max_value_bytes=None,
         buffer_bytes=None, auto_compaction=true, compaction_garbage_ratio=None, compaction_min_garbage_bytes=None,
         compaction_interval_seconds=None, keep_last=None, max_age_seconds=None, retention_interval_seconds=None,
-        metrics_interval_seconds=None, read_only=false,
+        metrics_interval_seconds=None, read_only=false, deltas=None, max_chain=None, compression_level=None,
+        compress=None, value_cache_bytes=None,
     ))]
     #[expect(clippy::too_many_arguments, reason = "mirrors the Python signature, one argument per keyword")]
     fn new(
@@ -425,6 +426,11 @@ impl Store {
         retention_interval_seconds: Option<f64>,
         metrics_interval_seconds: Option<f64>,
         read_only: bool,
+        deltas: Option<bool>,
+        max_chain: Option<u32>,
+        compression_level: Option<i32>,
+        compress: Option<bool>,
+        value_cache_bytes: Option<u64>,
     ) -> PyResult<Self> {
         let defaults = Options::default();
         let seconds = |s: f64| {
@@ -456,6 +462,15 @@ impl Store {
                 metrics_interval: match metrics_interval_seconds {
                     Some(s) => Some(seconds(s)?),
                     None => defaults.metrics_interval,
+                },
+                values: ValueEncoding {
+                    deltas: deltas.unwrap_or(defaults.values.deltas),
+                    max_chain: max_chain.unwrap_or(defaults.values.max_chain),
+                    compression_level: match compress {
+                        Some(false) => None,
+                        _ => compression_level.or(defaults.values.compression_level),
+                    },
+                    cache_bytes: value_cache_bytes.unwrap_or(defaults.values.cache_bytes),
                 },
                 ..defaults
             })
@@ -712,6 +727,29 @@ impl Store {
         out.set_item("live_bytes", space.live_bytes)?;
         out.set_item("garbage_ratio", space.garbage_ratio())?;
         out.set_item("segments", space.segments.len())?;
+        Ok(out)
+    }
+
+    /// How the live channel values are stored (deltas, compression, the value cache).
+    fn value_space<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let space = self.inner.value_space();
+        let out = PyDict::new(py);
+        for (key, value) in [
+            ("values", space.values),
+            ("whole", space.whole),
+            ("deltas", space.deltas),
+            ("compressed", space.compressed),
+            ("logical_bytes", space.logical_bytes),
+            ("stored_bytes", space.stored_bytes),
+            ("cache_budget_bytes", space.cache.budget_bytes),
+            ("cache_used_bytes", space.cache.used_bytes),
+            ("cache_entries", space.cache.entries),
+            ("cache_hits", space.cache.hits),
+            ("cache_misses", space.cache.misses),
+        ] {
+            out.set_item(key, value)?;
+        }
+        out.set_item("ratio", space.ratio())?;
         Ok(out)
     }
 
