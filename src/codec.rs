@@ -82,7 +82,9 @@ pub fn unpack<'a>(codec: Codec, payload: &'a [u8], len: u64, limit: u64) -> Resu
                     *cell = Some(zstd::bulk::Decompressor::new().map_err(|e| format!("zstd: {e}"))?);
                 }
                 let decompressor = cell.as_mut().ok_or("zstd: no decompression context")?;
-                decompressor.decompress(payload, expected).map_err(|e| format!("a compressed value does not decode: {e}"))
+                decompressor
+                    .decompress(payload, expected)
+                    .map_err(|e| format!("a compressed value does not decode: {e}"))
             })?;
             if decoded.len() != expected {
                 return Err(format!("a compressed value decodes to {} bytes, its header says {len}", decoded.len()));
@@ -97,6 +99,7 @@ mod tests {
     use super::*;
 
     #[test]
+    #[expect(clippy::cast_possible_truncation, reason = "noise bytes: the high byte of a xorshift state")]
     fn compresses_what_pays_and_checks_lengths_before_decoding() {
         let text = b"lorem ipsum dolor sit amet ".repeat(40);
         let (codec, packed) = pack(&text, Some(1));

@@ -28,6 +28,10 @@ use crate::vfs::WritingWindow;
 /// The largest frame payload: frame lengths and segment offsets are 32-bit.
 pub const MAX_FRAME_PAYLOAD: u64 = (u32::MAX as u64) - (1 << 20);
 
+/// A blob a batch relies on without writing it: (thread, namespace, hash, the record a delta was
+/// made against).
+type Assumed = (Box<str>, Box<str>, u64, Option<Loc>);
+
 /// Records encoded by one caller, committed atomically.
 pub struct Batch {
     bytes: Vec<u8>,
@@ -35,7 +39,7 @@ pub struct Batch {
     records: Vec<(IndexOp<'static>, usize, u32)>,
     /// Blobs (thread, namespace, hash) the records read but do not write, and for a delta's
     /// base the very record it was encoded against: checked by the leader.
-    assumed: Vec<(Box<str>, Box<str>, u64, Option<Loc>)>,
+    assumed: Vec<Assumed>,
 }
 
 impl Default for Batch {

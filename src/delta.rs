@@ -96,9 +96,9 @@ pub fn apply(base: &[u8], ops: &[u8], len: usize) -> Result<Vec<u8>, String> {
                 let offset = varint(ops, &mut at)?;
                 let count = varint(ops, &mut at)?;
                 let range = offset.checked_add(count).filter(|end| *end <= base.len()).map(|end| offset..end);
-                let bytes = range.and_then(|range| base.get(range)).ok_or_else(|| {
-                    format!("delta copies {count} bytes at {offset} of a {}-byte base", base.len())
-                })?;
+                let bytes = range
+                    .and_then(|range| base.get(range))
+                    .ok_or_else(|| format!("delta copies {count} bytes at {offset} of a {}-byte base", base.len()))?;
                 extend_within(&mut value, bytes, len)?;
             }
             OP_INSERT => {
@@ -166,7 +166,8 @@ fn resync(new: &[u8], i: usize, base: &[u8], j: usize) -> Option<(usize, usize)>
     for total in 1..=2 * RESYNC_WINDOW {
         for skip_new in total.saturating_sub(RESYNC_WINDOW)..=total.min(RESYNC_WINDOW) {
             let skip_base = total - skip_new;
-            let (Some(a), Some(b)) = (new.get(i + skip_new..i + skip_new + ANCHOR), base.get(j + skip_base..j + skip_base + ANCHOR))
+            let (Some(a), Some(b)) =
+                (new.get(i + skip_new..i + skip_new + ANCHOR), base.get(j + skip_base..j + skip_base + ANCHOR))
             else {
                 continue;
             };
@@ -243,6 +244,7 @@ mod tests {
     }
 
     #[test]
+    #[expect(clippy::cast_possible_truncation, reason = "element counts below 256")]
     fn a_growing_list_costs_its_new_element() {
         // msgpack: a fixarray header that changes, then every old element, then a new one.
         let element = b"\x82\xa4role\xa2ai\xa7content\xda\x00\x40lorem ipsum dolor sit amet lorem ipsum dolor sit amet 0123456789";
@@ -256,13 +258,15 @@ mod tests {
             assert!(size < element.len() + 24, "{n} elements: {size}-byte delta");
         }
         // JSON: the closing bracket moves.
-        let json = |n: usize| format!("[{}]", vec![r#"{"role":"ai","content":"lorem ipsum dolor sit amet"}"#; n].join(","));
+        let json =
+            |n: usize| format!("[{}]", vec![r#"{"role":"ai","content":"lorem ipsum dolor sit amet"}"#; n].join(","));
         assert!(round_trip(json(20).as_bytes(), json(21).as_bytes()) < 80);
     }
 
     #[test]
+    #[expect(clippy::cast_possible_truncation, reason = "noise bytes: the low byte is the point")]
     fn edits_anywhere_and_unrelated_values_round_trip() {
-        let base: Vec<u8> = (0..5000u32).flat_map(|i| i.to_le_bytes()).collect();
+        let base: Vec<u8> = (0..5000u32).flat_map(u32::to_le_bytes).collect();
         let mut edited = base.clone();
         edited.splice(7000..7000, b"an insertion in the middle".iter().copied());
         edited[100] ^= 1;

@@ -197,9 +197,11 @@ pub(crate) fn check_records(index: &Index, segments: &SegmentSet, progress: &mut
     for (thread, thread_index) in index.threads() {
         for (ns_name, ns) in &thread_index.namespaces {
             let Some((_, slot)) = ns.checkpoints.last_key_value() else { continue };
-            let versions = segments
-                .read_record(slot.loc)
-                .and_then(|b| checkpoint_of(&b.view(), u64::MAX).map(|r| r.body.channel_versions.into_owned()).map_err(|r| record_error(segments, b.loc, r)));
+            let versions = segments.read_record(slot.loc).and_then(|b| {
+                checkpoint_of(&b.view(), u64::MAX)
+                    .map(|r| r.body.channel_versions.into_owned())
+                    .map_err(|r| record_error(segments, b.loc, r))
+            });
             let Ok(versions) = versions else { continue }; // reported above
             for (channel, version) in &versions {
                 let rebuilt = crate::values::pin_chain(segments, ns, blob_hash(channel, version)).and_then(|chain| {
@@ -208,7 +210,11 @@ pub(crate) fn check_records(index: &Index, segments: &SegmentSet, progress: &mut
                     })
                 });
                 if let Err(e) = rebuilt {
-                    problem(&mut report, slot.loc, format!("latest value of channel {channel:?} of thread {thread:?}: {e}"));
+                    problem(
+                        &mut report,
+                        slot.loc,
+                        format!("latest value of channel {channel:?} of thread {thread:?}: {e}"),
+                    );
                 }
             }
         }
@@ -230,14 +236,15 @@ fn check_value(ns: &crate::index::NamespaceIndex, slot: &crate::index::BlobSlot,
             }
             let Some(base) = record.head.base.as_deref() else { return Ok(()) };
             let channel = &record.head.key.channel;
-            let base_slot = slot
-                .base
-                .and_then(|hash| ns.stored_blob(hash))
-                .ok_or_else(|| corrupt(format!("the base of this delta (channel {channel:?} version {base}) is not stored")))?;
+            let base_slot = slot.base.and_then(|hash| ns.stored_blob(hash)).ok_or_else(|| {
+                corrupt(format!("the base of this delta (channel {channel:?} version {base}) is not stored"))
+            })?;
             let base_bytes = segments.read_record(base_slot.loc)?;
             let base_key: BlobKey = decode_prefix(base_bytes.view().body).map_err(corrupt)?;
             if base_key.channel != channel.as_ref() || *base_key.version != *base {
-                return Err(corrupt(format!("the base of this delta (channel {channel:?} version {base}) points at another record")));
+                return Err(corrupt(format!(
+                    "the base of this delta (channel {channel:?} version {base}) points at another record"
+                )));
             }
             Ok(())
         }

@@ -25,8 +25,8 @@
 #[cfg(feature = "tokio")]
 mod async_saver;
 mod backup;
-mod commit;
 mod codec;
+mod commit;
 mod compaction;
 mod delta;
 mod engine;
@@ -53,10 +53,10 @@ mod saver;
 mod segment;
 mod snapshot;
 mod stats;
-mod value_cache;
-mod values;
 #[cfg(feature = "testing")]
 pub mod testing;
+mod value_cache;
+mod values;
 pub mod vfs;
 mod writes;
 

@@ -22,9 +22,7 @@ use std::collections::{BTreeMap, BinaryHeap};
 use crate::engine::Engine;
 use crate::error::Result;
 use crate::index::{CheckpointKey, Index, NamespaceIndex, blob_hash};
-use crate::model::{
-    ChannelVersion, Checkpoint, CheckpointTuple, Config, DeltaChannelHistory, ListQuery, Metadata,
-};
+use crate::model::{ChannelVersion, Checkpoint, CheckpointTuple, Config, DeltaChannelHistory, ListQuery, Metadata};
 use crate::pending::load_pending_writes;
 use crate::records::{BlobKey, checkpoint_of, decode_prefix};
 use crate::saver::{Ancestor, check_thread_id, metadata_matches, walk_delta_history};
@@ -429,7 +427,12 @@ fn entries_below<'a>(
 impl Engine {
     /// The pinned chain and version of `channel`'s value in the latest checkpoint of (thread,
     /// ns); `None` if there is none (or the namespace keeps changing under the read).
-    pub(crate) fn pin_latest_value(&self, thread: &str, ns: &str, channel: &str) -> Result<Option<(Chain, ChannelVersion)>> {
+    pub(crate) fn pin_latest_value(
+        &self,
+        thread: &str,
+        ns: &str,
+        channel: &str,
+    ) -> Result<Option<(Chain, ChannelVersion)>> {
         let channels = [channel.to_owned()];
         for _ in 0..OPTIMISTIC_TRIES {
             let Some((key, pinned)) = self.pin_checkpoint(thread, ns, None)? else { return Ok(None) };

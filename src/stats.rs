@@ -74,6 +74,8 @@ pub struct ValueSpace {
     pub deltas: u64,
     /// ... whose stored payload is compressed.
     pub compressed: u64,
+    /// The most deltas any live value sits on (a read decodes at most this many plus one).
+    pub longest_chain: u32,
     /// Bytes the live values are (what storing each whole and uncompressed would take).
     pub logical_bytes: u64,
     /// Bytes their records take on disk.

@@ -92,7 +92,7 @@ impl ValueCache {
         let key: Key = (thread.into(), ns.into(), channel.into());
         inner.tick += 1;
         let tick = inner.tick;
-        let Some((value, used_at)) = inner.entries.get_mut(&key) else { return None };
+        let (value, used_at) = inner.entries.get_mut(&key)?;
         let (value, old) = (value.clone(), std::mem::replace(used_at, tick));
         inner.order.remove(&old);
         inner.order.insert(tick, key);

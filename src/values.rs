@@ -130,7 +130,12 @@ pub(crate) fn read_chain(
         type_tag = stored.type_tag.into_owned();
     }
     #[expect(clippy::cast_possible_truncation, reason = "deltas.len() < MAX_CHAIN_LIMIT, checked above")]
-    Ok(DecodedValue { blob: Some(Blob { type_tag, bytes: value }), depth: deltas.len() as u32, chain_bytes, whole_bytes })
+    Ok(DecodedValue {
+        blob: Some(Blob { type_tag, bytes: value }),
+        depth: deltas.len() as u32,
+        chain_bytes,
+        whole_bytes,
+    })
 }
 
 /// The bytes, stored size and type tag of a record holding a whole value (`None`: the empty
@@ -189,7 +194,8 @@ pub(crate) fn encode<'a>(
 ) -> EncodedValue<'a> {
     let level = options.compression_level;
     let new = &value.bytes;
-    if let Some(base) = base.filter(|b| options.deltas && b.depth < options.max_chain && b.blob.type_tag == value.type_tag)
+    if let Some(base) =
+        base.filter(|b| options.deltas && b.depth < options.max_chain && b.blob.type_tag == value.type_tag)
     {
         let ops = delta::encode(&base.blob.bytes, new);
         // Worth storing only if well below the value itself.
@@ -197,7 +203,8 @@ pub(crate) fn encode<'a>(
             let packed = Packed::of(&ops, level);
             let stored = packed.stored_len();
             if base.chain_bytes + stored <= base.whole_bytes {
-                let packed = Packed { codec: packed.codec, len: packed.len, payload: packed.payload.into_owned().into() };
+                let packed =
+                    Packed { codec: packed.codec, len: packed.len, payload: packed.payload.into_owned().into() };
                 let depth = base.depth + 1;
                 return EncodedValue {
                     record: ValueRecord {
@@ -220,7 +227,11 @@ pub(crate) fn encode<'a>(
     EncodedValue {
         record: ValueRecord {
             head: ValueHead { key, base: None, depth: 0 },
-            value: Some(StoredValue { type_tag: std::borrow::Cow::Borrowed(&value.type_tag), len: new.len() as u64, packed }),
+            value: Some(StoredValue {
+                type_tag: std::borrow::Cow::Borrowed(&value.type_tag),
+                len: new.len() as u64,
+                packed,
+            }),
         },
         depth: 0,
         chain_bytes: 0,
@@ -307,6 +318,7 @@ impl crate::engine::Engine {
                     space.logical_bytes += record.value.map_or(0, |v| v.bytes.len() as u64);
                 }
                 Ok(crate::records::StoredBlob::Value(record)) => {
+                    space.longest_chain = space.longest_chain.max(record.head.depth);
                     if record.head.base.is_some() {
                         space.deltas += 1;
                     } else {

@@ -165,7 +165,15 @@ impl Engine {
                     batch.assume_record(thread, ns_name, blob_hash(channel, &base.version), base.loc);
                 }
                 let encoded = values::encode(key, value, base.as_ref(), &self.options.values);
-                fills.push((batch.record_count(), channel, version, value, encoded.depth, encoded.chain_bytes, encoded.whole_bytes));
+                fills.push((
+                    batch.record_count(),
+                    channel,
+                    version,
+                    value,
+                    encoded.depth,
+                    encoded.chain_bytes,
+                    encoded.whole_bytes,
+                ));
                 batch.push(&encoded.record)?;
             }
             let record = CheckpointRecord {

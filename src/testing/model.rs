@@ -268,12 +268,13 @@ impl Harness {
                 // the previous value after it, new bytes at the end (stored as a delta against
                 // the previous version), until it is long, then it starts over (stored whole).
                 let fresh: Vec<u8> = (0..size).map(|i| u64::from(i).wrapping_mul(self.next_id) as u8).collect();
+                #[expect(clippy::cast_possible_truncation, reason = "a count byte that changes: its low byte")]
+                let count = self.next_id as u8;
                 let previous = latest.as_ref().and_then(|t| t.checkpoint.channel_values.get("a")).map(|b| &b.bytes);
                 let a: Vec<u8> = match previous {
-                    Some(previous) if previous.len() < 6000 && size % 5 != 0 => std::iter::once(self.next_id as u8)
-                        .chain(previous.iter().skip(1).copied())
-                        .chain(fresh)
-                        .collect(),
+                    Some(previous) if previous.len() < 6000 && size % 5 != 0 => {
+                        std::iter::once(count).chain(previous.iter().skip(1).copied()).chain(fresh).collect()
+                    }
                     _ => fresh,
                 };
                 set("a", ChannelVersion::Int(self.next_id as i64), Some(a), &mut checkpoint);
@@ -381,7 +382,11 @@ impl Harness {
 /// the value cache (every delta base read back from the log), an even one with it.
 pub fn run_model(ops: &[ModelOp], durability: Durability) -> Result<ModelReport, String> {
     let cache_bytes = if ops.len() % 2 == 1 { 0 } else { 1 << 20 };
-    run_model_with(ops, durability, crate::ValueEncoding { max_chain: 3, cache_bytes, ..crate::ValueEncoding::default() })
+    run_model_with(
+        ops,
+        durability,
+        crate::ValueEncoding { max_chain: 3, cache_bytes, ..crate::ValueEncoding::default() },
+    )
 }
 
 /// [`run_model`] with the given value encoding.
