@@ -76,6 +76,17 @@ pub fn run(args: &DemoArgs) -> Result<()> {
         stats.commits as f64 / stats.fsyncs.max(1) as f64
     );
     println!("  segments       {:>10}", stats.segments);
+    let space = store.space();
+    let values = store.value_space();
+    println!(
+        "  bytes per step {:>10.0} on disk; the state stored whole every step would be {:.0} ({:.1}x less: {} of {} values are deltas, compressed {})",
+        space.record_bytes as f64 / total_steps as f64,
+        values.logical_bytes as f64 / total_steps as f64,
+        values.ratio(),
+        values.deltas,
+        values.values,
+        values.compressed
+    );
     store.close()?;
     drop(store);
 
@@ -107,25 +118,29 @@ pub fn run(args: &DemoArgs) -> Result<()> {
     store.close()
 }
 
-/// Create the directory, replacing an earlier demo store (and refusing to touch anything else).
+/// Create the directory, replacing an earlier demo store (and refusing to touch anything else:
+/// every file must be one a store writes).
 fn prepare_dir(dir: &Path) -> Result<()> {
     if dir.exists() {
         let entries = fs::read_dir(dir).map_err(|e| Error::Io { op: "list directory", path: dir.into(), source: e })?;
         let mut ours = Vec::new();
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            if name == logsaver::LOCK_FILE || name.ends_with(".seg") {
-                ours.push(entry.path());
-            } else {
+            let base = name.strip_suffix(".tmp").unwrap_or(&name);
+            let store_file = ["LOCK", "MANIFEST", "INDEX", logsaver::METRICS_FILE].contains(&base) || base.ends_with(".seg");
+            if !store_file {
                 return Err(Error::InvalidArgument(format!(
                     "{} holds {name}, which is not a logsaver file; pick another directory",
                     dir.display()
                 )));
             }
+            if name != logsaver::LOCK_FILE {
+                ours.push(entry.path());
+            }
         }
         // Take the lock first so a running store is never pulled out from under its owner.
         drop(LogStore::open(dir, Options::default())?);
-        for path in ours.iter().filter(|p| p.extension().is_some_and(|e| e == "seg")) {
+        for path in ours.iter().filter(|p| p.exists()) {
             fs::remove_file(path).map_err(|e| Error::Io { op: "remove", path: path.clone(), source: e })?;
         }
     }

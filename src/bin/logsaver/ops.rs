@@ -64,8 +64,9 @@ pub fn stats(dir: &Path, as_json: bool) -> Result<()> {
     let store = open_for_reading(dir)?;
     let stats = store.stats();
     let space = store.space();
+    let values = store.value_space();
     // What the index holds per entry (see docs/design.md, "The index").
-    let index_bytes = stats.checkpoints * 64 + stats.blobs * 24 + stats.write_records * 24 + stats.threads * 96;
+    let index_bytes = stats.checkpoints * 64 + stats.blobs * 40 + stats.write_records * 24 + stats.threads * 96;
     let value = json!({
         "dir": dir.display().to_string(),
         "segments": space.segments.len(),
@@ -79,6 +80,17 @@ pub fn stats(dir: &Path, as_json: bool) -> Result<()> {
         "blobs": stats.blobs,
         "write_records": stats.write_records,
         "index_memory_bytes_estimate": index_bytes,
+        "values": {
+            "live": values.values,
+            "whole": values.whole,
+            "deltas": values.deltas,
+            "compressed": values.compressed,
+            "longest_chain": values.longest_chain,
+            "logical_bytes": values.logical_bytes,
+            "stored_bytes": values.stored_bytes,
+            "ratio": values.ratio(),
+            "cache_budget_bytes": values.cache.budget_bytes,
+        },
         "opened_from_snapshot": store.recovery_report().used_snapshot,
         "writer_metrics": writer_metrics(dir),
     });
@@ -98,6 +110,15 @@ pub fn stats(dir: &Path, as_json: bool) -> Result<()> {
     println!("  blobs           {:>12}", stats.blobs);
     println!("  write records   {:>12}", stats.write_records);
     println!("  index memory    {:>12} (estimate)", human(index_bytes));
+    println!("values");
+    println!("  live            {:>12}", values.values);
+    println!("  whole / deltas  {:>12}", format!("{} / {}", values.whole, values.deltas));
+    println!("  compressed      {:>12}", values.compressed);
+    println!("  longest chain   {:>12}", values.longest_chain);
+    println!("  logical         {:>12}", human(values.logical_bytes));
+    println!("  stored          {:>12}", human(values.stored_bytes));
+    println!("  ratio           {:>11.1}x", values.ratio());
+    println!("  cache budget    {:>12}", human(values.cache.budget_bytes));
     print_writer_metrics(value.get("writer_metrics").unwrap_or(&Value::Null));
     Ok(())
 }
