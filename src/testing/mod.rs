@@ -8,6 +8,12 @@ pub mod model;
 mod sim;
 
 pub use concurrent::set_op_tag;
+
+/// The value encoders, for `benches/values.rs`: the copy/insert delta and the per-payload codec.
+pub mod values {
+    pub use crate::codec::{Codec, pack, unpack};
+    pub use crate::delta::{apply as apply_delta, encode as encode_delta};
+}
 pub use fault::{Fault, FaultFs, FaultKind};
 pub use sim::SimFs;
 

@@ -1,0 +1,82 @@
+//! How to store a new version of a growing value: the copy/insert delta of `src/delta.rs`
+//! (then zstd on the ops) against zstd with the previous version as its dictionary
+//! ("patch-from"), and zstd of the whole value, on what a chat agent's `messages` channel looks
+//! like as it grows (a msgpack-like list: a count header that changes, then every earlier
+//! message, then a new one). Reports time per write and bytes stored; decoding time too.
+//!
+//!     cargo bench --features testing --bench values
+#![expect(clippy::expect_used, reason = "benchmark setup: a panic is the failure report")]
+
+use std::hint::black_box;
+
+use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use logsaver::testing::values::{apply_delta, encode_delta, pack, unpack};
+
+/// The list after `n` messages: a 3-byte count header, then each message (~300 bytes of
+/// chat-like text with a tool call every other turn).
+fn messages(n: usize) -> Vec<u8> {
+    let mut value = vec![0xdc, (n >> 8) as u8, n as u8];
+    for i in 0..n {
+        let text = match i % 4 {
+            0 => format!("user question {i}: what about topic {i}? please look it up and summarise"),
+            1 => format!(r#"{{"name":"search","args":{{"query":"question {i}: topic {i}"}},"id":"call_{i}"}}"#),
+            2 => format!("result: {}", "lorem ipsum dolor sit amet ".repeat(8)),
+            _ => format!("Here is what I found (step {i}): {}", "the answer is 42. ".repeat(8)),
+        };
+        value.extend_from_slice(format!("\u{0085}{{\"type\":\"message\",\"id\":\"run-{i:08}\",\"content\":{text:?}}}").as_bytes());
+    }
+    value
+}
+
+fn bench(c: &mut Criterion) {
+    let mut group = c.benchmark_group("values");
+    for n in [40, 400] {
+        let (base, new) = (messages(n), messages(n + 1));
+        let ops = encode_delta(&base, &new);
+        let (_, delta_stored) = pack(&ops, Some(1));
+        let whole = zstd::bulk::compress(&new, 1).expect("zstd");
+        let patch = zstd::bulk::Compressor::with_dictionary(1, &base).expect("dict").compress(&new).expect("zstd");
+        println!(
+            "{} B value: copy/insert delta {} B ({} B after zstd), zstd patch-from {} B, zstd whole {} B",
+            new.len(),
+            ops.len(),
+            delta_stored.len(),
+            patch.len(),
+            whole.len()
+        );
+        group.bench_with_input(BenchmarkId::new("delta_encode", new.len()), &n, |b, _| {
+            b.iter(|| pack(&encode_delta(black_box(&base), black_box(&new)), Some(1)).1.len());
+        });
+        group.bench_with_input(BenchmarkId::new("patch_from_encode", new.len()), &n, |b, _| {
+            b.iter(|| {
+                zstd::bulk::Compressor::with_dictionary(1, black_box(&base)).expect("dict").compress(black_box(&new)).expect("zstd")
+            });
+        });
+        group.bench_with_input(BenchmarkId::new("whole_zstd1", new.len()), &n, |b, _| {
+            b.iter(|| pack(black_box(&new), Some(1)).1.len());
+        });
+        let (codec, packed) = pack(&ops, Some(1));
+        group.bench_with_input(BenchmarkId::new("delta_decode", new.len()), &n, |b, _| {
+            b.iter(|| {
+                let ops = unpack(codec, &packed, ops.len() as u64, u64::MAX).expect("unpack");
+                apply_delta(black_box(&base), &ops, new.len()).expect("apply")
+            });
+        });
+        group.bench_with_input(BenchmarkId::new("patch_from_decode", new.len()), &n, |b, _| {
+            b.iter(|| {
+                zstd::bulk::Decompressor::with_dictionary(black_box(&base))
+                    .expect("dict")
+                    .decompress(&patch, new.len())
+                    .expect("zstd")
+            });
+        });
+    }
+    group.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().sample_size(30).measurement_time(std::time::Duration::from_secs(2));
+    targets = bench
+}
+criterion_main!(benches);
