@@ -15,7 +15,8 @@ use logsaver::testing::values::{apply_delta, encode_delta, pack, unpack};
 /// The list after `n` messages: a 3-byte count header, then each message (~300 bytes of
 /// chat-like text with a tool call every other turn).
 fn messages(n: usize) -> Vec<u8> {
-    let mut value = vec![0xdc, (n >> 8) as u8, n as u8];
+    let count = u16::try_from(n).expect("under 65536 messages").to_be_bytes();
+    let mut value = vec![0xdc, count[0], count[1]];
     for i in 0..n {
         let text = match i % 4 {
             0 => format!("user question {i}: what about topic {i}? please look it up and summarise"),
