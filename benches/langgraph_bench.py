@@ -203,6 +203,7 @@ def run_chat(kind: str, turns: int) -> dict[str, Any]:
             "get_tuple_us": us(reads.times["get_tuple"]),
             "get_by_id_us": us(by_id.times["get_tuple"]),
             "deltas": values["deltas"] if values else None,
+            "longest_chain": values["longest_chain"] if values else None,
             "value_ratio": values["ratio"] if values else None,
         }
     finally:
@@ -382,7 +383,7 @@ def run_agent_section(turns: list[int], threads: int) -> list[dict[str, Any]]:
 
 def run_chat_section(chat_turns: list[int]) -> list[dict[str, Any]]:
     print(f"\nchat: one growing conversation (issue 11's workload), {chat_turns} turns")
-    print(f"{'saver':<16}{'turns':>6}{'ckpts':>7}{'B/ckpt':>10}{'put µs':>9}{'get µs':>8}{'by id µs':>10}{'deltas':>8}{'ratio':>7}")
+    print(f"{'saver':<16}{'turns':>6}{'ckpts':>7}{'B/ckpt':>10}{'put µs':>9}{'get µs':>8}{'by id µs':>10}{'deltas':>8}{'chain':>6}{'ratio':>7}")
     kinds = ["logsaver-flush", "logsaver-whole", "sqlite", "inmemory"]
     for kind in kinds:  # warm-up: the first graph run of a process pays for imports and caches
         run_chat(kind, 2)
@@ -391,9 +392,10 @@ def run_chat_section(chat_turns: list[int]) -> list[dict[str, Any]]:
         per = f"{r['bytes_per_checkpoint']:.0f}" if r["bytes_per_checkpoint"] is not None else "-"
         deltas = f"{r['deltas']}" if r["deltas"] is not None else "-"
         ratio = f"{r['value_ratio']:.1f}" if r["value_ratio"] is not None else "-"
+        chain = f"{r['longest_chain']}" if r["longest_chain"] is not None else "-"
         print(
             f"{r['saver']:<16}{r['turns']:>6}{r['checkpoints']:>7}{per:>10}{r['put_us']:>9.1f}{r['get_tuple_us']:>8.1f}"
-            f"{r['get_by_id_us']:>10.1f}{deltas:>8}{ratio:>7}"
+            f"{r['get_by_id_us']:>10.1f}{deltas:>8}{chain:>6}{ratio:>7}"
         )
     print("\nratios (targets in brackets):")
     by = {(r["saver"], r["turns"]): r for r in chat}

@@ -11,6 +11,7 @@ use std::hint::black_box;
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use logsaver::testing::values::{apply_delta, encode_delta, pack, unpack};
+use logsaver::{Blob, ChannelVersion, Checkpoint, CheckpointSaver, Config, LogStore, Options, ValueEncoding};
 
 /// The list after `n` messages: a 3-byte count header, then each message (~300 bytes of
 /// chat-like text with a tool call every other turn).
@@ -24,7 +25,9 @@ fn messages(n: usize) -> Vec<u8> {
             2 => format!("result: {}", "lorem ipsum dolor sit amet ".repeat(8)),
             _ => format!("Here is what I found (step {i}): {}", "the answer is 42. ".repeat(8)),
         };
-        value.extend_from_slice(format!("\u{0085}{{\"type\":\"message\",\"id\":\"run-{i:08}\",\"content\":{text:?}}}").as_bytes());
+        value.extend_from_slice(
+            format!("\u{0085}{{\"type\":\"message\",\"id\":\"run-{i:08}\",\"content\":{text:?}}}").as_bytes(),
+        );
     }
     value
 }
@@ -50,7 +53,10 @@ fn bench(c: &mut Criterion) {
         });
         group.bench_with_input(BenchmarkId::new("patch_from_encode", new.len()), &n, |b, _| {
             b.iter(|| {
-                zstd::bulk::Compressor::with_dictionary(1, black_box(&base)).expect("dict").compress(black_box(&new)).expect("zstd")
+                zstd::bulk::Compressor::with_dictionary(1, black_box(&base))
+                    .expect("dict")
+                    .compress(black_box(&new))
+                    .expect("zstd")
             });
         });
         group.bench_with_input(BenchmarkId::new("whole_zstd1", new.len()), &n, |b, _| {
@@ -70,6 +76,58 @@ fn bench(c: &mut Criterion) {
                     .decompress(&patch, new.len())
                     .expect("zstd")
             });
+        });
+    }
+    group.finish();
+
+    // What compressing a small payload costs (checkpoint bodies are a few hundred bytes).
+    let mut group = c.benchmark_group("small_payload");
+    for len in [256usize, 600, 2048] {
+        let text: Vec<u8> = format!(
+            r#"{{"source":"loop","step":3,"versions_seen":{{"agent":{{"messages":"{:032}.0.4","turn":"{:032}.0.5"}}}}}}"#,
+            7, 9
+        )
+        .into_bytes()
+        .into_iter()
+        .cycle()
+        .take(len)
+        .collect();
+        for level in [1, -5] {
+            let (_, packed) = pack(&text, Some(level));
+            println!("{len} B at level {level}: {} B", packed.len());
+            group.bench_with_input(BenchmarkId::new(format!("pack_level_{level}"), len), &text, |b, text| {
+                b.iter(|| pack(black_box(text), Some(level)).1.len());
+            });
+        }
+    }
+    group.finish();
+
+    // The cost of `max_chain` for reads: `get_tuple` by id of the checkpoint that sits deepest
+    // in a chain (not the latest: its values come from the cache), against disk per version.
+    let mut group = c.benchmark_group("chain_read");
+    for max_chain in [16u32, 64, 256] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let values = ValueEncoding { max_chain, ..ValueEncoding::default() };
+        let store =
+            LogStore::open(dir.path(), Options { values, auto_compaction: None, ..Options::default() }).expect("open");
+        let mut deepest: Option<(u32, Config)> = None;
+        let mut parent = Config::thread("chat");
+        for n in 1..=800 {
+            let mut checkpoint = Checkpoint::empty(store.next_checkpoint_id());
+            checkpoint.channel_values.insert("messages".into(), Blob::new("msgpack", messages(n)));
+            checkpoint.channel_versions.insert("messages".into(), ChannelVersion::Int(n as i64));
+            let versions = checkpoint.channel_versions.clone();
+            parent = store.put(&parent, &checkpoint, &Default::default(), &versions).expect("put");
+            let depth = store.value_space().longest_chain;
+            if n < 800 && deepest.as_ref().is_none_or(|(d, _)| depth > *d) {
+                deepest = Some((depth, parent.clone()));
+            }
+        }
+        let (depth, config) = deepest.expect("a chain");
+        let stored = store.space().record_bytes / 800;
+        println!("max_chain {max_chain}: {stored} B per version on disk, deepest read {depth} deltas");
+        group.bench_with_input(BenchmarkId::new("get_tuple_deepest", max_chain), &config, |b, config| {
+            b.iter(|| store.get_tuple(black_box(config)).expect("get").expect("stored"));
         });
     }
     group.finish();

@@ -23,6 +23,10 @@ use crate::records::{BlobKey, BlobRecord, Packed, StoredValue, ValueHead, ValueR
 use crate::segment::{Pinned, RecordBytes, SegmentSet};
 use crate::value_cache::CachedValue;
 
+/// Values shorter than this are stored whole and not cached: a delta could save little, and
+/// looking up and keeping the base would cost more than writing the value.
+pub(crate) const MIN_DELTA_VALUE: usize = 1024;
+
 /// The records one stored value needs, pinned under the index lock: its own first, then each
 /// base down its chain.
 pub(crate) type Chain = Vec<Pinned>;
@@ -138,6 +142,45 @@ pub(crate) fn read_chain(
     })
 }
 
+/// The value of a record that holds it whole and uncompressed (`Some(None)`: the empty sentinel);
+/// `None` if the record holds a delta or a compressed value.
+fn read_raw_whole(
+    pinned: &Pinned,
+    thread: &str,
+    ns: &str,
+    channel: &str,
+    version: &ChannelVersion,
+) -> Result<Option<Option<Blob>>> {
+    let bytes = read_blob(pinned, thread, ns, channel, version)?;
+    match bytes.view().kind {
+        RecordKind::Blob => {
+            let record: BlobRecord = decode(bytes.view().body).map_err(|reason| pinned.corruption(reason))?;
+            Ok(Some(record.value.map(|value| value.to_blob())))
+        }
+        RecordKind::Value => {
+            let record: ValueRecord = decode(bytes.view().body).map_err(|reason| pinned.corruption(reason))?;
+            match record.value {
+                None if record.head.base.is_none() => Ok(Some(None)),
+                Some(value) if record.head.base.is_none() && value.packed.codec == crate::codec::Codec::Raw => {
+                    if value.len != value.packed.len || value.packed.payload.len() as u64 != value.len {
+                        return Err(pinned.corruption(format!(
+                            "a whole value of {} bytes holds a {}-byte payload",
+                            value.len,
+                            value.packed.payload.len()
+                        )));
+                    }
+                    Ok(Some(Some(Blob {
+                        type_tag: value.type_tag.into_owned(),
+                        bytes: value.packed.payload.into_owned(),
+                    })))
+                }
+                _ => Ok(None),
+            }
+        }
+        other => Err(pinned.corruption(format!("a {other:?} record where a value was expected"))),
+    }
+}
+
 /// The bytes, stored size and type tag of a record holding a whole value (`None`: the empty
 /// sentinel).
 fn whole_value(bytes: &RecordBytes, limit: u64) -> std::result::Result<Option<(Vec<u8>, u64, String)>, String> {
@@ -251,6 +294,12 @@ impl crate::engine::Engine {
         chain: &[Pinned],
     ) -> Result<Option<Blob>> {
         let top = chain.first().map(|pinned| pinned.loc);
+        if let [only] = chain
+            && let Some(value) = read_raw_whole(only, thread, ns, channel, version)?
+        {
+            // Stored whole and uncompressed: a copy from the segment costs less than a cache lookup.
+            return Ok(value);
+        }
         let cached = self.value_cache.get(thread, ns, channel);
         if let Some(cached) = &cached
             && cached.version == *version

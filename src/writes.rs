@@ -19,7 +19,7 @@ use crate::records::{
 use crate::saver::{check_thread_id, run_id_of};
 use crate::segment::Pinned;
 use crate::value_cache::CachedValue;
-use crate::values;
+use crate::values::{self, MIN_DELTA_VALUE};
 
 /// Push a checkpoint record, its metadata and body compressed at `level` when that makes it
 /// smaller (the one way checkpoint records are written: put, copy, retention's rewrites).
@@ -124,7 +124,7 @@ impl Engine {
                     stored.push(found.map(|slot| self.segments.pin(slot.loc)).transpose()?);
                     let wants_base = found.is_none()
                         && self.options.values.deltas
-                        && checkpoint.channel_values.contains_key(channel);
+                        && checkpoint.channel_values.get(channel).is_some_and(|v| v.bytes.len() >= MIN_DELTA_VALUE);
                     let base = wants_base
                         .then(|| self.value_cache.get(thread, ns_name, channel))
                         .flatten()
@@ -155,7 +155,8 @@ impl Engine {
                     batch.push(&ValueRecord { head: ValueHead { key, base: None, depth: 0 }, value: None })?;
                     continue;
                 };
-                if self.options.values.deltas {
+                let cacheable = value.bytes.len() >= MIN_DELTA_VALUE;
+                if self.options.values.deltas && cacheable {
                     self.value_cache.count(base.is_some());
                     if base.is_none() {
                         *base = self.latest_value(thread, ns_name, channel).filter(|latest| &latest.version != version);
@@ -165,15 +166,17 @@ impl Engine {
                     batch.assume_record(thread, ns_name, blob_hash(channel, &base.version), base.loc);
                 }
                 let encoded = values::encode(key, value, base.as_ref(), &self.options.values);
-                fills.push((
-                    batch.record_count(),
-                    channel,
-                    version,
-                    value,
-                    encoded.depth,
-                    encoded.chain_bytes,
-                    encoded.whole_bytes,
-                ));
+                if cacheable {
+                    fills.push((
+                        batch.record_count(),
+                        channel,
+                        version,
+                        value,
+                        encoded.depth,
+                        encoded.chain_bytes,
+                        encoded.whole_bytes,
+                    ));
+                }
                 batch.push(&encoded.record)?;
             }
             let record = CheckpointRecord {

@@ -749,6 +749,7 @@ impl Store {
         ] {
             out.set_item(key, value)?;
         }
+        out.set_item("longest_chain", space.longest_chain)?;
         out.set_item("ratio", space.ratio())?;
         Ok(out)
     }

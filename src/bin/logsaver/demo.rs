@@ -127,7 +127,8 @@ fn prepare_dir(dir: &Path) -> Result<()> {
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
             let base = name.strip_suffix(".tmp").unwrap_or(&name);
-            let store_file = ["LOCK", "MANIFEST", "INDEX", logsaver::METRICS_FILE].contains(&base) || base.ends_with(".seg");
+            let store_file =
+                ["LOCK", "MANIFEST", "INDEX", logsaver::METRICS_FILE].contains(&base) || base.ends_with(".seg");
             if !store_file {
                 return Err(Error::InvalidArgument(format!(
                     "{} holds {name}, which is not a logsaver file; pick another directory",
