@@ -152,9 +152,15 @@ pub fn seed_corpus() -> Vec<(&'static str, String, Vec<u8>)> {
             let store = LogStore::open_with(sim.vfs(), Path::new(FUZZ_DIR), options).expect("seed store");
             for t in 0..threads {
                 let mut config = Config::thread(format!("t{t}"));
+                // Channel `b` grows by a chunk each step from 1.2 KiB: whole values compressed,
+                // then deltas (format version 2's records in the seeds).
+                let mut grown: Vec<u8> = (0..1200u32).map(|i| (i * 7 % 251) as u8).collect();
                 for step in 0..steps {
                     let mut cp = Checkpoint::empty(format!("{step:04}-{t}"));
                     cp.channel_values.insert("a".into(), Blob::new("bytes", vec![step as u8; 40 * step]));
+                    grown.extend(std::iter::repeat_n(step as u8, 100));
+                    cp.channel_values.insert("b".into(), Blob::new("bytes", grown.clone()));
+                    cp.channel_versions.insert("b".into(), ChannelVersion::Int(step as i64 + 1));
                     cp.channel_versions.insert("a".into(), ChannelVersion::Int(step as i64 + 1));
                     let metadata = serde_json::json!({"step": step, "run_id": format!("r{t}")});
                     let metadata = metadata.as_object().cloned().unwrap_or_default();
