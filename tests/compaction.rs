@@ -254,6 +254,16 @@ fn a_crash_at_any_step_of_compaction_loses_nothing() {
         workload(&store, &ids, "c", 3, 6);
         workload(&reference, &CheckpointIdGenerator::new(None), "c", 0, 0);
         store.delete_thread("c-0").expect("delete");
+        // A chain of deltas whose bases only the latest checkpoint's value still needs.
+        let mut value = noise(9, 1500);
+        let mut config = Config::thread("chain");
+        for step in 0..8 {
+            value.extend(noise(step + 10, 150));
+            let cp = checkpoint(&ids.next_id(), &[("messages", &value)], step as i64 + 1);
+            config = store.put(&config, &cp, &Default::default(), &cp.channel_versions).expect("put");
+        }
+        store.prune(&["chain".to_string()], PruneStrategy::KeepLatest).expect("prune");
+        assert!(store.value_space().longest_chain >= 4, "{:?}", store.value_space());
         let expected = everything(&store);
         faults.arm(Fault { kind: FaultKind::Any, nth, errno: 5, sticky: true });
         let outcome = store.compact();

@@ -49,7 +49,8 @@ fn a_version_1_store_reads_identically_and_takes_deltas_on_top() {
     let old = latest.checkpoint.channel_values["messages"].bytes.clone();
     let mut grown = old[..old.len() - 1].to_vec();
     // Long enough (over 1 KiB in all) to be stored as a delta.
-    let message = format!(r#",{{"role":"human","content":"a new message after the upgrade: {}"}}]"#, "more ".repeat(80));
+    let message =
+        format!(r#",{{"role":"human","content":"a new message after the upgrade: {}"}}]"#, "more ".repeat(80));
     grown.extend_from_slice(message.as_bytes());
     let mut cp = latest.checkpoint.clone();
     cp.id = store.next_checkpoint_id();
