@@ -102,6 +102,44 @@ fn bench(c: &mut Criterion) {
     }
     group.finish();
 
+    // A put of the next version of a growing list (Flush; 150-250 KB, and 2-8 KB), values stored as deltas and
+    // compressed, against values stored whole (format version 1's way): the write-path cost.
+    let mut group = c.benchmark_group("put_growing");
+    for (size, lists) in
+        [("large", (600..800).map(messages).collect::<Vec<_>>()), ("small", (10..30).map(messages).collect())]
+    {
+        for (name, values) in [
+            ("deltas", ValueEncoding::default()),
+            ("whole", ValueEncoding { deltas: false, compression_level: None, ..ValueEncoding::default() }),
+        ] {
+            group.bench_function(format!("{size}/{name}"), |b| {
+                b.iter_custom(|iters| {
+                    let dir = tempfile::tempdir().expect("tempdir");
+                    let options = Options {
+                        durability: logsaver::Durability::Flush,
+                        values: values.clone(),
+                        auto_compaction: None,
+                        ..Options::default()
+                    };
+                    let store = LogStore::open(dir.path(), options).expect("open");
+                    let mut parent = Config::thread("chat");
+                    let started = std::time::Instant::now();
+                    for i in 0..iters {
+                        let mut checkpoint = Checkpoint::empty(store.next_checkpoint_id());
+                        let at = usize::try_from(i).unwrap_or(0) % lists.len();
+                        let value = lists.get(at).expect("a list").clone();
+                        checkpoint.channel_values.insert("messages".into(), Blob::new("msgpack", value));
+                        checkpoint.channel_versions.insert("messages".into(), ChannelVersion::Int(i as i64 + 1));
+                        let versions = checkpoint.channel_versions.clone();
+                        parent = store.put(&parent, &checkpoint, &Default::default(), &versions).expect("put");
+                    }
+                    started.elapsed()
+                });
+            });
+        }
+    }
+    group.finish();
+
     // The cost of `max_chain` for reads: `get_tuple` by id of the checkpoint that sits deepest
     // in a chain (not the latest: its values come from the cache), against disk per version.
     let mut group = c.benchmark_group("chain_read");

@@ -206,7 +206,16 @@ pub(crate) fn check_records(index: &Index, segments: &SegmentSet, progress: &mut
             for (channel, version) in &versions {
                 let rebuilt = crate::values::pin_chain(segments, ns, blob_hash(channel, version)).and_then(|chain| {
                     chain.map_or(Ok(()), |chain| {
-                        crate::values::read_chain(&chain, thread, ns_name, channel, version, u64::MAX).map(|_| ())
+                        crate::values::read_chain(
+                            &chain,
+                            thread,
+                            ns_name,
+                            channel,
+                            version,
+                            u64::MAX,
+                            &mut crate::values::ChainMemo::disabled(),
+                        )
+                        .map(|_| ())
                     })
                 });
                 if let Err(e) = rebuilt {

@@ -27,7 +27,7 @@ use crate::pending::load_pending_writes;
 use crate::records::{BlobKey, checkpoint_of, decode_prefix};
 use crate::saver::{Ancestor, check_thread_id, metadata_matches, walk_delta_history};
 use crate::segment::{Pinned, RecordBytes};
-use crate::values::{Chain, pin_chain};
+use crate::values::{Chain, ChainMemo, pin_chain};
 
 /// Optimistic tries before a read holds the lock throughout.
 const OPTIMISTIC_TRIES: usize = 4;
@@ -165,10 +165,17 @@ impl Engine {
     }
 
     /// Build the tuple from a record and its pinned contents (no lock held).
-    fn assemble(&self, read: ReadCheckpoint, body: Body, contents: &Contents) -> Result<CheckpointTuple> {
+    /// `memo` carries values decoded for earlier tuples of the same call (see `ChainMemo`).
+    fn assemble(
+        &self,
+        read: ReadCheckpoint,
+        body: Body,
+        contents: &Contents,
+        memo: &mut ChainMemo,
+    ) -> Result<CheckpointTuple> {
         let mut checkpoint = body.checkpoint;
         for (channel, version, chain) in &contents.values {
-            if let Some(value) = self.read_value(&read.thread, &read.ns, channel, version, chain)? {
+            if let Some(value) = self.read_value(&read.thread, &read.ns, channel, version, chain, memo)? {
                 checkpoint.channel_values.insert(channel.clone(), value);
             }
         }
@@ -183,7 +190,7 @@ impl Engine {
     fn finish_read(&self, mut read: ReadCheckpoint) -> Result<Option<CheckpointTuple>> {
         let body = read.body()?;
         let contents = self.pin_contents(&self.index.read(), &read, &body.checkpoint.channel_versions, None)?;
-        contents.map(|contents| self.assemble(read, body, &contents)).transpose()
+        contents.map(|contents| self.assemble(read, body, &contents, &mut ChainMemo::disabled())).transpose()
     }
 
     /// One checkpoint, every step; with the lock held throughout once the optimistic tries are
@@ -202,7 +209,7 @@ impl Engine {
             read_checkpoint(thread, ns, key.clone(), self.segments.pin(slot.loc)?, self.options.max_value_bytes)?;
         let body = read.body()?;
         match self.pin_contents(&index, &read, &body.checkpoint.channel_versions, None)? {
-            Some(contents) => self.assemble(read, body, &contents).map(Some),
+            Some(contents) => self.assemble(read, body, &contents, &mut ChainMemo::disabled()).map(Some),
             None => Ok(None),
         }
     }
@@ -222,6 +229,7 @@ impl Engine {
         let mut cursors = self.list_sources(query);
         let mut out = Vec::new();
         let mut chunk = LIST_CHUNK;
+        let mut memo = ChainMemo::new();
         while out.len() < limit {
             // Step 1 for a chunk of candidates, newest first across every source.
             let candidates = self.next_candidates(query, &mut cursors, chunk.min(limit - out.len()))?;
@@ -250,7 +258,7 @@ impl Engine {
             }
             for (read, body, contents) in pinned {
                 let tuple = match contents {
-                    Some(contents) => Some(self.assemble(read, body, &contents)?),
+                    Some(contents) => Some(self.assemble(read, body, &contents, &mut memo)?),
                     None => self
                         .read_one(&read.thread, &read.ns, Some(&read.id))?
                         .filter(|tuple| metadata_matches(&tuple.metadata, &query.filter)),
@@ -340,7 +348,14 @@ impl Engine {
 
     /// One ancestor for the delta-history walk: its parent, the requested channels' stored
     /// values and its pending writes, without loading other channels.
-    fn load_ancestor(&self, thread: &str, ns: &str, id: &str, channels: &[String]) -> Result<Option<Ancestor>> {
+    fn load_ancestor(
+        &self,
+        thread: &str,
+        ns: &str,
+        id: &str,
+        channels: &[String],
+        memo: &mut ChainMemo,
+    ) -> Result<Option<Ancestor>> {
         for _ in 0..OPTIMISTIC_TRIES {
             let Some((key, pinned)) = self.pin_checkpoint(thread, ns, Some(id))? else { return Ok(None) };
             let mut read = read_checkpoint(thread, ns, key, pinned, self.options.max_value_bytes)?;
@@ -352,7 +367,7 @@ impl Engine {
             };
             let mut values = BTreeMap::new();
             for (channel, version, chain) in &contents.values {
-                if let Some(value) = self.read_value(thread, ns, channel, version, chain)? {
+                if let Some(value) = self.read_value(thread, ns, channel, version, chain, memo)? {
                     values.insert(channel.clone(), value);
                 }
             }
@@ -380,10 +395,14 @@ impl Engine {
         check_thread_id(&config.thread_id)?;
         let (thread, ns) = (config.thread_id.as_str(), config.checkpoint_ns.as_str());
         let start = match self.pin_checkpoint(thread, ns, config.checkpoint_id.as_deref())? {
-            Some((key, _)) => self.load_ancestor(thread, ns, &key.as_str(), &[])?.and_then(|a| a.parent_id),
+            Some((key, _)) => self
+                .load_ancestor(thread, ns, &key.as_str(), &[], &mut ChainMemo::disabled())?
+                .and_then(|a| a.parent_id),
             None => None,
         };
-        walk_delta_history(channels, start, |id| self.load_ancestor(thread, ns, id, channels))
+        // Ancestors share their values' chains: one memo for the whole walk.
+        let mut memo = ChainMemo::new();
+        walk_delta_history(channels, start, |id| self.load_ancestor(thread, ns, id, channels, &mut memo))
     }
 }
 

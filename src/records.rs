@@ -234,6 +234,19 @@ impl PackedCheckpointRecord<'static> {
     /// `record` with its metadata and body compressed at `level`; `None` when that does not
     /// make it smaller (the caller writes the plain record).
     pub fn pack(record: &CheckpointRecord<'_>, level: Option<i32>) -> Option<Self> {
+        // Most checkpoint bodies are below what compression pays for: tell from the lengths of
+        // their strings (a lower bound of the encoding), without encoding them twice.
+        let version_len = |v: &ChannelVersion| match v {
+            ChannelVersion::Str(s) => s.len(),
+            ChannelVersion::Int(_) | ChannelVersion::Float(_) => 1,
+        };
+        let versions = |v: &ChannelVersions| v.iter().map(|(c, v)| c.len() + version_len(v)).sum::<usize>();
+        let estimate = record.head.metadata_json.len()
+            + record.body.ts.len()
+            + record.body.versions_seen.iter().map(|(node, seen)| node.len() + versions(seen)).sum::<usize>();
+        if level.is_none() || estimate < codec::MIN_COMPRESS {
+            return None;
+        }
         let rest = CheckpointRest {
             metadata_json: Cow::Borrowed(&record.head.metadata_json),
             v: record.body.v,

@@ -32,7 +32,7 @@ pub(crate) struct CachedValue {
     pub depth: u32,
     /// Stored bytes of those deltas.
     pub chain_bytes: u64,
-    /// Stored bytes of the whole value the chain starts from.
+    /// Bytes of the whole value the chain starts from (uncompressed).
     pub whole_bytes: u64,
 }
 

@@ -5,8 +5,9 @@
 //! in the same (thread, namespace) (its base), either compressed or not. A chain is a delta,
 //! its base, that one's base, ... down to a whole value; a read decodes at most
 //! [`ValueEncoding::max_chain`] deltas because a write stores the value whole after that many,
-//! or sooner if the chain's deltas would add up to more bytes than the whole value they rest on
-//! (so the bytes a chain keeps alive stay within twice the whole value). The index holds each
+//! or sooner if the chain's deltas would add up to more stored bytes than the whole value they
+//! rest on is long (so a chain keeps alive at most that whole value's length in deltas, on top
+//! of the whole value as stored). The index holds each
 //! delta's base link, counted as a reference, so a base lives as long as a live delta needs it
 //! (see `index.rs`).
 
@@ -58,7 +59,8 @@ pub(crate) struct DecodedValue {
     pub depth: u32,
     /// Stored bytes of those deltas.
     pub chain_bytes: u64,
-    /// Stored bytes of the whole value.
+    /// Bytes of the whole value the chain starts from (uncompressed: what the chain's deltas are
+    /// weighed against).
     pub whole_bytes: u64,
 }
 
@@ -76,10 +78,52 @@ impl DecodedValue {
     }
 }
 
+/// Values decoded during one call that reads many (`list`), by the record they came from:
+/// consecutive checkpoints' values share their chains, so with the memo each delta is applied
+/// once per call instead of once per value above it. Bounded by [`MEMO_BUDGET`] bytes; a
+/// disabled memo (single reads) keeps nothing.
+pub(crate) struct ChainMemo {
+    values: std::collections::HashMap<crate::segment::Loc, Memoized>,
+    bytes: u64,
+    enabled: bool,
+}
+
+/// What one call's memo may hold.
+const MEMO_BUDGET: u64 = 64 << 20;
+
+struct Memoized {
+    channel: String,
+    version: ChannelVersion,
+    value: Vec<u8>,
+    type_tag: String,
+    depth: u32,
+    chain_bytes: u64,
+    whole_bytes: u64,
+}
+
+impl ChainMemo {
+    /// A memo for a call that reads many values.
+    pub fn new() -> Self {
+        ChainMemo { values: std::collections::HashMap::new(), bytes: 0, enabled: true }
+    }
+
+    /// A memo that keeps nothing.
+    pub fn disabled() -> Self {
+        ChainMemo { enabled: false, ..ChainMemo::new() }
+    }
+
+    fn remember(&mut self, loc: crate::segment::Loc, entry: impl FnOnce() -> Memoized, len: usize) {
+        if self.enabled && self.bytes + len as u64 <= MEMO_BUDGET {
+            self.bytes += len as u64;
+            self.values.insert(loc, entry());
+        }
+    }
+}
+
 /// Read a value through its pinned chain (no lock held): each record's key is checked (the
 /// thread, namespace and channel, and the version its successor names as base), every length
 /// is checked against `limit` before anything is allocated, and a chain longer than
-/// [`MAX_CHAIN_LIMIT`] is refused as corruption.
+/// [`MAX_CHAIN_LIMIT`] is refused as corruption. A record `memo` holds starts the rebuild.
 pub(crate) fn read_chain(
     chain: &[Pinned],
     thread: &str,
@@ -87,10 +131,19 @@ pub(crate) fn read_chain(
     channel: &str,
     version: &ChannelVersion,
     limit: u64,
+    memo: &mut ChainMemo,
 ) -> Result<DecodedValue> {
     let mut records: Vec<(&Pinned, RecordBytes)> = Vec::with_capacity(chain.len());
     let mut expected = version.clone();
+    let mut from_memo = None;
     for (at, pinned) in chain.iter().enumerate() {
+        if let Some(known) = memo.values.get(&pinned.loc)
+            && known.channel == channel
+            && known.version == expected
+        {
+            from_memo = Some(known);
+            break;
+        }
         let bytes = read_blob(pinned, thread, ns, channel, &expected)?;
         let base = match bytes.view().kind {
             RecordKind::Value => {
@@ -113,17 +166,49 @@ pub(crate) fn read_chain(
         }
         expected = base;
     }
-    let Some(((bottom_pin, bottom), deltas)) = records.split_last() else {
-        return Err(Error::invariant("a value chain with no record"));
+    // Where the rebuild starts: a value the memo holds, or the whole value at the bottom.
+    let (mut value, mut type_tag, mut depth, mut chain_bytes, whole_bytes, deltas) = match from_memo {
+        Some(known) => (
+            known.value.clone(),
+            known.type_tag.clone(),
+            known.depth,
+            known.chain_bytes,
+            known.whole_bytes,
+            &records[..],
+        ),
+        None => {
+            let Some(((bottom_pin, bottom), deltas)) = records.split_last() else {
+                return Err(Error::invariant("a value chain with no record"));
+            };
+            let (whole, whole_bytes, type_tag) =
+                match whole_value(bottom, limit).map_err(|r| bottom_pin.corruption(r))? {
+                    Some(value) => value,
+                    None if deltas.is_empty() => {
+                        return Ok(DecodedValue { blob: None, depth: 0, chain_bytes: 0, whole_bytes: 0 });
+                    }
+                    None => return Err(bottom_pin.corruption("the base of a delta is the empty value")),
+                };
+            if !deltas.is_empty() {
+                let key: BlobKey = decode_prefix(bottom.view().body).map_err(|r| bottom_pin.corruption(r))?;
+                let (version, len) = (key.version.into_owned(), whole.len());
+                memo.remember(
+                    bottom_pin.loc,
+                    || Memoized {
+                        channel: channel.to_owned(),
+                        version,
+                        value: whole.clone(),
+                        type_tag: type_tag.clone(),
+                        depth: 0,
+                        chain_bytes: 0,
+                        whole_bytes,
+                    },
+                    len,
+                );
+            }
+            (whole, type_tag, 0, 0, whole_bytes, deltas)
+        }
     };
-    let (whole, whole_bytes, type_tag) = match whole_value(bottom, limit).map_err(|r| bottom_pin.corruption(r))? {
-        Some(value) => value,
-        None if deltas.is_empty() => return Ok(DecodedValue { blob: None, depth: 0, chain_bytes: 0, whole_bytes: 0 }),
-        None => return Err(bottom_pin.corruption("the base of a delta is the empty value")),
-    };
-    let (mut value, mut type_tag) = (whole, type_tag);
-    let mut chain_bytes = 0;
-    for (pinned, bytes) in deltas.iter().rev() {
+    for (i, (pinned, bytes)) in deltas.iter().enumerate().rev() {
         let record: ValueRecord = decode(bytes.view().body).map_err(|reason| pinned.corruption(reason))?;
         let stored = record.value.ok_or_else(|| pinned.corruption("a delta without a value"))?;
         chain_bytes += stored.packed.stored_len();
@@ -132,14 +217,25 @@ pub(crate) fn read_chain(
         value = delta::apply(&value, &ops, len).map_err(|r| pinned.corruption(r))?;
         // The last one applied is the value's own record, whose tag is the value's.
         type_tag = stored.type_tag.into_owned();
+        depth += 1;
+        if i > 0 {
+            let version = record.head.key.version.into_owned();
+            memo.remember(
+                pinned.loc,
+                || Memoized {
+                    channel: channel.to_owned(),
+                    version,
+                    value: value.clone(),
+                    type_tag: type_tag.clone(),
+                    depth,
+                    chain_bytes,
+                    whole_bytes,
+                },
+                len,
+            );
+        }
     }
-    #[expect(clippy::cast_possible_truncation, reason = "deltas.len() < MAX_CHAIN_LIMIT, checked above")]
-    Ok(DecodedValue {
-        blob: Some(Blob { type_tag, bytes: value }),
-        depth: deltas.len() as u32,
-        chain_bytes,
-        whole_bytes,
-    })
+    Ok(DecodedValue { blob: Some(Blob { type_tag, bytes: value }), depth, chain_bytes, whole_bytes })
 }
 
 /// The value of a record that holds it whole and uncompressed (`Some(None)`: the empty sentinel);
@@ -181,7 +277,7 @@ fn read_raw_whole(
     }
 }
 
-/// The bytes, stored size and type tag of a record holding a whole value (`None`: the empty
+/// The bytes, length and type tag of a record holding a whole value (`None`: the empty
 /// sentinel).
 fn whole_value(bytes: &RecordBytes, limit: u64) -> std::result::Result<Option<(Vec<u8>, u64, String)>, String> {
     match bytes.view().kind {
@@ -202,7 +298,8 @@ fn whole_value(bytes: &RecordBytes, limit: u64) -> std::result::Result<Option<(V
                 return Err(format!("a whole value of {} bytes holds a {}-byte payload", value.len, value.packed.len));
             }
             let bytes = value.packed.unpack(limit)?.into_owned();
-            Ok(Some((bytes, value.packed.stored_len(), value.type_tag.into_owned())))
+            let len = bytes.len() as u64;
+            Ok(Some((bytes, len, value.type_tag.into_owned())))
         }
         other => Err(format!("a {other:?} record where a value was expected")),
     }
@@ -266,7 +363,7 @@ pub(crate) fn encode<'a>(
         }
     }
     let packed = Packed::of(new, level);
-    let whole_bytes = packed.stored_len();
+    let whole_bytes = new.len() as u64;
     EncodedValue {
         record: ValueRecord {
             head: ValueHead { key, base: None, depth: 0 },
@@ -292,6 +389,7 @@ impl crate::engine::Engine {
         channel: &str,
         version: &ChannelVersion,
         chain: &[Pinned],
+        memo: &mut ChainMemo,
     ) -> Result<Option<Blob>> {
         let top = chain.first().map(|pinned| pinned.loc);
         if let [only] = chain
@@ -308,7 +406,7 @@ impl crate::engine::Engine {
             self.value_cache.count(true);
             return Ok(Some(Blob::clone(&cached.blob)));
         }
-        let decoded = read_chain(chain, thread, ns, channel, version, self.options.max_value_bytes)?;
+        let decoded = read_chain(chain, thread, ns, channel, version, self.options.max_value_bytes, memo)?;
         if decoded.depth > 0 {
             self.value_cache.count(false);
         }
@@ -328,7 +426,15 @@ impl crate::engine::Engine {
     pub(crate) fn latest_value(&self, thread: &str, ns: &str, channel: &str) -> Option<CachedValue> {
         let read = || -> Result<Option<CachedValue>> {
             let Some((chain, version)) = self.pin_latest_value(thread, ns, channel)? else { return Ok(None) };
-            let decoded = read_chain(&chain, thread, ns, channel, &version, self.options.max_value_bytes)?;
+            let decoded = read_chain(
+                &chain,
+                thread,
+                ns,
+                channel,
+                &version,
+                self.options.max_value_bytes,
+                &mut ChainMemo::disabled(),
+            )?;
             let entry = decoded.cached(&version, &chain);
             if let Some(entry) = &entry {
                 self.value_cache.insert(thread, ns, channel, entry.clone());
