@@ -26,11 +26,12 @@ use parking_lot::RwLock;
 use crate::commit::Committer;
 use crate::error::{Error, Result};
 use crate::format::{
-    EncodedFrame, FRAME_ALIGN, FRAME_HEADER_LEN, FrameHeader, FrameScanner, SEGMENT_HEADER_LEN, Scanned, align_up,
-    salted_hasher,
+    EncodedFrame, FRAME_ALIGN, FRAME_HEADER_LEN, FrameHeader, FrameScanner, RecordKind, SEGMENT_HEADER_LEN, Scanned,
+    align_up, begin_record, finish_record, salted_hasher,
 };
 use crate::index::{Applied, Index, IndexOp};
 use crate::manifest::Layout;
+use crate::records::{Packed, StoredValue, ValueHead, ValueRecord, decode_prefix};
 use crate::recovery::{record_loc, replay_op};
 use crate::segment::{Loc, Segment, segment_path, sync_dir, write_frame};
 use crate::vfs::VfsFile;
@@ -53,6 +54,8 @@ pub struct CompactionStats {
     pub records_copied: u64,
     /// Dead records and tombstones dropped.
     pub records_dropped: u64,
+    /// Deltas stored whole because nothing but them kept their base (which then dies).
+    pub deltas_stored_whole: u64,
     /// Wall time.
     pub elapsed: Duration,
 }
@@ -192,6 +195,7 @@ pub fn compact_prefix(
     committer: &Committer,
     victims: &[Arc<Segment>],
     segment_size: u64,
+    values: &ValuePolicy,
     stop: &dyn Fn() -> bool,
 ) -> Result<CompactionStats> {
     let started = Instant::now();
@@ -199,7 +203,7 @@ pub fn compact_prefix(
     let mut output = Output::new(layout, segment_size);
     let mut moved_ops = Vec::new();
     let mut dropped_blobs = Vec::new();
-    let copied = copy_live(victims, index, &mut output, &mut moved_ops, &mut dropped_blobs, &mut stats, stop)
+    let copied = copy_live(victims, index, &mut output, &mut moved_ops, &mut dropped_blobs, &mut stats, values, stop)
         .and_then(|()| output.finish());
     if let Err(error) = copied {
         output.abandon();
@@ -312,6 +316,7 @@ fn copy_live(
     moved: &mut Vec<(IndexOp<'static>, Loc)>,
     dropped_blobs: &mut Vec<DroppedBlob>,
     stats: &mut CompactionStats,
+    values: &ValuePolicy,
     stop: &dyn Fn() -> bool,
 ) -> Result<()> {
     for segment in victims {
@@ -336,28 +341,48 @@ fn copy_live(
                     None => break,
                 },
             };
-            // One read lock per frame: writers are never held up for long.
-            let index = index.read();
-            for (relative, record) in records {
-                let loc = record_loc(segment, offset, relative, &record)?;
+            // One read lock per frame: writers are never held up for long. Decide first,
+            // copy after: storing a delta whole reads its chain, which is not done under it.
+            let mut decisions = Vec::with_capacity(records.len());
+            {
+                let index = index.read();
+                for (relative, record) in records {
+                    let loc = record_loc(segment, offset, relative, &record)?;
+                    // Live: copied. An unreferenced blob the index still names: dropped, but
+                    // kept in hand in case a checkpoint reads it again before the switch.
+                    let (live, unreferenced_blob) = replay_op(segment, loc, &record, |op| {
+                        let live = index.is_live(op, loc);
+                        let named = matches!(op, IndexOp::Blob { thread, ns, hash, .. }
+                            if index.namespace(thread, ns).and_then(|n| n.blobs.get(hash)).is_some_and(|slot| slot.loc == loc));
+                        (live.then(|| op.to_static()), (!live && named).then(|| op.to_static()))
+                    })?;
+                    let rebase = live.as_ref().is_some_and(|op| only_a_chain_keeps_its_base(&index, op));
+                    decisions.push((loc, live, unreferenced_blob, rebase));
+                }
+            }
+            for (loc, live, unreferenced_blob, rebase) in decisions {
                 let start = loc.offset as usize;
                 let bytes = usize::try_from(loc.disk_len())
                     .ok()
                     .and_then(|len| data.get(start..start + len))
                     .ok_or_else(|| Error::invariant("a scanned record lies outside its segment's bytes"))?;
-                // Live: copied. An unreferenced blob the index still names: dropped, but kept
-                // in hand in case a checkpoint reads it again before the switch.
-                let (live, unreferenced_blob) = replay_op(segment, loc, &record, |op| {
-                    let live = index.is_live(op, loc);
-                    let named = matches!(op, IndexOp::Blob { thread, ns, hash, .. }
-                        if index.namespace(thread, ns).and_then(|n| n.blobs.get(hash)).is_some_and(|slot| slot.loc == loc));
-                    (live.then(|| op.to_static()), (!live && named).then(|| op.to_static()))
-                })?;
                 if let Some(op) = live {
-                    output.push(bytes, loc.len)?;
-                    moved.push((op, loc));
+                    let whole =
+                        if rebase { store_whole(index, &output.layout.segments, &op, loc, values) } else { None };
+                    match whole {
+                        Some((record, body_len, whole_op)) => {
+                            output.push(&record, body_len)?;
+                            moved.push((whole_op, loc));
+                            stats.deltas_stored_whole += 1;
+                            stats.bytes_copied += record.len() as u64;
+                        }
+                        None => {
+                            output.push(bytes, loc.len)?;
+                            moved.push((op, loc));
+                            stats.bytes_copied += loc.disk_len();
+                        }
+                    }
                     stats.records_copied += 1;
-                    stats.bytes_copied += loc.disk_len();
                 } else {
                     if let Some(op) = unreferenced_blob {
                         dropped_blobs.push(DroppedBlob { op, loc, bytes: bytes.to_vec() });
@@ -368,4 +393,82 @@ fn copy_live(
         }
     }
     Ok(())
+}
+
+/// Whether `op` is a delta a checkpoint reads, whose base nothing reads but this one delta:
+/// storing it whole lets the base (and, down the chain, whatever only it kept) die. Only deltas
+/// that checkpoints read qualify: below one, every delta of a dead stretch of chain would
+/// qualify too, and each would be stored whole only to die at the switch.
+fn only_a_chain_keeps_its_base(index: &Index, op: &IndexOp<'_>) -> bool {
+    let IndexOp::Blob { thread, ns, hash, base: Some(base) } = op else { return false };
+    let Some(namespace) = index.namespace(thread, ns) else { return false };
+    let read_by_a_checkpoint = namespace.blobs.get(hash).is_some_and(|slot| slot.refs > slot.delta_refs);
+    read_by_a_checkpoint
+        && namespace.blobs.get(base).is_some_and(|slot| slot.refs == slot.delta_refs && slot.delta_refs == 1)
+}
+
+/// The delta at `loc` rebuilt and encoded as a whole value record: (record bytes, body length,
+/// its index op without a base). `None` (the delta is then copied as it is) if the index no
+/// longer names that record or its chain cannot be read.
+fn store_whole(
+    index: &RwLock<Index>,
+    segments: &crate::segment::SegmentSet,
+    op: &IndexOp<'static>,
+    loc: Loc,
+    values: &ValuePolicy,
+) -> Option<(Vec<u8>, u32, IndexOp<'static>)> {
+    let IndexOp::Blob { thread, ns, hash, .. } = op else { return None };
+    let rebuild = || -> Result<Option<(Vec<u8>, u32, IndexOp<'static>)>> {
+        let chain = {
+            let index = index.read();
+            let Some(namespace) = index.namespace(thread, ns) else { return Ok(None) };
+            if namespace.blobs.get(hash).is_none_or(|slot| slot.loc != loc) {
+                return Ok(None);
+            }
+            crate::values::pin_chain(segments, namespace, *hash)?
+        };
+        let Some(chain) = chain else { return Ok(None) };
+        let Some(top) = chain.first() else { return Ok(None) };
+        let top_bytes = top.read()?;
+        let head: ValueHead = decode_prefix(top_bytes.view().body).map_err(|reason| top.corruption(reason))?;
+        let (channel, version) = (head.key.channel.as_ref(), head.key.version.as_ref());
+        let decoded = crate::values::read_chain(
+            &chain,
+            thread,
+            ns,
+            channel,
+            version,
+            values.limit,
+            &mut crate::values::ChainMemo::disabled(),
+        )?;
+        let Some(blob) = decoded.blob else { return Ok(None) };
+        let record = ValueRecord {
+            head: ValueHead { key: head.key, base: None, depth: 0 },
+            value: Some(StoredValue {
+                type_tag: std::borrow::Cow::Borrowed(&blob.type_tag),
+                len: blob.bytes.len() as u64,
+                packed: Packed::of(&blob.bytes, values.level),
+            }),
+        };
+        let mut bytes = Vec::new();
+        let at = begin_record(&mut bytes);
+        bytes = postcard::to_extend(&record, bytes)
+            .map_err(|e| Error::invariant(format!("cannot encode a record: {e}")))?;
+        let body_len = u32::try_from(finish_record(&mut bytes, at, RecordKind::Value))
+            .map_err(|_| Error::invariant("a rebuilt value over 4 GiB"))?;
+        let whole_op = IndexOp::Blob { thread: thread.clone(), ns: ns.clone(), hash: *hash, base: None };
+        Ok(Some((bytes, body_len, whole_op)))
+    };
+    rebuild().unwrap_or_else(|error| {
+        tracing::warn!(%error, thread = %thread, "cannot rebuild a delta to store it whole; copied as it is");
+        None
+    })
+}
+
+/// What compaction needs to store a delta whole: the zstd level and the value limit.
+pub struct ValuePolicy {
+    /// zstd level (`None`: uncompressed).
+    pub level: Option<i32>,
+    /// The store's `max_value_bytes`.
+    pub limit: u64,
 }

@@ -243,12 +243,21 @@ pub struct BlobSlot {
     /// Live checkpoints whose `channel_versions` name this (channel, version), plus live deltas
     /// whose base it is.
     pub refs: u32,
+    /// How many of `refs` are live deltas (the rest are checkpoints). A blob whose readers are
+    /// all deltas is kept only for their chains: compaction may store its one dependent whole
+    /// and let it go.
+    pub delta_refs: u32,
     /// For a delta: the [`blob_hash`] of its base (same thread, namespace and channel), which
     /// holds one reference for as long as this blob has any.
     pub base: Option<u64>,
 }
 
 impl BlobSlot {
+    /// A slot counting readers of a blob not indexed (yet).
+    pub fn placeholder() -> Self {
+        BlobSlot { loc: Loc::ABSENT, refs: 0, delta_refs: 0, base: None }
+    }
+
     /// Whether the blob's record is indexed (not a placeholder).
     pub fn is_stored(&self) -> bool {
         self.loc != Loc::ABSENT
@@ -376,37 +385,50 @@ fn sub_live(usage: &mut HashMap<u32, SegmentUsage>, loc: Loc) {
     entry.live = entry.live.saturating_sub(loc.disk_len());
 }
 
+/// Who reads a blob: a checkpoint (its `channel_versions`) or a delta stored against it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Reader {
+    Checkpoint,
+    Delta,
+}
+
 /// One more reader of blob `hash`. A blob that gains its first reader becomes live, and if it
-/// is a delta its base gains a reader in turn, down the chain. A blob not indexed (yet) is
-/// counted on a placeholder.
-fn incref(namespace: &mut NamespaceIndex, usage: &mut HashMap<u32, SegmentUsage>, hash: u64) {
-    let mut next = Some(hash);
+/// is a delta its base gains a (delta) reader in turn, down the chain. A blob not indexed (yet)
+/// is counted on a placeholder.
+fn incref(namespace: &mut NamespaceIndex, usage: &mut HashMap<u32, SegmentUsage>, hash: u64, reader: Reader) {
+    let mut next = Some((hash, reader));
     // Bounded: a chain that loops (only damaged records could make one) stops at the limit.
     for _ in 0..=crate::options::MAX_CHAIN_LIMIT {
-        let Some(hash) = next.take() else { return };
-        let slot = namespace.blobs.entry(hash).or_insert(BlobSlot { loc: Loc::ABSENT, refs: 0, base: None });
+        let Some((hash, reader)) = next.take() else { return };
+        let slot = namespace.blobs.entry(hash).or_insert(BlobSlot::placeholder());
         slot.refs += 1;
+        if reader == Reader::Delta {
+            slot.delta_refs += 1;
+        }
         if slot.refs == 1 {
             if slot.is_stored() {
                 add_live(usage, slot.loc);
             }
-            next = slot.base;
+            next = slot.base.map(|base| (base, Reader::Delta));
         }
     }
 }
 
 /// One reader fewer of blob `hash`; a blob that loses its last reader releases its base.
-fn decref(namespace: &mut NamespaceIndex, usage: &mut HashMap<u32, SegmentUsage>, hash: u64) {
-    let mut next = Some(hash);
+fn decref(namespace: &mut NamespaceIndex, usage: &mut HashMap<u32, SegmentUsage>, hash: u64, reader: Reader) {
+    let mut next = Some((hash, reader));
     for _ in 0..=crate::options::MAX_CHAIN_LIMIT {
-        let Some(hash) = next.take() else { return };
+        let Some((hash, reader)) = next.take() else { return };
         let Some(slot) = namespace.blobs.get_mut(&hash) else { return };
         if slot.refs == 0 {
             return;
         }
         slot.refs -= 1;
+        if reader == Reader::Delta {
+            slot.delta_refs = slot.delta_refs.saturating_sub(1);
+        }
         if slot.refs == 0 {
-            next = slot.base;
+            next = slot.base.map(|base| (base, Reader::Delta));
             if slot.is_stored() {
                 sub_live(usage, slot.loc);
             } else {
@@ -447,12 +469,12 @@ impl Index {
                 let old = namespace.checkpoints.insert(key, CheckpointSlot { loc, run });
                 add_live(usage, loc);
                 for &hash in refs {
-                    incref(namespace, usage, hash);
+                    incref(namespace, usage, hash, Reader::Checkpoint);
                 }
                 if let Some(old) = old {
                     sub_live(usage, old.loc);
                     for hash in source.checkpoint_refs(old.loc) {
-                        decref(namespace, usage, hash);
+                        decref(namespace, usage, hash, Reader::Checkpoint);
                     }
                     self.runs.release(old.run);
                 }
@@ -462,23 +484,23 @@ impl Index {
                 // A repeated record (a copy, a re-put) moves the blob; the count of its readers
                 // stays. While it has any, it holds its base: the new record's, then no longer
                 // the old one's.
-                let (refs, old_base) = match namespace.blobs.get(hash) {
+                let (refs, delta_refs, old_base) = match namespace.blobs.get(hash) {
                     Some(old) => {
                         if old.refs > 0 && old.is_stored() {
                             sub_live(usage, old.loc);
                         }
-                        (old.refs, old.base)
+                        (old.refs, old.delta_refs, old.base)
                     }
-                    None => (0, None),
+                    None => (0, 0, None),
                 };
-                namespace.blobs.insert(*hash, BlobSlot { loc, refs, base: *base });
+                namespace.blobs.insert(*hash, BlobSlot { loc, refs, delta_refs, base: *base });
                 if refs > 0 {
                     add_live(usage, loc);
                     if let Some(base) = base {
-                        incref(namespace, usage, *base);
+                        incref(namespace, usage, *base, Reader::Delta);
                     }
                     if let Some(old_base) = old_base {
-                        decref(namespace, usage, old_base);
+                        decref(namespace, usage, old_base, Reader::Delta);
                     }
                 }
             }
@@ -526,7 +548,7 @@ impl Index {
                     if let Some(slot) = namespace.checkpoints.remove(&key) {
                         sub_live(&mut self.usage, slot.loc);
                         for hash in source.checkpoint_refs(slot.loc) {
-                            decref(namespace, &mut self.usage, hash);
+                            decref(namespace, &mut self.usage, hash, Reader::Checkpoint);
                         }
                         self.runs.release(slot.run);
                     }
@@ -599,10 +621,18 @@ impl Index {
                 }
                 _ => (false, false),
             },
-            IndexOp::Blob { hash, .. } => match namespace.blobs.get_mut(hash) {
+            IndexOp::Blob { hash, base, .. } => match namespace.blobs.get_mut(hash) {
                 Some(slot) if slot.loc == from => {
                     slot.loc = to;
-                    (true, slot.refs > 0)
+                    let live = slot.refs > 0;
+                    // Compaction stored a delta whole (`base` is now `None`): its old base loses
+                    // this reader.
+                    let released = (slot.base != *base).then_some(slot.base).flatten();
+                    slot.base = *base;
+                    if let Some(released) = released.filter(|_| live) {
+                        decref(namespace, &mut self.usage, released, Reader::Delta);
+                    }
+                    (true, live)
                 }
                 _ => (false, false),
             },

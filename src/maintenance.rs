@@ -127,6 +127,10 @@ impl Engine {
             &self.committer,
             &victims,
             self.options.segment_size,
+            &crate::compaction::ValuePolicy {
+                level: self.options.values.compression_level,
+                limit: self.options.max_value_bytes,
+            },
             &|| self.closing(),
         )?;
         tracing::info!(?stats, "compacted");

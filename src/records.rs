@@ -154,7 +154,8 @@ pub struct ValueHead<'a> {
     /// against; `None` for a whole value.
     #[serde(borrow)]
     pub base: Option<Cow<'a, ChannelVersion>>,
-    /// Deltas from this record down to the whole value its chain starts from (0: whole).
+    /// Deltas from this record down to the whole value its chain started from when it was
+    /// written (0: whole). Informational: compaction may since have stored a base whole.
     pub depth: u32,
 }
 

@@ -71,7 +71,7 @@ fn loc((segment, offset, len): L) -> Loc {
 struct Namespace {
     name: String,
     checkpoints: Vec<(Key, L, u32)>,
-    blobs: Vec<(u64, L, u32, Option<u64>)>,
+    blobs: Vec<(u64, L, u32, u32, Option<u64>)>,
     writes: Vec<(Key, Vec<L>)>,
 }
 
@@ -132,7 +132,7 @@ pub fn capture(manifest: &Manifest, segments: &SegmentSet, index: &Index) -> Res
                             .iter()
                             .map(|(k, s)| (Key::from(k), l(s.loc), s.run.map_or(0, NonZeroU32::get)))
                             .collect(),
-                        blobs: n.blobs.iter().map(|(h, b)| (*h, l(b.loc), b.refs, b.base)).collect(),
+                        blobs: n.blobs.iter().map(|(h, b)| (*h, l(b.loc), b.refs, b.delta_refs, b.base)).collect(),
                         writes: n
                             .writes
                             .iter()
@@ -241,7 +241,7 @@ fn decode(bytes: &[u8], manifest: &Manifest, segments: &SegmentSet) -> Result<Lo
                 blobs: ns
                     .blobs
                     .into_iter()
-                    .map(|(hash, at, refs, base)| (hash, BlobSlot { loc: loc(at), refs, base }))
+                    .map(|(hash, at, refs, delta_refs, base)| (hash, BlobSlot { loc: loc(at), refs, delta_refs, base }))
                     .collect(),
                 writes: ns
                     .writes

@@ -452,17 +452,28 @@ impl crate::engine::Engine {
     /// How the live values are stored (see [`crate::ValueSpace`]). Reads each live value
     /// record's head, without the index lock (located under it first).
     pub(crate) fn value_space(&self) -> crate::ValueSpace {
+        let mut longest_chain = 0u32;
         let locs: Vec<Pinned> = {
             let index = self.index.read();
-            index
-                .threads()
-                .flat_map(|(_, thread)| thread.namespaces.values())
-                .flat_map(|ns| ns.blobs.values())
-                .filter(|slot| slot.is_stored() && slot.refs > 0)
-                .filter_map(|slot| self.segments.pin(slot.loc).ok())
-                .collect()
+            let mut locs = Vec::new();
+            for ns in index.threads().flat_map(|(_, thread)| thread.namespaces.values()) {
+                for slot in ns.blobs.values().filter(|slot| slot.is_stored() && slot.refs > 0) {
+                    // Chains as the index links them now (a record's own depth is as written:
+                    // compaction may since have stored a base whole).
+                    let mut depth = 0u32;
+                    let mut base = slot.base;
+                    while let Some(hash) = base.filter(|_| depth < MAX_CHAIN_LIMIT) {
+                        depth += 1;
+                        base = ns.stored_blob(hash).and_then(|b| b.base);
+                    }
+                    longest_chain = longest_chain.max(depth);
+                    locs.extend(self.segments.pin(slot.loc).ok());
+                }
+            }
+            locs
         };
-        let mut space = crate::ValueSpace { cache: self.value_cache.stats(), ..crate::ValueSpace::default() };
+        let mut space =
+            crate::ValueSpace { cache: self.value_cache.stats(), longest_chain, ..crate::ValueSpace::default() };
         for pinned in locs {
             let Ok(bytes) = pinned.read() else { continue };
             space.values += 1;
@@ -473,7 +484,6 @@ impl crate::engine::Engine {
                     space.logical_bytes += record.value.map_or(0, |v| v.bytes.len() as u64);
                 }
                 Ok(crate::records::StoredBlob::Value(record)) => {
-                    space.longest_chain = space.longest_chain.max(record.head.depth);
                     if record.head.base.is_some() {
                         space.deltas += 1;
                     } else {

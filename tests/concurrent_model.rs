@@ -21,6 +21,7 @@ fn concurrent_calls_match_the_reference_in_commit_order() {
             total.compactions += report.compactions;
             total.states_compared += report.states_compared;
             total.deltas += report.deltas;
+            total.deltas_stored_whole += report.deltas_stored_whole;
         }
     }
     println!("concurrent model: {total:?}");

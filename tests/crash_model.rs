@@ -24,7 +24,7 @@ fn random_bytes(seed: u64, len: usize) -> Vec<u8> {
 
 #[test]
 fn random_sequences_survive_crashes_in_every_durability_mode() {
-    let mut totals = (0, 0, 0, 0, 0, 0, 0, 0);
+    let mut totals = (0, 0, 0, 0, 0, 0, 0, 0, 0);
     for seed in 0..150u64 {
         for durability in [Durability::Sync, Durability::Flush, Durability::None] {
             let ops = decode_ops(&random_bytes(seed, 150));
@@ -38,14 +38,16 @@ fn random_sequences_survive_crashes_in_every_durability_mode() {
             totals.5 += report.retentions;
             totals.6 += report.full_replays;
             totals.7 += report.deltas;
+            totals.8 += report.deltas_stored_whole;
         }
     }
     println!(
-        "model: {} calls, {} power cuts, {} torn writes, {} recoveries checked, {} compactions, {} retention passes, {} full replays, {} deltas seen at recoveries",
-        totals.0, totals.1, totals.2, totals.3, totals.4, totals.5, totals.6, totals.7
+        "model: {} calls, {} power cuts, {} torn writes, {} recoveries checked, {} compactions, {} retention passes, {} full replays, {} deltas seen at recoveries, {} deltas stored whole by compaction",
+        totals.0, totals.1, totals.2, totals.3, totals.4, totals.5, totals.6, totals.7, totals.8
     );
     assert!(totals.1 > 300 && totals.3 >= totals.1 && totals.4 > 50 && totals.5 > 50 && totals.6 > 50, "{totals:?}");
     assert!(totals.7 > 300, "the runs stored values as deltas: {totals:?}");
+    assert!(totals.8 > 0, "compaction stored deltas whole in some runs: {totals:?}");
 }
 
 #[test]

@@ -264,7 +264,7 @@ fn writers_maintenance_and_readers_at_once_keep_every_value_whole() {
         let maintenance = {
             let (store, done) = (store.clone(), done.clone());
             scope.spawn(move || {
-                let mut round = 0usize;
+                let (mut round, mut stored_whole) = (0usize, 0u64);
                 while !done.load(Ordering::Relaxed) {
                     let thread = format!("w{}", round % 4);
                     match round % 5 {
@@ -275,13 +275,11 @@ fn writers_maintenance_and_readers_at_once_keep_every_value_whole() {
                             store.delete_thread(&copy).expect("delete copy");
                             store.copy_thread(&thread, &copy).expect("copy");
                         }
-                        _ => {
-                            store.compact().expect("compact");
-                        }
+                        _ => stored_whole += store.compact().expect("compact").deltas_stored_whole,
                     }
                     round += 1;
                 }
-                round
+                (round, stored_whole)
             })
         };
         let readers: Vec<_> = (0..2)
@@ -311,10 +309,11 @@ fn writers_maintenance_and_readers_at_once_keep_every_value_whole() {
             writer.join().expect("writer");
         }
         done.store(true, Ordering::Relaxed);
-        let rounds = maintenance.join().expect("maintenance");
+        let (rounds, stored_whole) = maintenance.join().expect("maintenance");
         let reads: usize = readers.into_iter().map(|r| r.join().expect("reader")).sum();
-        println!("{rounds} maintenance rounds, {reads} values read and checked");
+        println!("{rounds} maintenance rounds ({stored_whole} deltas stored whole), {reads} values read and checked");
         assert!(rounds > 10 && reads > 100, "{rounds} rounds, {reads} reads");
+        assert!(stored_whole > 0, "compactions stored deltas whole while writers wrote on them");
     });
     for tuple in everything(&*store) {
         check(&tuple);
@@ -322,4 +321,60 @@ fn writers_maintenance_and_readers_at_once_keep_every_value_whole() {
     assert!(store.verify(&mut |_, _| {}).problems.is_empty());
     let space = store.value_space();
     assert!(space.deltas > 0 && space.longest_chain <= 6, "{space:?}");
+}
+
+#[test]
+fn compaction_stores_whole_a_delta_that_alone_kept_its_bases_and_reclaims_them() {
+    // After prune(keep_latest) a thread's one checkpoint reads a value deep in a chain whose
+    // other versions nothing reads. Compaction stores that value whole; its bases then die and
+    // the next compaction drops them.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = LogStore::open(dir.path(), uncompressed(64, 64 << 20)).expect("open");
+    let reference = MemorySaver::new();
+    let ids = logsaver::CheckpointIdGenerator::new(None);
+    let both: [&dyn CheckpointSaver; 2] = [&store, &reference];
+    conversation(&both, "t", 0..40, &ids);
+    for saver in both {
+        saver.prune(&["t".to_string()], PruneStrategy::KeepLatest).expect("prune");
+    }
+    let before = store.value_space();
+    assert!(before.longest_chain >= 10 && before.deltas >= 10, "{before:?}");
+    let first = store.compact().expect("compact");
+    assert!(first.deltas_stored_whole >= 1, "{first:?}");
+    same(&store, &reference, "after the compaction that stored the delta whole");
+    store.compact().expect("compact again");
+    let after = store.value_space();
+    assert_eq!((after.deltas, after.longest_chain), (0, 0), "{after:?}");
+    assert!(after.values <= 2 && after.stored_bytes < before.stored_bytes, "{before:?} -> {after:?}");
+    same(&store, &reference, "after the bases were reclaimed");
+    // Writing on: deltas against the value stored whole.
+    conversation(&both, "t", 40..45, &ids);
+    same(&store, &reference, "after writing on");
+    drop(store);
+    drop_snapshot(dir.path());
+    let store = LogStore::open(dir.path(), uncompressed(64, 64 << 20)).expect("reopen with a full replay");
+    same(&store, &reference, "after a full replay");
+}
+
+#[test]
+fn compaction_stores_whole_only_the_deltas_checkpoints_read() {
+    // Retention keeps the newest 3 checkpoints: the oldest kept one's value rests on a dead
+    // stretch of chain. Only that value is stored whole (not every dead delta below it), and
+    // the two newer ones stay deltas.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let retention = Retention { keep_last: Some(3), ..Retention::default() };
+    let store = LogStore::open(dir.path(), Options { retention, ..uncompressed(64, 64 << 20) }).expect("open");
+    let reference = MemorySaver::new();
+    let ids = logsaver::CheckpointIdGenerator::new(None);
+    conversation(&[&store, &reference], "t", 0..30, &ids);
+    store.apply_retention().expect("retention");
+    let kept = everything(&store);
+    assert_eq!(kept.len(), 3);
+    let stats = store.compact().expect("compact");
+    assert_eq!(stats.deltas_stored_whole, 1, "{stats:?}");
+    store.compact().expect("compact again");
+    let space = store.value_space();
+    assert_eq!((space.deltas, space.longest_chain), (2, 2), "{space:?}");
+    assert_eq!(everything(&store), kept);
+    assert!(store.verify(&mut |_, _| {}).problems.is_empty());
 }

@@ -45,6 +45,8 @@ pub struct ConcurrentReport {
     pub states_compared: u64,
     /// Values stored as deltas when the live state was compared, summed over phases.
     pub deltas: u64,
+    /// Deltas compaction stored whole while the other calls ran.
+    pub deltas_stored_whole: u64,
 }
 
 /// The value every put writes for (channel, version): reads check values against it.
@@ -164,8 +166,10 @@ fn worker(store: &LogStore, shared: &Shared, seed: u64, calls: usize) -> Result<
             14 => Some(Call::Prune(vec![thread(t)], PruneStrategy::Delete)),
             15 => Some(Call::Retention),
             16 => {
-                store.compact().map_err(|e| format!("compact: {e}"))?;
-                shared.report.lock().compactions += 1;
+                let stats = store.compact().map_err(|e| format!("compact: {e}"))?;
+                let mut report = shared.report.lock();
+                report.compactions += 1;
+                report.deltas_stored_whole += stats.deltas_stored_whole;
                 None
             }
             _ => {

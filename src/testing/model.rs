@@ -200,6 +200,8 @@ pub struct ModelReport {
     pub full_replays: u64,
     /// Values stored as deltas, summed over the recoveries checked (so the run covered chains).
     pub deltas: u64,
+    /// Deltas compaction stored whole (their bases then died).
+    pub deltas_stored_whole: u64,
 }
 
 fn everything(saver: &dyn CheckpointSaver) -> crate::Result<Vec<CheckpointTuple>> {
@@ -440,7 +442,8 @@ pub fn run_model_with(
                 }
             }
             ModelOp::Compact => {
-                harness.store()?.compact().map_err(|e| format!("compact: {e}"))?;
+                let stats = harness.store()?.compact().map_err(|e| format!("compact: {e}"))?;
+                harness.report.deltas_stored_whole += stats.deltas_stored_whole;
                 let got = everything(harness.store()?).map_err(|e| e.to_string())?;
                 if got != everything(&harness.visible).map_err(|e| e.to_string())? {
                     return Err("compaction changed what the store returns".into());
