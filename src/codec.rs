@@ -17,6 +17,12 @@ use std::cell::RefCell;
 
 use serde::{Deserialize, Serialize};
 
+/// The most any stored payload may claim to decode to when a store's own limit is lower: what a
+/// record can hold (a frame is at most 4 GiB). Reads check claims against the larger of this and
+/// `max_value_bytes`, so lowering the option at reopen never makes stored values unreadable,
+/// and a damaged claim cannot ask for more.
+pub const DECODE_LIMIT: u64 = 1 << 32;
+
 /// Payloads shorter than this are never compressed.
 pub const MIN_COMPRESS: usize = 1024;
 /// A compressed payload is kept only if it saves at least `len / MIN_GAIN_DIVISOR` bytes.

@@ -871,6 +871,24 @@ impl Committer {
         result
     }
 
+    /// Start a new segment if the active one was created by an older format version (a store
+    /// reopened after a crash by a newer build): records of the new kinds never go under an old
+    /// version's header, so an older build refuses the store cleanly instead of finding damage.
+    pub fn rotate_if_older_format(&self) -> Result<()> {
+        let mut guard = self.writer.lock();
+        let Some(writer) = guard.as_mut() else { return Ok(()) };
+        let header = writer.active.read(8, 4)?;
+        let version = header.first_chunk::<4>().map(|b| u32::from_le_bytes(*b));
+        if version.is_some_and(|v| v >= crate::format::FORMAT_VERSION) {
+            return Ok(());
+        }
+        let result = writer.rotate(0);
+        if let Err(error) = &result {
+            self.set_poison(error);
+        }
+        result
+    }
+
     /// Poison the store after a failure outside the write path (a compaction's manifest switch).
     pub fn poison(&self, error: &Error) {
         self.set_poison(error);

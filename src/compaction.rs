@@ -31,7 +31,6 @@ use crate::format::{
 };
 use crate::index::{Applied, Index, IndexOp};
 use crate::manifest::Layout;
-use crate::records::{Packed, StoredValue, ValueHead, ValueRecord, decode_prefix};
 use crate::recovery::{record_loc, replay_op};
 use crate::segment::{Loc, Segment, segment_path, sync_dir, write_frame};
 use crate::vfs::VfsFile;
@@ -420,6 +419,7 @@ fn store_whole(
 ) -> Option<(Vec<u8>, u32, IndexOp<'static>)> {
     let IndexOp::Blob { thread, ns, hash, .. } = op else { return None };
     let rebuild = || -> Result<Option<(Vec<u8>, u32, IndexOp<'static>)>> {
+        // Pinned under the lock (if the index still names this record), read after it.
         let chain = {
             let index = index.read();
             let Some(namespace) = index.namespace(thread, ns) else { return Ok(None) };
@@ -429,27 +429,8 @@ fn store_whole(
             crate::values::pin_chain(segments, namespace, *hash)?
         };
         let Some(chain) = chain else { return Ok(None) };
-        let Some(top) = chain.first() else { return Ok(None) };
-        let top_bytes = top.read()?;
-        let head: ValueHead = decode_prefix(top_bytes.view().body).map_err(|reason| top.corruption(reason))?;
-        let (channel, version) = (head.key.channel.as_ref(), head.key.version.as_ref());
-        let decoded = crate::values::read_chain(
-            &chain,
-            thread,
-            ns,
-            channel,
-            version,
-            values.limit,
-            &mut crate::values::ChainMemo::disabled(),
-        )?;
-        let Some(blob) = decoded.blob else { return Ok(None) };
-        let record = ValueRecord {
-            head: ValueHead { key: head.key, base: None, depth: 0 },
-            value: Some(StoredValue {
-                type_tag: std::borrow::Cow::Borrowed(&blob.type_tag),
-                len: blob.bytes.len() as u64,
-                packed: Packed::of(&blob.bytes, values.level),
-            }),
+        let Some(record) = crate::values::whole_record(&chain, thread, ns, values.level, values.limit)? else {
+            return Ok(None);
         };
         let mut bytes = Vec::new();
         let at = begin_record(&mut bytes);

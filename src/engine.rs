@@ -65,6 +65,11 @@ pub(crate) struct Engine {
 }
 
 impl Engine {
+    /// The bound every read checks a stored length against (see `codec::DECODE_LIMIT`).
+    pub(crate) fn read_limit(&self) -> u64 {
+        self.options.max_value_bytes.max(crate::codec::DECODE_LIMIT)
+    }
+
     pub(crate) fn open_with(vfs: Arc<dyn Vfs>, dir: impl AsRef<Path>, options: Options) -> Result<Engine> {
         Engine::open_mode(vfs, dir.as_ref(), options, Access::ReadWrite)
     }
@@ -136,12 +141,14 @@ impl Engine {
         // A read-only store, like one opened with damage skipped, never persists its view.
         let degraded = !recovered.report.skipped.is_empty() || read_only;
         let value_cache = crate::value_cache::ValueCache::new(options.values.cache_bytes);
+        let committer = Committer::new(writer, recovered.segments.clone(), stats.clone());
+        committer.rotate_if_older_format()?;
         Ok(Engine {
             dir,
             options,
             index: RwLock::new(recovered.index),
             segments: recovered.segments.clone(),
-            committer: Committer::new(writer, recovered.segments.clone(), stats.clone()),
+            committer,
             stats,
             ids: CheckpointIdGenerator::new(max_id.as_deref()),
             report: recovered.report,

@@ -127,10 +127,7 @@ impl Engine {
             &self.committer,
             &victims,
             self.options.segment_size,
-            &crate::compaction::ValuePolicy {
-                level: self.options.values.compression_level,
-                limit: self.options.max_value_bytes,
-            },
+            &crate::compaction::ValuePolicy { level: self.options.values.compression_level, limit: self.read_limit() },
             &|| self.closing(),
         )?;
         tracing::info!(?stats, "compacted");

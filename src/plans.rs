@@ -73,16 +73,55 @@ pub(crate) fn delete_for_runs(runs: Vec<String>) -> Plan {
     })
 }
 
+/// How `copy_thread` stores what it must rebuild: the zstd level and the value limit.
+pub(crate) struct CopyValues {
+    pub level: Option<i32>,
+    pub limit: u64,
+}
+
 /// `copy_thread`: every record of `source` re-encoded under `target`, in the order the index
 /// holds them.
-pub(crate) fn copy_thread(segments: Arc<SegmentSet>, source: String, target: String) -> Plan {
+///
+/// Values: only those a reader could need are copied (a delta nothing reads may have lost its
+/// base to compaction already; copied over a live target value it would take that value's
+/// readers down with it). A copied value replaces the target's value of the same (channel,
+/// version), as in `MemorySaver`; a target delta that rests on a value the copy replaces would
+/// then rebuild from other bytes, so it is first stored whole, from the bytes it was made
+/// against, in the same commit.
+pub(crate) fn copy_thread(segments: Arc<SegmentSet>, source: String, target: String, values: &CopyValues) -> Plan {
+    let (level, limit) = (values.level, values.limit);
     Box::new(move |index: &Index| {
         let mut batch = Batch::new();
         let Some(thread) = index.thread(&source) else { return Ok(batch) };
-        for ns in thread.namespaces.values() {
-            let mut blob_locs: Vec<Loc> = ns.blobs.values().filter(|s| s.is_stored()).map(|slot| slot.loc).collect();
-            blob_locs.sort_unstable();
-            for loc in blob_locs {
+        for (ns_name, ns) in &thread.namespaces {
+            let mut copied: Vec<(u64, Loc)> = ns
+                .blobs
+                .iter()
+                .filter(|(hash, _)| ns.reusable_blob(**hash).is_some())
+                .map(|(hash, slot)| (*hash, slot.loc))
+                .collect();
+            copied.sort_unstable_by_key(|(_, loc)| *loc);
+            if let Some(target_ns) = index.namespace(&target, ns_name) {
+                let replaced: HashSet<u64> = copied
+                    .iter()
+                    .map(|(hash, _)| *hash)
+                    .filter(|hash| target_ns.stored_blob(*hash).is_some())
+                    .collect();
+                let mut dependents: Vec<(u64, Loc)> = target_ns
+                    .blobs
+                    .iter()
+                    .filter(|(_, slot)| slot.refs > 0 && slot.base.is_some_and(|base| replaced.contains(&base)))
+                    .map(|(hash, slot)| (*hash, slot.loc))
+                    .collect();
+                dependents.sort_unstable_by_key(|(_, loc)| *loc);
+                for (hash, _) in dependents {
+                    let Some(chain) = crate::values::pin_chain(&segments, target_ns, hash)? else { continue };
+                    if let Some(record) = crate::values::whole_record(&chain, &target, ns_name, level, limit)? {
+                        batch.push(&record)?;
+                    }
+                }
+            }
+            for (_, loc) in copied {
                 let bytes = segments.read_record(loc)?;
                 let mut record = StoredBlob::decode(&bytes.view()).map_err(|r| record_error(&segments, loc, r))?;
                 record.set_thread(&target);

@@ -198,15 +198,14 @@ impl Engine {
     fn read_one(&self, thread: &str, ns: &str, id: Option<&str>) -> Result<Option<CheckpointTuple>> {
         for _ in 0..OPTIMISTIC_TRIES {
             let Some((key, pinned)) = self.pin_checkpoint(thread, ns, id)? else { return Ok(None) };
-            let read = read_checkpoint(thread, ns, key, pinned, self.options.max_value_bytes)?;
+            let read = read_checkpoint(thread, ns, key, pinned, self.read_limit())?;
             if let Some(tuple) = self.finish_read(read)? {
                 return Ok(Some(tuple));
             }
         }
         let index = self.index.read();
         let Some((key, slot)) = find_checkpoint(&index, thread, ns, id) else { return Ok(None) };
-        let mut read =
-            read_checkpoint(thread, ns, key.clone(), self.segments.pin(slot.loc)?, self.options.max_value_bytes)?;
+        let mut read = read_checkpoint(thread, ns, key.clone(), self.segments.pin(slot.loc)?, self.read_limit())?;
         let body = read.body()?;
         match self.pin_contents(&index, &read, &body.checkpoint.channel_versions, None)? {
             Some(contents) => self.assemble(read, body, &contents, &mut ChainMemo::disabled()).map(Some),
@@ -240,7 +239,7 @@ impl Engine {
             // Step 2, and the metadata filter, outside the lock.
             let mut reads = Vec::with_capacity(candidates.len());
             for (thread, ns, key, pinned) in candidates {
-                let read = read_checkpoint(&thread, &ns, key, pinned, self.options.max_value_bytes)?;
+                let read = read_checkpoint(&thread, &ns, key, pinned, self.read_limit())?;
                 if metadata_matches(&read.metadata, &query.filter) {
                     reads.push(read);
                 }
@@ -358,7 +357,7 @@ impl Engine {
     ) -> Result<Option<Ancestor>> {
         for _ in 0..OPTIMISTIC_TRIES {
             let Some((key, pinned)) = self.pin_checkpoint(thread, ns, Some(id))? else { return Ok(None) };
-            let mut read = read_checkpoint(thread, ns, key, pinned, self.options.max_value_bytes)?;
+            let mut read = read_checkpoint(thread, ns, key, pinned, self.read_limit())?;
             let Body { checkpoint, parent_id } = read.body()?;
             let Some(contents) =
                 self.pin_contents(&self.index.read(), &read, &checkpoint.channel_versions, Some(channels))?
@@ -455,7 +454,7 @@ impl Engine {
         let channels = [channel.to_owned()];
         for _ in 0..OPTIMISTIC_TRIES {
             let Some((key, pinned)) = self.pin_checkpoint(thread, ns, None)? else { return Ok(None) };
-            let mut read = read_checkpoint(thread, ns, key, pinned, self.options.max_value_bytes)?;
+            let mut read = read_checkpoint(thread, ns, key, pinned, self.read_limit())?;
             let body = read.body()?;
             let Some(contents) =
                 self.pin_contents(&self.index.read(), &read, &body.checkpoint.channel_versions, Some(&channels))?

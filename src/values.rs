@@ -406,7 +406,7 @@ impl crate::engine::Engine {
             self.value_cache.count(true);
             return Ok(Some(Blob::clone(&cached.blob)));
         }
-        let decoded = read_chain(chain, thread, ns, channel, version, self.options.max_value_bytes, memo)?;
+        let decoded = read_chain(chain, thread, ns, channel, version, self.read_limit(), memo)?;
         if decoded.depth > 0 {
             self.value_cache.count(false);
         }
@@ -426,15 +426,8 @@ impl crate::engine::Engine {
     pub(crate) fn latest_value(&self, thread: &str, ns: &str, channel: &str) -> Option<CachedValue> {
         let read = || -> Result<Option<CachedValue>> {
             let Some((chain, version)) = self.pin_latest_value(thread, ns, channel)? else { return Ok(None) };
-            let decoded = read_chain(
-                &chain,
-                thread,
-                ns,
-                channel,
-                &version,
-                self.options.max_value_bytes,
-                &mut ChainMemo::disabled(),
-            )?;
+            let decoded =
+                read_chain(&chain, thread, ns, channel, &version, self.read_limit(), &mut ChainMemo::disabled())?;
             let entry = decoded.cached(&version, &chain);
             if let Some(entry) = &entry {
                 self.value_cache.insert(thread, ns, channel, entry.clone());
@@ -499,4 +492,42 @@ impl crate::engine::Engine {
         }
         space
     }
+}
+
+/// A stored value, rebuilt through its pinned `chain` and encoded as a whole value record under
+/// the same key (compressed at `level`): how compaction ends a chain, and how `copy_thread`
+/// keeps a target's deltas whole before it overwrites their base. `None` for the empty sentinel.
+pub(crate) fn whole_record(
+    chain: &[Pinned],
+    thread: &str,
+    ns: &str,
+    level: Option<i32>,
+    limit: u64,
+) -> Result<Option<ValueRecord<'static>>> {
+    let Some(top) = chain.first() else { return Ok(None) };
+    let top_bytes = top.read()?;
+    let key: BlobKey = decode_prefix(top_bytes.view().body).map_err(|reason| top.corruption(reason))?;
+    let decoded = read_chain(chain, thread, ns, &key.channel, &key.version, limit, &mut ChainMemo::disabled())?;
+    let Some(blob) = decoded.blob else { return Ok(None) };
+    let packed = Packed::of(&blob.bytes, level);
+    let packed =
+        Packed { codec: packed.codec, len: packed.len, payload: std::borrow::Cow::Owned(packed.payload.into_owned()) };
+    let own = |s: &str| std::borrow::Cow::Owned(s.to_owned());
+    Ok(Some(ValueRecord {
+        head: ValueHead {
+            key: BlobKey {
+                thread_id: own(thread),
+                checkpoint_ns: own(ns),
+                channel: own(&key.channel),
+                version: std::borrow::Cow::Owned(key.version.into_owned()),
+            },
+            base: None,
+            depth: 0,
+        },
+        value: Some(StoredValue {
+            type_tag: std::borrow::Cow::Owned(blob.type_tag),
+            len: blob.bytes.len() as u64,
+            packed,
+        }),
+    }))
 }

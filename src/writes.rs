@@ -8,7 +8,7 @@ use crate::commit::{Batch, Committed, Work};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::index::blob_hash;
-use crate::model::{Blob, ChannelVersions, Checkpoint, Config, Metadata, PruneStrategy};
+use crate::model::{Blob, ChannelVersion, ChannelVersions, Checkpoint, Config, Metadata, PruneStrategy};
 use crate::options::Retention;
 use crate::pending::encode_writes;
 use crate::plans;
@@ -113,13 +113,34 @@ impl Engine {
         for _attempt in 0..MAX_STALE_RETRIES {
             let mut batch = Batch::new();
             // Under the lock: which values are stored already (their keys checked after), and
-            // which cached last values the index still names (usable as delta bases).
+            // which cached last values the index still names (usable as delta bases). Versions the
+            // checkpoint carries over from its parent are read, not written: the leader checks
+            // that those stored are still there, and one stored but no longer reusable (a delta
+            // nothing reads, whose base compaction may have dropped) is written again from the
+            // checkpoint's values.
+            let mut to_store: Vec<(&String, &ChannelVersion)> = new_versions.iter().collect();
             let (stored, mut bases): (Vec<Option<Pinned>>, Vec<Option<CachedValue>>) = {
                 let index = self.index.read();
                 let ns = index.namespace(thread, ns_name);
-                let mut stored = Vec::with_capacity(new_versions.len());
-                let mut bases = Vec::with_capacity(new_versions.len());
-                for (channel, version) in new_versions {
+                for (channel, version) in &checkpoint.channel_versions {
+                    if new_versions.contains_key(channel) {
+                        continue;
+                    }
+                    let hash = blob_hash(channel, version);
+                    if ns.and_then(|ns| ns.reusable_blob(hash)).is_some() {
+                        batch.assume_stored(thread, ns_name, hash);
+                    } else if ns.and_then(|ns| ns.stored_blob(hash)).is_some()
+                        && checkpoint.channel_values.contains_key(channel)
+                    {
+                        // Stored, not reusable: the value is there, its chain may not be. (A
+                        // version not stored at all stays unfound, as the protocol says: only
+                        // `new_versions` are written.)
+                        to_store.push((channel, version));
+                    }
+                }
+                let mut stored = Vec::with_capacity(to_store.len());
+                let mut bases = Vec::with_capacity(to_store.len());
+                for &(channel, version) in &to_store {
                     let found = ns.and_then(|ns| ns.reusable_blob(blob_hash(channel, version)));
                     stored.push(found.map(|slot| self.segments.pin(slot.loc)).transpose()?);
                     let wants_base = found.is_none()
@@ -139,7 +160,7 @@ impl Engine {
             };
             // Values to remember once committed: (record position, channel, version, encoding).
             let mut fills = Vec::new();
-            for (((channel, version), stored), base) in new_versions.iter().zip(stored).zip(bases.iter_mut()) {
+            for (((channel, version), stored), base) in to_store.iter().copied().zip(stored).zip(bases.iter_mut()) {
                 if let Some(pinned) = stored {
                     read_blob(&pinned, thread, ns_name, channel, version)?;
                     batch.assume_stored(thread, ns_name, blob_hash(channel, version));
@@ -255,7 +276,8 @@ impl Engine {
         let _call = self.enter()?;
         check_thread_id(source)?;
         check_thread_id(target)?;
-        self.commit_planned(plans::copy_thread(self.segments.clone(), source.to_owned(), target.to_owned()))
+        let values = plans::CopyValues { level: self.options.values.compression_level, limit: self.read_limit() };
+        self.commit_planned(plans::copy_thread(self.segments.clone(), source.to_owned(), target.to_owned(), &values))
     }
 
     pub(crate) fn prune(&self, thread_ids: &[String], strategy: PruneStrategy) -> Result<()> {

@@ -71,3 +71,32 @@ fn a_version_1_store_reads_identically_and_takes_deltas_on_top() {
     assert_eq!(read(&store).checkpoint.channel_values["messages"].bytes, grown);
     assert!(store.verify(&mut |_, _| {}).problems.is_empty());
 }
+
+#[test]
+fn a_version_1_segment_left_active_by_a_crash_takes_no_version_2_records() {
+    // A version 1 writer that crashed leaves its active segment preallocated (zeros after the
+    // data, up to the 16 KiB the fixture's segments were created with). The new build resumes
+    // such a segment; its new records must go into a new (version 2) segment, so an older build
+    // refuses the store by its version instead of finding unknown records under a version 1
+    // header.
+    let dir = tempfile::tempdir().expect("tempdir");
+    copy_fixture(dir.path());
+    let last = dir.path().join("0000000004.seg");
+    let original = std::fs::read(&last).expect("last segment");
+    std::fs::OpenOptions::new().write(true).open(&last).expect("last segment").set_len(16 << 10).expect("extend");
+    let store = LogStore::open(dir.path(), Options::default()).expect("open");
+    let latest = store.get_tuple(&Config::thread("beta")).expect("get").expect("latest");
+    let mut cp = latest.checkpoint.clone();
+    cp.id = store.next_checkpoint_id();
+    cp.channel_values = [("step".to_string(), Blob::new("msgpack", vec![99]))].into();
+    cp.channel_versions.insert("step".into(), ChannelVersion::Int(99));
+    let new_versions = [("step".to_string(), ChannelVersion::Int(99))].into();
+    let saved = store.put(&latest.config, &cp, &Default::default(), &new_versions).expect("put");
+    store.close().expect("close");
+    assert!(std::fs::read(&last).expect("last segment") == original, "the version 1 segment took new records");
+    let store = LogStore::open(dir.path(), Options::default()).expect("reopen");
+    assert_eq!(
+        store.get_tuple(&saved).expect("get").expect("stored").checkpoint.channel_values["step"].bytes,
+        vec![99]
+    );
+}
