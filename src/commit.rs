@@ -180,6 +180,11 @@ pub struct Writer {
     window: Option<WritingWindow>,
     options: WriterOptions,
     stats: Arc<CommitStats>,
+    /// The active segment was created by an older format version (resumed after a crash of an
+    /// older build): the first write starts a new segment, so records of newer kinds never go
+    /// under its header and an older build refuses the store by its version instead of finding
+    /// unknown records. Checked lazily: opening and closing without writing changes nothing.
+    older_format: bool,
 }
 
 impl Writer {
@@ -193,7 +198,13 @@ impl Writer {
         options: WriterOptions,
         stats: Arc<CommitStats>,
     ) -> Self {
+        let older_format = active
+            .read(8, 4)
+            .ok()
+            .and_then(|header| header.first_chunk::<4>().map(|b| u32::from_le_bytes(*b)))
+            .is_some_and(|version| version < crate::format::FORMAT_VERSION);
         let mut writer = Writer {
+            older_format,
             layout,
             active,
             capacity,
@@ -285,6 +296,11 @@ impl Writer {
     /// the segment and the offset of its first byte.
     fn append(&mut self, batches: &[&Batch]) -> Result<Vec<(u32, u64)>> {
         let mut placed = Vec::with_capacity(batches.len());
+        if self.older_format
+            && let Some(first) = batches.first()
+        {
+            self.rotate(FRAME_HEADER_LEN as u64 + first.len())?;
+        }
         let mut rest = batches;
         while let Some(next) = rest.first() {
             let room = self.capacity.saturating_sub(self.write_offset + FRAME_HEADER_LEN as u64);
@@ -420,6 +436,7 @@ impl Writer {
         // Listed before it receives data: an unlisted segment is removed at open.
         layout.append_segment(next.seq)?;
         self.active = next;
+        self.older_format = false;
         self.open_window();
         self.stats.segments_created.fetch_add(1, Ordering::Relaxed);
         layout.segments.insert(self.active.clone());
@@ -862,24 +879,6 @@ impl Committer {
         let Some(writer) = guard.as_mut() else { return Err(self.read_only_error()) };
         self.check_poison()?;
         if writer.write_offset == SEGMENT_HEADER_LEN as u64 {
-            return Ok(());
-        }
-        let result = writer.rotate(0);
-        if let Err(error) = &result {
-            self.set_poison(error);
-        }
-        result
-    }
-
-    /// Start a new segment if the active one was created by an older format version (a store
-    /// reopened after a crash by a newer build): records of the new kinds never go under an old
-    /// version's header, so an older build refuses the store cleanly instead of finding damage.
-    pub fn rotate_if_older_format(&self) -> Result<()> {
-        let mut guard = self.writer.lock();
-        let Some(writer) = guard.as_mut() else { return Ok(()) };
-        let header = writer.active.read(8, 4)?;
-        let version = header.first_chunk::<4>().map(|b| u32::from_le_bytes(*b));
-        if version.is_some_and(|v| v >= crate::format::FORMAT_VERSION) {
             return Ok(());
         }
         let result = writer.rotate(0);

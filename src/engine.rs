@@ -142,7 +142,6 @@ impl Engine {
         let degraded = !recovered.report.skipped.is_empty() || read_only;
         let value_cache = crate::value_cache::ValueCache::new(options.values.cache_bytes);
         let committer = Committer::new(writer, recovered.segments.clone(), stats.clone());
-        committer.rotate_if_older_format()?;
         Ok(Engine {
             dir,
             options,

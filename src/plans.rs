@@ -101,7 +101,8 @@ pub(crate) fn copy_thread(segments: Arc<SegmentSet>, source: String, target: Str
                 .map(|(hash, slot)| (*hash, slot.loc))
                 .collect();
             copied.sort_unstable_by_key(|(_, loc)| *loc);
-            if let Some(target_ns) = index.namespace(&target, ns_name) {
+            // (Copied onto itself, a thread's values are replaced by the same bytes.)
+            if let Some(target_ns) = index.namespace(&target, ns_name).filter(|_| target != source) {
                 let replaced: HashSet<u64> = copied
                     .iter()
                     .map(|(hash, _)| *hash)
@@ -110,7 +111,12 @@ pub(crate) fn copy_thread(segments: Arc<SegmentSet>, source: String, target: Str
                 let mut dependents: Vec<(u64, Loc)> = target_ns
                     .blobs
                     .iter()
-                    .filter(|(_, slot)| slot.refs > 0 && slot.base.is_some_and(|base| replaced.contains(&base)))
+                    .filter(|(hash, slot)| {
+                        // A dependent the copy replaces too takes the copied bytes anyway.
+                        slot.refs > 0
+                            && slot.base.is_some_and(|base| replaced.contains(&base))
+                            && !replaced.contains(*hash)
+                    })
                     .map(|(hash, slot)| (*hash, slot.loc))
                     .collect();
                 dependents.sort_unstable_by_key(|(_, loc)| *loc);

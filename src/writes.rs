@@ -130,8 +130,9 @@ impl Engine {
                     if ns.and_then(|ns| ns.reusable_blob(hash)).is_some() {
                         batch.assume_stored(thread, ns_name, hash);
                     } else if ns.and_then(|ns| ns.stored_blob(hash)).is_some()
-                        && checkpoint.channel_values.contains_key(channel)
+                        && let Some(value) = checkpoint.channel_values.get(channel)
                     {
+                        self.check_value(|| format!("channel {channel:?} of thread {thread:?}"), value)?;
                         // Stored, not reusable: the value is there, its chain may not be. (A
                         // version not stored at all stays unfound, as the protocol says: only
                         // `new_versions` are written.)
@@ -176,7 +177,9 @@ impl Engine {
                     batch.push(&ValueRecord { head: ValueHead { key, base: None, depth: 0 }, value: None })?;
                     continue;
                 };
-                let cacheable = value.bytes.len() >= MIN_DELTA_VALUE;
+                // A carried-over version written again is an older value: it must not take the
+                // channel's place in the cache.
+                let cacheable = value.bytes.len() >= MIN_DELTA_VALUE && new_versions.contains_key(channel);
                 if self.options.values.deltas && cacheable {
                     self.value_cache.count(base.is_some());
                     if base.is_none() {

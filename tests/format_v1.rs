@@ -84,6 +84,10 @@ fn a_version_1_segment_left_active_by_a_crash_takes_no_version_2_records() {
     let last = dir.path().join("0000000004.seg");
     let original = std::fs::read(&last).expect("last segment");
     std::fs::OpenOptions::new().write(true).open(&last).expect("last segment").set_len(16 << 10).expect("extend");
+    // Opened and closed without a write: no new segment (the old build can still open it).
+    LogStore::open(dir.path(), Options::default()).expect("open").close().expect("close");
+    assert_eq!(common::segment_files(dir.path()).len(), 4, "no segment added without a write");
+    std::fs::OpenOptions::new().write(true).open(&last).expect("last segment").set_len(16 << 10).expect("extend");
     let store = LogStore::open(dir.path(), Options::default()).expect("open");
     let latest = store.get_tuple(&Config::thread("beta")).expect("get").expect("latest");
     let mut cp = latest.checkpoint.clone();
