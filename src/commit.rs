@@ -28,6 +28,16 @@ use crate::vfs::WritingWindow;
 /// The largest frame payload: frame lengths and segment offsets are 32-bit.
 pub const MAX_FRAME_PAYLOAD: u64 = (u32::MAX as u64) - (1 << 20);
 
+/// Append `record` to `bytes`, header and postcard body: the one record encoder (a batch's
+/// records, the values compaction rebuilds). Returns where the record starts and its body length.
+pub(crate) fn append_encoded<R: Record>(bytes: &mut Vec<u8>, record: &R) -> Result<(usize, usize)> {
+    let at = begin_record(bytes);
+    let taken = std::mem::take(bytes);
+    *bytes =
+        postcard::to_extend(record, taken).map_err(|e| Error::invariant(format!("cannot encode a record: {e}")))?;
+    Ok((at, finish_record(bytes, at, R::KIND)))
+}
+
 /// A blob a batch relies on without writing it: (thread, namespace, hash, the record a delta was
 /// made against).
 type Assumed = (Box<str>, Box<str>, u64, Option<Loc>);
@@ -57,11 +67,7 @@ impl Batch {
     /// Encode `record` into the batch; committing it applies its [`Record::index_op`].
     pub fn push<R: Record>(&mut self, record: &R) -> Result<()> {
         let op = record.index_op().to_static();
-        let at = begin_record(&mut self.bytes);
-        let bytes = std::mem::take(&mut self.bytes);
-        self.bytes =
-            postcard::to_extend(record, bytes).map_err(|e| Error::invariant(format!("cannot encode a record: {e}")))?;
-        let body_len = finish_record(&mut self.bytes, at, R::KIND);
+        let (at, body_len) = append_encoded(&mut self.bytes, record)?;
         if self.bytes.len() as u64 > MAX_FRAME_PAYLOAD {
             return Err(Error::TooLarge {
                 what: "one call's records".into(),

@@ -26,8 +26,8 @@ use parking_lot::RwLock;
 use crate::commit::Committer;
 use crate::error::{Error, Result};
 use crate::format::{
-    EncodedFrame, FRAME_ALIGN, FRAME_HEADER_LEN, FrameHeader, FrameScanner, RecordKind, SEGMENT_HEADER_LEN, Scanned,
-    align_up, begin_record, finish_record, salted_hasher,
+    EncodedFrame, FRAME_ALIGN, FRAME_HEADER_LEN, FrameHeader, FrameScanner, SEGMENT_HEADER_LEN, Scanned, align_up,
+    salted_hasher,
 };
 use crate::index::{Applied, Index, IndexOp};
 use crate::manifest::Layout;
@@ -433,13 +433,10 @@ fn store_whole(
             return Ok(None);
         };
         let mut bytes = Vec::new();
-        let at = begin_record(&mut bytes);
-        bytes = postcard::to_extend(&record, bytes)
-            .map_err(|e| Error::invariant(format!("cannot encode a record: {e}")))?;
-        let body_len = u32::try_from(finish_record(&mut bytes, at, RecordKind::Value))
-            .map_err(|_| Error::invariant("a rebuilt value over 4 GiB"))?;
-        let whole_op = IndexOp::Blob { thread: thread.clone(), ns: ns.clone(), hash: *hash, base: None };
-        Ok(Some((bytes, body_len, whole_op)))
+        let (_, body_len) = crate::commit::append_encoded(&mut bytes, &record)?;
+        let body_len = u32::try_from(body_len).map_err(|_| Error::invariant("a rebuilt value over 4 GiB"))?;
+        // The op the record itself makes, as a commit or a replay of it would apply.
+        Ok(Some((bytes, body_len, crate::records::Record::index_op(&record).to_static())))
     };
     rebuild().unwrap_or_else(|error| {
         tracing::warn!(%error, thread = %thread, "cannot rebuild a delta to store it whole; copied as it is");

@@ -2,32 +2,18 @@
 //! power cuts between and inside calls, checked against reference models of what is durable
 //! and what is visible (see `logsaver::testing::model`). The fuzz target `model` explores the
 //! same harness with coverage guidance; this test runs a fixed set of random sequences.
-#![expect(
-    clippy::cast_possible_truncation,
-    reason = "random bytes from a xorshift state: keeping the low byte is intended"
-)]
+mod common;
 
+use common::noise;
 use logsaver::Durability;
 use logsaver::testing::model::{ModelOp, decode_ops, run_model};
-
-fn random_bytes(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
-}
 
 #[test]
 fn random_sequences_survive_crashes_in_every_durability_mode() {
     let mut totals = (0, 0, 0, 0, 0, 0, 0, 0, 0);
     for seed in 0..150u64 {
         for durability in [Durability::Sync, Durability::Flush, Durability::None] {
-            let ops = decode_ops(&random_bytes(seed, 150));
+            let ops = decode_ops(&noise(seed, 150));
             let report =
                 run_model(&ops, durability).unwrap_or_else(|e| panic!("seed {seed} {durability:?}: {e}\nops: {ops:?}"));
             totals.0 += report.calls;

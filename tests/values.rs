@@ -160,14 +160,7 @@ fn a_delta_whose_checkpoints_died_is_not_revived_after_its_base_was_compacted() 
     let store = LogStore::open(dir.path(), options(8, 64 << 20)).expect("open");
     let ids = logsaver::CheckpointIdGenerator::new(None);
     let base = put_step(&store, "t", 3, None, &ids.next_id());
-    // Fill the segment with values that do not compress, so the next put lands in a new one.
-    for i in 0..6 {
-        let mut cp = Checkpoint::empty(ids.next_id());
-        cp.channel_values.insert("noise".into(), Blob::new("bytes", common::noise(i, 8 << 10)));
-        cp.channel_versions.insert("noise".into(), ChannelVersion::Int(i as i64 + 1));
-        let versions = cp.channel_versions.clone();
-        store.put(&Config::thread("filler"), &cp, &Default::default(), &versions).expect("filler");
-    }
+    fill_the_segment(&store, &ids);
     let delta = put_step(&store, "t", 4, base.checkpoint_id.clone(), &ids.next_id());
     assert_eq!(store.value_space().deltas, 1, "step 4 is a delta against step 3");
     let seal_position = store.space().segments.len();
@@ -379,12 +372,9 @@ fn compaction_stores_whole_only_the_deltas_checkpoints_read() {
     assert!(store.verify(&mut |_, _| {}).problems.is_empty());
 }
 
-/// A store whose thread `s` holds, in the active segment, a delta nothing reads (step 4's value)
-/// whose base (step 3's) compaction dropped from a sealed segment. Returns the store and the
-/// version of that delta.
-fn a_dead_delta_without_its_base(dir: &std::path::Path, ids: &logsaver::CheckpointIdGenerator) -> LogStore {
-    let store = LogStore::open(dir, options(8, 64 << 20)).expect("open");
-    let base = put_step(&store, "s", 3, None, &ids.next_id());
+/// Fill the active segment with values that do not compress (48 KiB on thread "filler"), so the
+/// next put lands in a new one.
+fn fill_the_segment(store: &LogStore, ids: &logsaver::CheckpointIdGenerator) {
     for i in 0..6 {
         let mut cp = Checkpoint::empty(ids.next_id());
         cp.channel_values.insert("noise".into(), Blob::new("bytes", common::noise(i, 8 << 10)));
@@ -392,6 +382,15 @@ fn a_dead_delta_without_its_base(dir: &std::path::Path, ids: &logsaver::Checkpoi
         let versions = cp.channel_versions.clone();
         store.put(&Config::thread("filler"), &cp, &Default::default(), &versions).expect("filler");
     }
+}
+
+/// A store whose thread `s` holds, in the active segment, a delta nothing reads (step 4's value)
+/// whose base (step 3's) compaction dropped from a sealed segment. Returns the store and the
+/// version of that delta.
+fn a_dead_delta_without_its_base(dir: &std::path::Path, ids: &logsaver::CheckpointIdGenerator) -> LogStore {
+    let store = LogStore::open(dir, options(8, 64 << 20)).expect("open");
+    let base = put_step(&store, "s", 3, None, &ids.next_id());
+    fill_the_segment(&store, ids);
     put_step(&store, "s", 4, base.checkpoint_id, &ids.next_id());
     store.delete_for_runs(&["run-0".to_string(), "run-1".to_string()]).expect("delete");
     let policy = logsaver::AutoCompaction { garbage_ratio: 0.0, min_garbage_bytes: 0, ..Default::default() };

@@ -112,15 +112,17 @@ pub fn drop_snapshot(dir: &Path) {
     let _ = std::fs::remove_file(dir.join("INDEX"));
 }
 
-/// `len` bytes that do not compress (xorshift from `seed`): for tests that count stored bytes.
+/// `len` pseudo-random bytes from `seed` (xorshift): values that do not compress, and the crash
+/// model's operation bytes.
+#[expect(clippy::cast_possible_truncation, reason = "a byte of the xorshift state")]
 pub fn noise(seed: u64, len: usize) -> Vec<u8> {
-    let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     (0..len)
         .map(|_| {
             state ^= state << 13;
             state ^= state >> 7;
             state ^= state << 17;
-            (state >> 56) as u8
+            (state >> 24) as u8
         })
         .collect()
 }
