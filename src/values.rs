@@ -450,16 +450,11 @@ impl crate::engine::Engine {
             let index = self.index.read();
             let mut locs = Vec::new();
             for ns in index.threads().flat_map(|(_, thread)| thread.namespaces.values()) {
-                for slot in ns.blobs.values().filter(|slot| slot.is_stored() && slot.refs > 0) {
-                    // Chains as the index links them now (a record's own depth is as written:
-                    // compaction may since have stored a base whole).
-                    let mut depth = 0u32;
-                    let mut base = slot.base;
-                    while let Some(hash) = base.filter(|_| depth < MAX_CHAIN_LIMIT) {
-                        depth += 1;
-                        base = ns.stored_blob(hash).and_then(|b| b.base);
-                    }
-                    longest_chain = longest_chain.max(depth);
+                // Chains as the index links them now (a record's own depth is as written:
+                // compaction may since have stored a base whole), each link followed once.
+                let mut depths = std::collections::HashMap::new();
+                for (&hash, slot) in ns.blobs.iter().filter(|(_, slot)| slot.is_stored() && slot.refs > 0) {
+                    longest_chain = longest_chain.max(chain_depth(ns, hash, &mut depths));
                     locs.extend(self.segments.pin(slot.loc).ok());
                 }
             }
@@ -492,6 +487,35 @@ impl crate::engine::Engine {
         }
         space
     }
+}
+
+/// Deltas below blob `hash` down to a whole value, as the index links them (at most
+/// [`MAX_CHAIN_LIMIT`]); `depths` remembers every blob met, so a namespace's chains are walked
+/// once in all.
+fn chain_depth(ns: &NamespaceIndex, hash: u64, depths: &mut std::collections::HashMap<u64, u32>) -> u32 {
+    // Down to a blob already measured or the end of the chain, then back up.
+    let mut path = Vec::new();
+    let mut at = Some(hash);
+    let mut below = 0;
+    while let Some(h) = at {
+        if let Some(&known) = depths.get(&h) {
+            below = known + 1;
+            break;
+        }
+        if path.len() > MAX_CHAIN_LIMIT as usize {
+            break;
+        }
+        path.push(h);
+        at = ns.stored_blob(h).and_then(|slot| slot.base);
+    }
+    let mut depth = 0;
+    for (i, h) in path.iter().rev().enumerate() {
+        #[expect(clippy::cast_possible_truncation, reason = "i <= MAX_CHAIN_LIMIT + 1, checked in the walk")]
+        let d = (below + i as u32).min(MAX_CHAIN_LIMIT);
+        depths.insert(*h, d);
+        depth = d;
+    }
+    depth
 }
 
 /// A stored value, rebuilt through its pinned `chain` and encoded as a whole value record under
