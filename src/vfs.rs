@@ -231,12 +231,7 @@ impl Vfs for RealFs {
     }
 
     fn try_lock(&self, path: &Path) -> io::Result<Option<LockGuard>> {
-        let file = OpenOptions::new().create(true).truncate(false).write(true).open(path)?;
-        match file.try_lock() {
-            Ok(()) => Ok(Some(Box::new(file))),
-            Err(fs::TryLockError::WouldBlock) => Ok(None),
-            Err(fs::TryLockError::Error(e)) => Err(e),
-        }
+        FileLock::try_acquire(OpenOptions::new().create(true).truncate(false).write(true).open(path)?)
     }
 
     fn stamp(&self, path: &Path) -> io::Result<Option<FileStamp>> {
@@ -255,12 +250,33 @@ impl Vfs for RealFs {
 
     fn try_lock_existing(&self, path: &Path) -> io::Result<Option<LockGuard>> {
         // flock does not care how the descriptor was opened.
-        let file = File::open(path)?;
+        FileLock::try_acquire(File::open(path)?)
+    }
+}
+
+/// The directory lock on the real file system: an flock on the LOCK file, released explicitly
+/// when dropped. Closing our descriptor is not enough: flock belongs to the open file
+/// description, and a `fork` on another thread (a `Command::spawn`, Python's `subprocess`)
+/// duplicates every descriptor until its child execs. Between the fork and the exec the child
+/// would hold the store locked after `close` returned, and a reopen in this process failed
+/// with `Locked`. An explicit unlock releases the description's lock whoever shares it.
+struct FileLock(File);
+
+impl FileLock {
+    fn try_acquire(file: File) -> io::Result<Option<LockGuard>> {
         match file.try_lock() {
-            Ok(()) => Ok(Some(Box::new(file))),
+            Ok(()) => Ok(Some(Box::new(FileLock(file)))),
             Err(fs::TryLockError::WouldBlock) => Ok(None),
             Err(fs::TryLockError::Error(e)) => Err(e),
         }
+    }
+}
+
+impl Drop for FileLock {
+    fn drop(&mut self) {
+        // Nothing to do on failure: the descriptor closes right after, which releases the lock
+        // unless a forked child shares it, and then only until that child execs or exits.
+        let _ = self.0.unlock();
     }
 }
 
@@ -336,5 +352,25 @@ impl VfsFile for RealFile {
         #[expect(unsafe_code, reason = "mmap of a sealed segment; the one unsafe block, see SAFETY")]
         let map = unsafe { memmap2::Mmap::map(&self.0) }?;
         Ok(Box::new(map))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dropping_the_lock_releases_it_while_a_duplicated_descriptor_lives_on() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("LOCK");
+        let file = OpenOptions::new().create(true).truncate(false).write(true).open(&path).expect("open");
+        // What a fork on another thread does to every descriptor until its child execs: a
+        // second descriptor on the same open file description.
+        let forked_child_copy = file.try_clone().expect("dup");
+        let guard = FileLock::try_acquire(file).expect("lock").expect("free");
+        assert!(RealFs.try_lock(&path).expect("lock").is_none(), "held while the guard lives");
+        drop(guard);
+        assert!(RealFs.try_lock(&path).expect("lock").is_some(), "released although a duplicate is open");
+        drop(forked_child_copy);
     }
 }

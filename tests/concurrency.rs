@@ -289,6 +289,34 @@ fn a_concurrent_close_waits_for_the_first() {
     }
 }
 
+/// Regression (CI failure after issue 11): `close` dropped the LOCK file's descriptor, but an
+/// flock belongs to the open file description, and a process spawned on another thread shares
+/// every descriptor between its fork and its exec. A reopen right after `close` then failed
+/// with `Locked` now and again. `close` now unlocks explicitly.
+#[test]
+fn close_releases_the_lock_while_another_thread_spawns_processes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                std::process::Command::new("true").status().expect("spawn `true`");
+            }
+        });
+        let outcome = std::panic::catch_unwind(|| {
+            for round in 0..300 {
+                let store = LogStore::open(dir.path(), options(Durability::None))
+                    .unwrap_or_else(|e| panic!("round {round}: reopen right after close: {e}"));
+                store.close().expect("close");
+            }
+        });
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Err(panic) = outcome {
+            std::panic::resume_unwind(panic);
+        }
+    });
+}
+
 /// Regression (defect 5): puts that passed the open check kept going after `close` had flushed
 /// and released the lock (in None mode acknowledged and never written); a user's `compact()`
 /// kept going too. Now close waits for calls in flight, and nothing touches the directory after

@@ -55,24 +55,8 @@ fn count(store: &LogStore) -> usize {
     store.list(&ListQuery::thread("t")).expect("list").len()
 }
 
-/// `LogStore::open`, retried while the store reads as locked. Other tests of this binary spawn
-/// the `logsaver` command; a child being spawned holds a copy of every descriptor until its exec
-/// closes them, the lock file's included, so a store this test just closed can read as locked
-/// for that instant. Nothing else is retried.
-fn open_retrying(dir: &Path, options: &Options) -> logsaver::Result<LogStore> {
-    let mut opened = LogStore::open(dir, options.clone());
-    for _ in 0..100 {
-        if !matches!(opened, Err(Error::Locked { .. })) {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(10));
-        opened = LogStore::open(dir, options.clone());
-    }
-    opened
-}
-
 fn expect_corruption(dir: &Path, options: &Options) -> (PathBuf, u64, String) {
-    let opened = open_retrying(dir, options);
+    let opened = LogStore::open(dir, options.clone());
     match opened {
         Err(Error::Corruption { file, offset, reason }) => (file, offset, reason),
         Err(other) => panic!("expected corruption, got {other}"),
@@ -100,7 +84,7 @@ fn flipped_bit_in_the_last_frame_is_a_torn_tail_and_earlier_is_corruption() {
     flip(frames[2].0 + frames[2].1 / 2); // repair
     // In the last frame: nothing after it, so it was never known durable by a later frame.
     flip(frames[5].0 + 40);
-    let store = open_retrying(dir.path(), &Options::default()).expect("torn tail tolerated");
+    let store = LogStore::open(dir.path(), Options::default()).expect("torn tail tolerated");
     assert_eq!(store.recovery_report().torn_tail.as_ref().map(|d| d.offset), Some(frames[5].0));
     assert_eq!(count(&store), 5);
 }
@@ -112,7 +96,7 @@ fn truncated_last_segment_loses_only_the_cut_frame() {
     let frames = frames(&segment);
     let cut = frames[4].0 + 20;
     OpenOptions::new().write(true).open(&segment).expect("open").set_len(cut).expect("truncate");
-    let store = open_retrying(dir.path(), &Options::default()).expect("open");
+    let store = LogStore::open(dir.path(), Options::default()).expect("open");
     assert_eq!(count(&store), 4);
     let torn = store.recovery_report().torn_tail.clone().expect("reported");
     assert_eq!(torn.offset, frames[4].0);
@@ -151,7 +135,7 @@ fn zeroed_tail_reads_as_the_end_of_the_log_and_zeroed_synced_frames_are_corrupti
     // Zeros at the very end look exactly like never-written preallocated space: the log ends
     // there (the documented limit of detection without an external record of the end).
     zero(frames[5]);
-    let store = open_retrying(dir.path(), &Options::default()).expect("open");
+    let store = LogStore::open(dir.path(), Options::default()).expect("open");
     assert_eq!(count(&store), 5);
     assert!(store.recovery_report().torn_tail.is_none());
 }
@@ -161,7 +145,7 @@ fn duplicated_frame_is_rejected_not_replayed() {
     let dir = tempfile::tempdir().expect("tempdir");
     let segment = store_with_puts(dir.path(), 4, Options::default());
     let frames = frames(&segment);
-    let before = everything(&open_retrying(dir.path(), &Options::default()).expect("open"));
+    let before = everything(&LogStore::open(dir.path(), Options::default()).expect("open"));
     drop_snapshot(dir.path());
     // Copy frame 1 (the first put) after the last frame: its CRCs pass (same segment salt).
     let bytes = std::fs::read(&segment).expect("read");
@@ -172,7 +156,7 @@ fn duplicated_frame_is_rejected_not_replayed() {
         use std::os::unix::fs::FileExt;
         OpenOptions::new().write(true).open(&segment).expect("open").write_all_at(&copy, end).expect("write");
     }
-    let store = open_retrying(dir.path(), &Options::default()).expect("open");
+    let store = LogStore::open(dir.path(), Options::default()).expect("open");
     let torn = store.recovery_report().torn_tail.clone().expect("the stray frame is cut off");
     assert_eq!(torn.offset, end);
     assert!(torn.reason.contains("out of sequence"), "{}", torn.reason);
@@ -197,7 +181,7 @@ fn skip_corrupted_opens_with_what_is_valid_and_reports_the_rest() {
     let files = segment_files(dir.path());
     std::fs::remove_file(&files[1]).expect("remove a middle segment");
     let lenient = Options { recovery: RecoveryMode::SkipCorrupted, ..options };
-    let store = open_retrying(dir.path(), &lenient).expect("open");
+    let store = LogStore::open(dir.path(), lenient.clone()).expect("open");
     let report = store.recovery_report();
     assert_eq!(report.skipped.len(), 1);
     assert_eq!(report.skipped[0].file, files[1]);
@@ -258,7 +242,7 @@ fn skip_corrupted_never_persists_its_lossy_view() {
     let frames = frames(&first);
     flip_byte(&first, frames[1].0 + frames[1].1 / 2);
     let lenient = Options { recovery: RecoveryMode::SkipCorrupted, ..options.clone() };
-    let store = open_retrying(dir.path(), &lenient).expect("open");
+    let store = LogStore::open(dir.path(), lenient.clone()).expect("open");
     assert_eq!(store.recovery_report().skipped.len(), 1);
     // New writes are fine; compaction (which would drop the damaged frame for good) is refused.
     let cp = checkpoint("zzz-new", &[("x", b"after".as_slice())], 99);
@@ -287,7 +271,7 @@ fn damaged_segment_header_is_skipped_under_skip_corrupted() {
     assert_eq!((file, offset), (files[1].clone(), 0));
     assert!(reason.contains("header"), "{reason}");
     let lenient = Options { recovery: RecoveryMode::SkipCorrupted, ..options.clone() };
-    let store = open_retrying(dir.path(), &lenient.clone()).expect("open");
+    let store = LogStore::open(dir.path(), lenient.clone()).expect("open");
     let skipped = store.recovery_report().skipped.clone();
     assert_eq!(skipped.len(), 1);
     assert_eq!(skipped[0].file, files[1]);
@@ -299,7 +283,7 @@ fn damaged_segment_header_is_skipped_under_skip_corrupted() {
     let last = segment_files(dir.path()).pop().expect("last");
     flip_byte(&last, 2);
     let damaged = std::fs::read(&last).expect("read");
-    let store = open_retrying(dir.path(), &lenient).expect("open");
+    let store = LogStore::open(dir.path(), lenient.clone()).expect("open");
     let cp = checkpoint("zzz-new", &[("x", b"after".as_slice())], 99);
     store.put(&Config::thread("t"), &cp, &Default::default(), &cp.channel_versions).expect("put");
     drop(store);
@@ -324,7 +308,7 @@ fn frame_order_is_still_checked_after_a_skipped_frame() {
     }
     flip_byte(&segment, frames[2].0 + frames[2].1 / 2);
     let lenient = Options { recovery: RecoveryMode::SkipCorrupted, ..Options::default() };
-    let store = open_retrying(dir.path(), &lenient).expect("open");
+    let store = LogStore::open(dir.path(), lenient.clone()).expect("open");
     let skipped: Vec<u64> = store.recovery_report().skipped.iter().map(|d| d.offset).collect();
     assert_eq!(skipped, vec![frames[2].0, frames[3].0], "the copy of frame 2 is damage, not a frame");
     assert!(store.recovery_report().skipped[1].reason.contains("out of sequence"));
@@ -381,6 +365,6 @@ fn read_only_open_and_the_read_commands_change_not_one_byte() {
         assert_eq!(directory_bytes(dir.path()), before, "logsaver {args:?} changed the store");
     }
     // A writer then finds the torn tail as it was, and truncates it itself.
-    let store = open_retrying(dir.path(), &Options::default()).expect("open");
+    let store = LogStore::open(dir.path(), Options::default()).expect("open");
     assert_eq!(store.recovery_report().torn_tail.as_ref().map(|d| d.offset), Some(frames[5].0));
 }
