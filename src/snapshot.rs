@@ -13,7 +13,7 @@
 //! | 8 | n | postcard-encoded [`Image`] |
 //! | 8+n | 4 | CRC32 of bytes 8..8+n |
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 
@@ -29,9 +29,10 @@ use crate::vfs::{OpenMode, Vfs};
 
 /// File name of the snapshot in a store directory.
 pub const SNAPSHOT_FILE: &str = "INDEX";
-/// Version 3: each blob's delta base. Older snapshots are ignored: the next open replays the log
-/// and writes a version 3 one (version 2 added run ids as a table with free numbers).
-const MAGIC: &[u8; 8] = b"LGSVIDX3";
+/// Version 4: blob hashes are [`crate::index::blob_hash`]'s word-at-a-time hash (version 3 held
+/// FNV-1a hashes and added each blob's delta base; version 2 run ids as a table with free
+/// numbers). Older snapshots are ignored: the next open replays the log and writes this one.
+const MAGIC: &[u8; 8] = b"LGSVIDX4";
 
 #[derive(Serialize, Deserialize)]
 enum Key {
@@ -226,7 +227,7 @@ fn decode(bytes: &[u8], manifest: &Manifest, segments: &SegmentSet) -> Result<Lo
         applied: Applied { segment, offset, frame_seq },
         ..Index::default()
     };
-    let mut threads = HashMap::with_capacity(image.threads.len());
+    let mut threads = hashbrown::HashMap::with_capacity(image.threads.len());
     for (name, namespaces) in image.threads {
         let mut thread = ThreadIndex::default();
         for ns in namespaces {
@@ -251,7 +252,7 @@ fn decode(bytes: &[u8], manifest: &Manifest, segments: &SegmentSet) -> Result<Lo
             };
             thread.namespaces.insert(ns.name.into_boxed_str(), namespace);
         }
-        threads.insert(name.into_boxed_str(), thread);
+        threads.insert(name, thread);
     }
     index.threads = threads;
     // Count each run's checkpoints again (the image holds names, not counts).

@@ -10,12 +10,14 @@
 //! thread deleted and written again, a copy over it, a compaction that moved the record) but
 //! never wrong: a stale entry is a miss.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+use std::hash::{BuildHasher, BuildHasherDefault};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::Mutex;
 
+use crate::index::PassThroughHasher;
 use crate::model::{Blob, ChannelVersion};
 use crate::segment::Loc;
 
@@ -37,13 +39,10 @@ pub(crate) struct CachedValue {
 }
 
 impl CachedValue {
-    fn cost(&self, key: &Key) -> u64 {
-        (self.blob.bytes.len() + self.blob.type_tag.len() + key.0.len() + key.1.len() + key.2.len() + 128) as u64
+    fn cost(&self, names: usize) -> u64 {
+        (self.blob.bytes.len() + self.blob.type_tag.len() + names + 128) as u64
     }
 }
-
-/// (thread, namespace, channel).
-type Key = (Box<str>, Box<str>, Box<str>);
 
 /// Counters shown by `stats`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -60,11 +59,23 @@ pub struct ValueCacheStats {
     pub misses: u64,
 }
 
+/// An entry: the value, its thread's hash (for `forget_thread`), its cost and its last use.
+struct Entry {
+    value: Arc<CachedValue>,
+    thread: u64,
+    cost: u64,
+    used_at: u64,
+}
+
+/// Entries by the hash of (thread, namespace, channel). No names are kept or compared: an
+/// entry is only ever used for the record it names (see the module doc), so two channels whose
+/// names hash alike only take each other's place, as an eviction would. A lookup allocates
+/// nothing and calls no `memcmp`.
 #[derive(Default)]
 struct Inner {
-    entries: HashMap<Key, (CachedValue, u64)>,
+    entries: hashbrown::HashMap<u64, Entry, BuildHasherDefault<PassThroughHasher>>,
     /// Last use → key, oldest first.
-    order: BTreeMap<u64, Key>,
+    order: BTreeMap<u64, u64>,
     tick: u64,
     used: u64,
 }
@@ -72,6 +83,8 @@ struct Inner {
 /// The cache; shared by every caller of a store.
 pub(crate) struct ValueCache {
     budget: u64,
+    /// hashbrown's default (foldhash, seeded per process).
+    hasher: hashbrown::DefaultHashBuilder,
     inner: Mutex<Inner>,
     hits: AtomicU64,
     misses: AtomicU64,
@@ -80,20 +93,34 @@ pub(crate) struct ValueCache {
 impl ValueCache {
     /// A cache holding at most `budget` bytes (0: nothing is kept).
     pub fn new(budget: u64) -> Self {
-        ValueCache { budget, inner: Mutex::new(Inner::default()), hits: AtomicU64::new(0), misses: AtomicU64::new(0) }
+        ValueCache {
+            budget,
+            hasher: hashbrown::DefaultHashBuilder::default(),
+            inner: Mutex::new(Inner::default()),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+        }
+    }
+
+    fn thread_hash(&self, thread: &str) -> u64 {
+        self.hasher.hash_one(thread)
+    }
+
+    fn key(&self, thread: &str, ns: &str, channel: &str) -> u64 {
+        self.hasher.hash_one((thread, ns, channel))
     }
 
     /// The entry for a channel, if one is held; the caller checks it against the index.
-    pub fn get(&self, thread: &str, ns: &str, channel: &str) -> Option<CachedValue> {
+    pub fn get(&self, thread: &str, ns: &str, channel: &str) -> Option<Arc<CachedValue>> {
         if self.budget == 0 {
             return None;
         }
+        let key = self.key(thread, ns, channel);
         let mut inner = self.inner.lock();
-        let key: Key = (thread.into(), ns.into(), channel.into());
         inner.tick += 1;
         let tick = inner.tick;
-        let (value, used_at) = inner.entries.get_mut(&key)?;
-        let (value, old) = (value.clone(), std::mem::replace(used_at, tick));
+        let entry = inner.entries.get_mut(&key)?;
+        let (value, old) = (entry.value.clone(), std::mem::replace(&mut entry.used_at, tick));
         inner.order.remove(&old);
         inner.order.insert(tick, key);
         Some(value)
@@ -109,12 +136,13 @@ impl ValueCache {
     /// budget. A value larger than a quarter of the budget is not kept (it would empty the cache
     /// for one channel).
     pub fn insert(&self, thread: &str, ns: &str, channel: &str, value: CachedValue) {
-        let key: Key = (thread.into(), ns.into(), channel.into());
-        let cost = value.cost(&key);
+        let key = self.key(thread, ns, channel);
+        let cost = value.cost(thread.len() + ns.len() + channel.len());
+        let thread = self.thread_hash(thread);
         let mut inner = self.inner.lock();
-        if let Some((old, at)) = inner.entries.remove(&key) {
-            inner.used -= old.cost(&key);
-            inner.order.remove(&at);
+        if let Some(old) = inner.entries.remove(&key) {
+            inner.used -= old.cost;
+            inner.order.remove(&old.used_at);
         }
         if cost > self.budget / 4 {
             return;
@@ -122,24 +150,25 @@ impl ValueCache {
         inner.tick += 1;
         let tick = inner.tick;
         inner.used += cost;
-        inner.order.insert(tick, key.clone());
-        inner.entries.insert(key, (value, tick));
+        inner.order.insert(tick, key);
+        inner.entries.insert(key, Entry { value: Arc::new(value), thread, cost, used_at: tick });
         while inner.used > self.budget {
             let Some((_, oldest)) = inner.order.pop_first() else { break };
-            if let Some((old, _)) = inner.entries.remove(&oldest) {
-                inner.used -= old.cost(&oldest);
+            if let Some(old) = inner.entries.remove(&oldest) {
+                inner.used -= old.cost;
             }
         }
     }
 
     /// Drop every entry of a thread (deleted: its entries could only be stale).
     pub fn forget_thread(&self, thread: &str) {
+        let thread = self.thread_hash(thread);
         let mut inner = self.inner.lock();
-        let doomed: Vec<(Key, u64, u64)> = inner
+        let doomed: Vec<(u64, u64, u64)> = inner
             .entries
             .iter()
-            .filter(|(key, _)| &*key.0 == thread)
-            .map(|(key, (value, at))| (key.clone(), *at, value.cost(key)))
+            .filter(|(_, entry)| entry.thread == thread)
+            .map(|(key, entry)| (*key, entry.used_at, entry.cost))
             .collect();
         for (key, at, cost) in doomed {
             inner.entries.remove(&key);
@@ -181,7 +210,7 @@ mod tests {
         let cache = ValueCache::new(10_000);
         cache.insert("a", "", "m", value(1, 2000));
         cache.insert("a", "", "m", value(2, 2000));
-        assert_eq!(cache.get("a", "", "m").map(|v| v.version), Some(ChannelVersion::Int(2)));
+        assert_eq!(cache.get("a", "", "m").map(|v| v.version.clone()), Some(ChannelVersion::Int(2)));
         assert_eq!(cache.stats().entries, 1);
         cache.insert("b", "", "m", value(1, 2000));
         cache.insert("c", "", "m", value(1, 2000));

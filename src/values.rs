@@ -423,8 +423,8 @@ impl crate::engine::Engine {
     /// The value of `channel` in the latest checkpoint of (thread, ns), read from the log: the
     /// base for a delta when the cache has none. `None` if there is no such value, or it cannot
     /// be read (the write then stores its value whole; a damaged old value must not fail it).
-    pub(crate) fn latest_value(&self, thread: &str, ns: &str, channel: &str) -> Option<CachedValue> {
-        let read = || -> Result<Option<CachedValue>> {
+    pub(crate) fn latest_value(&self, thread: &str, ns: &str, channel: &str) -> Option<Arc<CachedValue>> {
+        let read = || -> Result<Option<Arc<CachedValue>>> {
             let Some((chain, version)) = self.pin_latest_value(thread, ns, channel)? else { return Ok(None) };
             let decoded =
                 read_chain(&chain, thread, ns, channel, &version, self.read_limit(), &mut ChainMemo::disabled())?;
@@ -432,7 +432,7 @@ impl crate::engine::Engine {
             if let Some(entry) = &entry {
                 self.value_cache.insert(thread, ns, channel, entry.clone());
             }
-            Ok(entry)
+            Ok(entry.map(Arc::new))
         };
         read().unwrap_or_else(|error| {
             tracing::warn!(%error, thread, ns, channel, "cannot read the previous value of a channel; storing the new one whole");

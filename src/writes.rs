@@ -119,7 +119,7 @@ impl Engine {
             // nothing reads, whose base compaction may have dropped) is written again from the
             // checkpoint's values.
             let mut to_store: Vec<(&String, &ChannelVersion)> = new_versions.iter().collect();
-            let (stored, mut bases): (Vec<Option<Pinned>>, Vec<Option<CachedValue>>) = {
+            let (stored, mut bases): (Vec<Option<Pinned>>, Vec<Option<Arc<CachedValue>>>) = {
                 let index = self.index.read();
                 let ns = index.namespace(thread, ns_name);
                 for (channel, version) in &checkpoint.channel_versions {
@@ -189,7 +189,7 @@ impl Engine {
                 if let Some(base) = base.as_ref() {
                     batch.assume_record(thread, ns_name, blob_hash(channel, &base.version), base.loc);
                 }
-                let encoded = values::encode(key, value, base.as_ref(), &self.options.values);
+                let encoded = values::encode(key, value, base.as_deref(), &self.options.values);
                 if cacheable {
                     fills.push((
                         batch.record_count(),

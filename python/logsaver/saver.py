@@ -19,7 +19,6 @@ from langgraph.checkpoint.base import (
     CheckpointTuple,
     DeltaChannelHistory,
     get_checkpoint_id,
-    get_checkpoint_metadata,
 )
 from langgraph.checkpoint.serde.base import SerializerProtocol
 
@@ -191,13 +190,8 @@ class LogSaver(BaseCheckpointSaver[str]):
     # -- the protocol ------------------------------------------------------------------------
 
     def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
-        configurable = _configurable(config)
-        return self._store.read_tuple(
-            _thread_id(configurable),
-            configurable.get("checkpoint_ns", "") or "",
-            get_checkpoint_id(config),
-            self.serde.loads_typed,
-        )
+        # One native call: the config is checked, read and answered there.
+        return self._store.read_tuple(config, self.serde.loads_typed)
 
     def list(
         self,
@@ -229,30 +223,9 @@ class LogSaver(BaseCheckpointSaver[str]):
         metadata: CheckpointMetadata,
         new_versions: ChannelVersions,
     ) -> RunnableConfig:
-        configurable = _configurable(config)
-        thread_id = _thread_id(configurable)
-        ns = configurable.get("checkpoint_ns", "") or ""
-        values = checkpoint["channel_values"]
-        dumps = self.serde.dumps_typed
-        blobs = [
-            (channel, version, dumps(values[channel]) if channel in values else None)
-            for channel, version in new_versions.items()
-        ]
-        merged = get_checkpoint_metadata(config, metadata)
-        self._store.put(
-            thread_id,
-            ns,
-            configurable.get("checkpoint_id"),
-            checkpoint["id"],
-            checkpoint["v"],
-            checkpoint["ts"],
-            checkpoint["channel_versions"],
-            checkpoint["versions_seen"],
-            checkpoint.get("updated_channels"),
-            merged if type(merged) is dict else dict(merged),
-            blobs,
-        )
-        return {"configurable": {"thread_id": thread_id, "checkpoint_ns": ns, "checkpoint_id": checkpoint["id"]}}
+        # One native call: it checks the config, merges the metadata with LangGraph's
+        # get_checkpoint_metadata, serializes each new value with dumps_typed and stores.
+        return self._store.put(config, checkpoint, metadata, new_versions, self.serde.dumps_typed)
 
     def put_writes(
         self,
@@ -261,16 +234,7 @@ class LogSaver(BaseCheckpointSaver[str]):
         task_id: str,
         task_path: str = "",
     ) -> None:
-        configurable = _configurable(config)
-        dumps = self.serde.dumps_typed
-        self._store.put_writes(
-            _thread_id(configurable),
-            configurable.get("checkpoint_ns", "") or "",
-            configurable.get("checkpoint_id"),
-            task_id,
-            task_path,
-            [(channel, *dumps(value)) for channel, value in writes],
-        )
+        self._store.put_writes(config, writes, task_id, task_path, self.serde.dumps_typed)
 
     def delete_thread(self, thread_id: str) -> None:
         self._store.delete_thread(str(thread_id))

@@ -26,6 +26,8 @@ use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::types::{IntoPyDict, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
 
+mod metadata_json;
+
 /// Raise `err` as the matching class of `logsaver.errors`.
 fn to_py_err(py: Python<'_>, err: &Error) -> PyErr {
     let class = match err {
@@ -249,64 +251,75 @@ fn tuple_to_langgraph<'py>(
     ))
 }
 
-/// Metadata as JSON, converted directly for the types `json.dumps` writes as themselves
-/// (str, int within 64 bits, finite float, bool, None, lists, tuples, dicts with str keys);
-/// `None` for anything else, which the caller hands to `json.dumps` instead (so exotic values
-/// behave exactly as before: converted the way `json.dumps` does, or refused with its error).
-fn py_to_json(value: &Bound<'_, PyAny>, depth: usize) -> Option<serde_json::Value> {
-    use serde_json::Value;
-    // Deeper than this (or a cycle) goes to `json.dumps`, which refuses a cycle and anything
-    // nested past what the store can read back (128 levels) is refused when it is parsed.
-    if depth > MAX_NATIVE_DEPTH {
-        None
-    } else if value.is_none() {
-        Some(Value::Null)
-    } else if let Ok(flag) = value.cast::<pyo3::types::PyBool>() {
-        Some(Value::Bool(flag.is_true()))
-    } else if let Ok(text) = value.cast::<PyString>() {
-        text.to_str().ok().map(|s| Value::String(s.to_owned()))
-    } else if value.is_instance_of::<PyInt>() {
-        match value.extract::<i64>() {
-            Ok(n) => Some(Value::from(n)),
-            Err(_) => value.extract::<u64>().ok().map(Value::from),
-        }
-    } else if let Ok(float) = value.cast::<PyFloat>() {
-        serde_json::Number::from_f64(float.value()).map(Value::Number)
-    } else if let Ok(dict) = value.cast::<PyDict>() {
-        dict_to_json(dict, depth + 1).map(Value::Object)
-    } else if let Ok(list) = value.cast::<PyList>() {
-        list.iter().map(|item| py_to_json(&item, depth + 1)).collect::<Option<Vec<_>>>().map(Value::Array)
-    } else if let Ok(tuple) = value.cast::<PyTuple>() {
-        tuple.iter().map(|item| py_to_json(&item, depth + 1)).collect::<Option<Vec<_>>>().map(Value::Array)
-    } else {
-        None
+/// `put`'s metadata as the JSON text the store keeps: written natively, or by `json.dumps` for
+/// values only it may convert (see `metadata_json`).
+fn metadata_text(py: Python<'_>, metadata: &Bound<'_, PyDict>) -> PyResult<String> {
+    if let Some(text) = metadata_json::metadata_json(metadata) {
+        return Ok(text);
     }
-}
-
-/// Nesting converted natively; deeper metadata takes the `json.dumps` path.
-const MAX_NATIVE_DEPTH: usize = 64;
-
-fn dict_to_json(dict: &Bound<'_, PyDict>, depth: usize) -> Option<serde_json::Map<String, serde_json::Value>> {
-    dict.iter()
-        .map(|(key, value)| {
-            let key = key.cast::<PyString>().ok()?.to_str().ok()?.to_owned();
-            Some((key, py_to_json(&value, depth)?))
-        })
-        .collect()
-}
-
-/// `put`'s metadata as a map: converted directly, or through `json.dumps` for exotic values.
-fn metadata_from_py(py: Python<'_>, metadata: &Bound<'_, PyDict>) -> PyResult<Metadata> {
-    if let Some(map) = dict_to_json(metadata, 0) {
-        return Ok(map);
-    }
-    let text: String = py
-        .import("json")?
+    py.import("json")?
         .getattr("dumps")?
         .call((metadata,), Some(&[("ensure_ascii", false)].into_py_dict(py)?))?
-        .extract()?;
-    serde_json::from_str(&text)
-        .map_err(|e| to_py_err(py, &Error::InvalidArgument(format!("metadata is not a JSON object: {e}"))))
+        .extract()
+}
+
+/// LangGraph's `get_checkpoint_metadata` (the config's metadata merged in), imported once.
+static GET_CHECKPOINT_METADATA: pyo3::sync::PyOnceLock<Py<PyAny>> = pyo3::sync::PyOnceLock::new();
+
+/// What a call's `config` names: thread, namespace and checkpoint id, checked as the saver
+/// always did (a missing `configurable` dict or `thread_id` is an `InvalidArgumentError` that
+/// says what to pass; a non-str thread id is taken as `str(thread_id)`).
+fn config_from_py(py: Python<'_>, config: &Bound<'_, PyAny>) -> PyResult<Config> {
+    let configurable = if config.is_truthy()? { config.get_item(pyo3::intern!(py, "configurable")).ok() } else { None };
+    let Some(configurable) = configurable.as_ref().and_then(|c| c.cast::<PyDict>().ok()) else {
+        return Err(to_py_err(
+            py,
+            &Error::InvalidArgument(
+                "config must have a 'configurable' dict with a 'thread_id', e.g. {'configurable': {'thread_id': '1'}}"
+                    .into(),
+            ),
+        ));
+    };
+    let thread_id = match configurable.get_item(pyo3::intern!(py, "thread_id"))? {
+        Some(id) if !id.is_none() && !id.cast::<PyString>().is_ok_and(|s| s.is_empty().unwrap_or(false)) => {
+            match id.cast::<PyString>() {
+                Ok(text) => text.to_str()?.to_owned(),
+                Err(_) => id.str()?.to_str()?.to_owned(),
+            }
+        }
+        _ => {
+            return Err(to_py_err(
+                py,
+                &Error::InvalidArgument(
+                    "config['configurable'] has no 'thread_id': pass {'configurable': {'thread_id': ...}} when invoking a graph with a checkpointer"
+                        .into(),
+                ),
+            ));
+        }
+    };
+    let checkpoint_ns = match configurable.get_item(pyo3::intern!(py, "checkpoint_ns"))? {
+        Some(ns) if ns.is_truthy()? => ns.extract()?,
+        _ => String::new(),
+    };
+    let checkpoint_id = match configurable.get_item(pyo3::intern!(py, "checkpoint_id"))? {
+        Some(id) if !id.is_none() => Some(id.extract()?),
+        _ => None,
+    };
+    Ok(Config { thread_id, checkpoint_ns, checkpoint_id })
+}
+
+/// One value serialized by `dumps` (the saver's `serde.dumps_typed`): `(type_tag, bytes)`.
+fn dump(dumps: &Bound<'_, PyAny>, value: &Bound<'_, PyAny>) -> PyResult<Blob> {
+    let dumped = dumps.call1((value,))?;
+    let dumped = dumped.cast::<PyTuple>()?;
+    let type_tag = dumped.get_item(0)?;
+    let bytes = dumped.get_item(1)?;
+    Ok(Blob { type_tag: type_tag.cast::<PyString>()?.to_str()?.to_owned(), bytes: bytes.cast::<PyBytes>()?.as_bytes().to_vec() })
+}
+
+/// An item of a checkpoint dict (a `KeyError` if it is missing, as in Python).
+fn item<'py>(dict: &Bound<'py, PyDict>, key: &Bound<'py, PyString>) -> PyResult<Bound<'py, PyAny>> {
+    dict.get_item(key)?.ok_or_else(|| pyo3::exceptions::PyKeyError::new_err(key.clone().unbind()))
 }
 
 /// The query of `list` and `read_list`: the metadata filter comes as JSON text.
@@ -326,9 +339,6 @@ fn list_query(
     };
     Ok(ListQuery { thread_id, checkpoint_ns, checkpoint_id, filter, before, limit })
 }
-
-/// One entry of `put`'s `blobs`: `(channel, version, (type_tag, bytes) | None)`.
-type PutBlob<'py> = (String, Bound<'py, PyAny>, Option<(String, Vec<u8>)>);
 
 /// What `read_list` returns: the matching checkpoints as read, turned into `CheckpointTuple`s
 /// one at a time.
@@ -498,18 +508,16 @@ impl Store {
         found.map(|tuple| tuple_to_py(py, &tuple)).transpose()
     }
 
-    /// Latest (or exact) checkpoint as LangGraph's `CheckpointTuple` (values deserialized with
-    /// `loads`), or None.
-    #[pyo3(signature = (thread_id, checkpoint_ns, checkpoint_id, loads))]
+    /// `LogSaver.get_tuple`: the checkpoint `config` names (the latest when it names no id) as
+    /// LangGraph's `CheckpointTuple`, values deserialized with `loads`; or None.
     fn read_tuple<'py>(
         &self,
         py: Python<'py>,
-        thread_id: String,
-        checkpoint_ns: String,
-        checkpoint_id: Option<String>,
+        config: &Bound<'py, PyAny>,
         loads: &Bound<'py, PyAny>,
     ) -> PyResult<Option<Bound<'py, PyAny>>> {
-        let found = self.fetch(py, thread_id, checkpoint_ns, checkpoint_id)?;
+        let config = config_from_py(py, config)?;
+        let found = py.detach(|| self.inner.get_tuple(&config)).map_err(|e| to_py_err(py, &e))?;
         found.map(|tuple| tuple_to_langgraph(py, &tuple, loads)).transpose()
     }
 
@@ -549,71 +557,81 @@ impl Store {
         tuples.iter().map(|tuple| tuple_to_py(py, tuple)).collect()
     }
 
-    /// Store a checkpoint. `blobs` holds `(channel, version, (type_tag, bytes) | None)` for every
-    /// channel in `new_versions`; None is the `empty` sentinel.
-    #[pyo3(signature = (thread_id, checkpoint_ns, parent_id, checkpoint_id, v, ts, channel_versions, versions_seen, updated_channels, metadata, blobs))]
-    #[expect(clippy::too_many_arguments, reason = "mirrors the Python signature, one argument per keyword")]
-    fn put(
+    /// `LogSaver.put`, in one crossing: the config checked, the metadata merged by LangGraph's
+    /// `get_checkpoint_metadata`, each value of `new_versions` serialized with `dumps` (a channel
+    /// without a value is the `empty` sentinel), the metadata written as JSON text, the
+    /// checkpoint stored. Returns the new checkpoint's config.
+    fn put<'py>(
         &self,
-        py: Python<'_>,
-        thread_id: String,
-        checkpoint_ns: String,
-        parent_id: Option<String>,
-        checkpoint_id: String,
-        v: i64,
-        ts: String,
-        channel_versions: &Bound<'_, PyDict>,
-        versions_seen: &Bound<'_, PyDict>,
-        updated_channels: Option<Vec<String>>,
-        metadata: &Bound<'_, PyDict>,
-        blobs: &Bound<'_, PyList>,
-    ) -> PyResult<()> {
-        let metadata = metadata_from_py(py, metadata)?;
-        let mut seen = BTreeMap::new();
-        for (node, versions) in versions_seen.iter() {
-            seen.insert(node.extract::<String>()?, versions_from_py(versions.cast::<PyDict>()?)?);
-        }
-        let mut new_versions = ChannelVersions::new();
-        let mut values = BTreeMap::new();
-        for item in blobs.iter() {
-            let (channel, version, value): PutBlob<'_> = item.extract()?;
-            if let Some((type_tag, bytes)) = value {
-                values.insert(channel.clone(), Blob { type_tag, bytes });
+        py: Python<'py>,
+        config: &Bound<'py, PyAny>,
+        checkpoint: &Bound<'py, PyDict>,
+        metadata: &Bound<'py, PyAny>,
+        new_versions: &Bound<'py, PyDict>,
+        dumps: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let parent = config_from_py(py, config)?;
+        let merge = GET_CHECKPOINT_METADATA.get_or_try_init(py, || -> PyResult<Py<PyAny>> {
+            Ok(py.import("langgraph.checkpoint.base")?.getattr("get_checkpoint_metadata")?.unbind())
+        })?;
+        let merged = merge.bind(py).call1((config, metadata))?;
+        let merged = match merged.cast::<PyDict>() {
+            Ok(dict) => dict.clone(),
+            Err(_) => PyDict::from_sequence(&merged.call_method0(pyo3::intern!(py, "items"))?)?,
+        };
+        let metadata_json = metadata_text(py, &merged)?;
+        let values = item(checkpoint, pyo3::intern!(py, "channel_values"))?;
+        let values = values.cast::<PyDict>()?;
+        let mut channel_values = BTreeMap::new();
+        let mut versions = ChannelVersions::new();
+        for (channel, version) in new_versions.iter() {
+            let name: String = channel.extract()?;
+            if let Some(value) = values.get_item(&channel)? {
+                channel_values.insert(name.clone(), dump(dumps, &value)?);
             }
-            new_versions.insert(channel, version_from_py(&version)?);
+            versions.insert(name, version_from_py(&version)?);
         }
-        let checkpoint = Checkpoint {
-            v,
-            id: checkpoint_id,
-            ts,
-            channel_values: values,
-            channel_versions: versions_from_py(channel_versions)?,
+        let mut seen = BTreeMap::new();
+        for (node, node_versions) in item(checkpoint, pyo3::intern!(py, "versions_seen"))?.cast::<PyDict>()?.iter() {
+            seen.insert(node.extract::<String>()?, versions_from_py(node_versions.cast::<PyDict>()?)?);
+        }
+        let updated_channels = match checkpoint.get_item(pyo3::intern!(py, "updated_channels"))? {
+            Some(updated) if !updated.is_none() => Some(updated.extract()?),
+            _ => None,
+        };
+        let stored = Checkpoint {
+            v: item(checkpoint, pyo3::intern!(py, "v"))?.extract()?,
+            id: item(checkpoint, pyo3::intern!(py, "id"))?.extract()?,
+            ts: item(checkpoint, pyo3::intern!(py, "ts"))?.extract()?,
+            channel_values,
+            channel_versions: versions_from_py(item(checkpoint, pyo3::intern!(py, "channel_versions"))?.cast::<PyDict>()?)?,
             versions_seen: seen,
             updated_channels,
         };
-        let config = Config { thread_id, checkpoint_ns, checkpoint_id: parent_id };
-        // The metadata dict is converted here, not by `json.dumps` in Python and parsed again.
-        self.write(py, || self.inner.put(&config, &checkpoint, &metadata, &new_versions))
+        let saved = self
+            .write(py, || self.inner.put_with_metadata_json(&parent, &stored, &metadata_json, &versions))
             .map_err(|e| to_py_err(py, &e))?;
-        Ok(())
+        config_to_py(py, &saved.thread_id, &saved.checkpoint_ns, &stored.id)
     }
 
-    /// Store one task's writes: `writes` is a list of `(channel, type_tag, bytes)`.
-    #[expect(clippy::too_many_arguments, reason = "mirrors the Python signature, one argument per keyword")]
+    /// `LogSaver.put_writes`, in one crossing: `writes` is LangGraph's list of
+    /// `(channel, value)`, each value serialized with `dumps`.
     fn put_writes(
         &self,
         py: Python<'_>,
-        thread_id: String,
-        checkpoint_ns: String,
-        checkpoint_id: Option<String>,
+        config: &Bound<'_, PyAny>,
+        writes: &Bound<'_, PyAny>,
         task_id: &str,
         task_path: &str,
-        writes: Vec<(String, String, Vec<u8>)>,
+        dumps: &Bound<'_, PyAny>,
     ) -> PyResult<()> {
-        let config = Config { thread_id, checkpoint_ns, checkpoint_id };
-        let writes: Vec<(String, Blob)> =
-            writes.into_iter().map(|(channel, type_tag, bytes)| (channel, Blob { type_tag, bytes })).collect();
-        self.write(py, || self.inner.put_writes(&config, &writes, task_id, task_path)).map_err(|e| to_py_err(py, &e))
+        let config = config_from_py(py, config)?;
+        let mut blobs = Vec::new();
+        for write in writes.try_iter()? {
+            let (channel, value): (String, Bound<'_, PyAny>) = write?.extract()?;
+            blobs.push((channel, dump(dumps, &value)?));
+        }
+        self.write(py, || self.inner.put_writes(&config, &blobs, task_id, task_path)).map_err(|e| to_py_err(py, &e))
     }
 
     fn delete_thread(&self, py: Python<'_>, thread_id: &str) -> PyResult<()> {
