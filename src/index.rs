@@ -45,7 +45,8 @@ impl Ord for CheckpointKey {
     fn cmp(&self, other: &Self) -> Ordering {
         match (self, other) {
             // Canonical lowercase hex compares like the bytes it encodes.
-            (CheckpointKey::Uuid(a), CheckpointKey::Uuid(b)) => a.cmp(b),
+            // As one big-endian number: the same order, without a libc `memcmp` call.
+            (CheckpointKey::Uuid(a), CheckpointKey::Uuid(b)) => u128::from_be_bytes(*a).cmp(&u128::from_be_bytes(*b)),
             (CheckpointKey::Text(a), CheckpointKey::Text(b)) => a.cmp(b),
             _ => self.as_str().cmp(&other.as_str()),
         }
@@ -65,7 +66,8 @@ fn parse_canonical_uuid(id: &str) -> Option<[u8; 16]> {
         return None;
     }
     let uuid = uuid::Uuid::try_parse(id).ok()?;
-    (uuid.hyphenated().to_string() == id).then(|| *uuid.as_bytes())
+    let mut canonical = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    (uuid.hyphenated().encode_lower(&mut canonical) == id).then(|| *uuid.as_bytes())
 }
 
 /// A stable 64-bit hash of a blob's (channel, version). Stable across runs and builds so it may

@@ -214,6 +214,8 @@ pub(crate) fn check_records(index: &Index, segments: &SegmentSet, progress: &mut
                             version,
                             crate::codec::DECODE_LIMIT,
                             &mut crate::values::ChainMemo::disabled(),
+                            // verify checks the bytes on disk, never a cached copy.
+                            None,
                         )
                         .map(|_| ())
                     })

@@ -55,6 +55,7 @@ mod snapshot;
 mod stats;
 #[cfg(feature = "testing")]
 pub mod testing;
+mod text;
 mod value_cache;
 mod values;
 pub mod vfs;

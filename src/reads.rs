@@ -27,6 +27,7 @@ use crate::pending::load_pending_writes;
 use crate::records::{BlobKey, checkpoint_of, decode_prefix};
 use crate::saver::{Ancestor, check_thread_id, metadata_matches, walk_delta_history};
 use crate::segment::{Pinned, RecordBytes};
+use crate::text::same_text;
 use crate::values::{Chain, ChainMemo, pin_chain};
 
 /// Optimistic tries before a read holds the lock throughout.
@@ -78,7 +79,7 @@ fn read_checkpoint(thread: &str, ns: &str, key: CheckpointKey, pinned: Pinned, l
     let record = checkpoint_of(&bytes.view(), limit).map_err(|reason| pinned.corruption(reason))?;
     let head = &record.head;
     let id = key.as_str().into_owned();
-    if head.checkpoint_id != id || head.thread_id != thread || head.checkpoint_ns != ns {
+    if head.checkpoint_id != id || head.thread_id != thread || !same_text(&head.checkpoint_ns, ns) {
         return Err(
             pinned.corruption(format!("index entry for checkpoint {id} of thread {thread:?} points at another record"))
         );
@@ -112,7 +113,11 @@ pub(crate) fn read_blob(
 ) -> Result<RecordBytes> {
     let bytes = pinned.read()?;
     let key: BlobKey = decode_prefix(bytes.view().body).map_err(|reason| pinned.corruption(reason))?;
-    if key.thread_id != thread || key.checkpoint_ns != ns || key.channel != channel || *key.version != *version {
+    if key.thread_id != thread
+        || !same_text(&key.checkpoint_ns, ns)
+        || key.channel != channel
+        || *key.version != *version
+    {
         return Err(pinned.corruption(format!(
             "blob index entry for channel {channel:?} version {version} of thread {thread:?} points at another blob"
         )));

@@ -1,4 +1,5 @@
-//! The last value of each (thread, namespace, channel), kept within a memory budget.
+//! The last value of each (thread, namespace, channel), and the whole values at the bottom of
+//! delta chains, kept within one memory budget.
 //!
 //! A write stores a new version as a delta against the channel's previous one, so it needs that
 //! value: the cache holds it, as the write left it or a read decoded it. The latest checkpoint's
@@ -112,10 +113,24 @@ impl ValueCache {
 
     /// The entry for a channel, if one is held; the caller checks it against the index.
     pub fn get(&self, thread: &str, ns: &str, channel: &str) -> Option<Arc<CachedValue>> {
+        self.get_key(self.key(thread, ns, channel))
+    }
+
+    /// The whole value at the bottom of a delta chain, decoded from the record at `loc` (every
+    /// delta above it starts from it, and decoding it, usually a zstd frame, costs more than
+    /// applying the deltas). Keyed by the record, which never changes: an entry is never stale.
+    pub fn get_base(&self, loc: Loc) -> Option<Arc<CachedValue>> {
+        self.get_key(self.base_key(loc)).filter(|base| base.loc == loc)
+    }
+
+    fn base_key(&self, loc: Loc) -> u64 {
+        self.hasher.hash_one((loc.segment, loc.offset, "base"))
+    }
+
+    fn get_key(&self, key: u64) -> Option<Arc<CachedValue>> {
         if self.budget == 0 {
             return None;
         }
-        let key = self.key(thread, ns, channel);
         let mut inner = self.inner.lock();
         inner.tick += 1;
         let tick = inner.tick;
@@ -136,9 +151,18 @@ impl ValueCache {
     /// budget. A value larger than a quarter of the budget is not kept (it would empty the cache
     /// for one channel).
     pub fn insert(&self, thread: &str, ns: &str, channel: &str, value: CachedValue) {
-        let key = self.key(thread, ns, channel);
         let cost = value.cost(thread.len() + ns.len() + channel.len());
-        let thread = self.thread_hash(thread);
+        self.insert_key(self.key(thread, ns, channel), self.thread_hash(thread), cost, value);
+    }
+
+    /// Hold `value`, the whole value decoded from the record at `value.loc`, as a chain's base
+    /// (see [`ValueCache::get_base`]).
+    pub fn insert_base(&self, thread: &str, value: CachedValue) {
+        let cost = value.cost(0);
+        self.insert_key(self.base_key(value.loc), self.thread_hash(thread), cost, value);
+    }
+
+    fn insert_key(&self, key: u64, thread: u64, cost: u64, value: CachedValue) {
         let mut inner = self.inner.lock();
         if let Some(old) = inner.entries.remove(&key) {
             inner.used -= old.cost;
@@ -230,5 +254,23 @@ mod tests {
         let off = ValueCache::new(0);
         off.insert("a", "", "m", value(1, 1));
         assert!(off.get("a", "", "m").is_none());
+    }
+
+    #[test]
+    fn a_base_is_found_only_by_the_record_it_was_decoded_from() {
+        let cache = ValueCache::new(10_000);
+        let base = value(1, 100);
+        let loc = base.loc;
+        cache.insert_base("a", base);
+        assert_eq!(cache.get_base(loc).map(|b| b.version.clone()), Some(ChannelVersion::Int(1)));
+        // The same bytes moved by a compaction are another record: a miss.
+        assert!(cache.get_base(Loc { offset: loc.offset + 1, ..loc }).is_none());
+        assert!(cache.get_base(Loc { segment: loc.segment + 1, ..loc }).is_none());
+        // Bases and channels' last values share the budget, and a deleted thread's go too.
+        cache.insert("a", "", "m", value(2, 100));
+        assert_eq!(cache.stats().entries, 2);
+        cache.forget_thread("a");
+        assert!(cache.get_base(loc).is_none());
+        assert_eq!(cache.stats(), ValueCacheStats { budget_bytes: 10_000, ..ValueCacheStats::default() });
     }
 }

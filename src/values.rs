@@ -22,7 +22,7 @@ use crate::options::{MAX_CHAIN_LIMIT, ValueEncoding};
 use crate::reads::read_blob;
 use crate::records::{BlobKey, BlobRecord, Packed, StoredValue, ValueHead, ValueRecord, decode, decode_prefix};
 use crate::segment::{Pinned, RecordBytes, SegmentSet};
-use crate::value_cache::CachedValue;
+use crate::value_cache::{CachedValue, ValueCache};
 
 /// Values shorter than this are stored whole and not cached: a delta could save little, and
 /// looking up and keeping the base would cost more than writing the value.
@@ -123,7 +123,12 @@ impl ChainMemo {
 /// Read a value through its pinned chain (no lock held): each record's key is checked (the
 /// thread, namespace and channel, and the version its successor names as base), every length
 /// is checked against `limit` before anything is allocated, and a chain longer than
-/// [`MAX_CHAIN_LIMIT`] is refused as corruption. A record `memo` holds starts the rebuild.
+/// [`MAX_CHAIN_LIMIT`] is refused as corruption. A record `memo` holds starts the rebuild, or
+/// else the chain's bottom whole value if `bases` holds it (decoded from that very record).
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the value's full key, the limit, and the two caches a read may start from"
+)]
 pub(crate) fn read_chain(
     chain: &[Pinned],
     thread: &str,
@@ -132,16 +137,27 @@ pub(crate) fn read_chain(
     version: &ChannelVersion,
     limit: u64,
     memo: &mut ChainMemo,
+    bases: Option<&ValueCache>,
 ) -> Result<DecodedValue> {
     let mut records: Vec<(&Pinned, RecordBytes)> = Vec::with_capacity(chain.len());
     let mut expected = version.clone();
     let mut from_memo = None;
+    let mut from_base = None;
     for (at, pinned) in chain.iter().enumerate() {
         if let Some(known) = memo.values.get(&pinned.loc)
             && known.channel == channel
             && known.version == expected
         {
             from_memo = Some(known);
+            break;
+        }
+        // The bottom of a chain, decoded before from this very record.
+        if at > 0
+            && at + 1 == chain.len()
+            && let Some(base) = bases.and_then(|cache| cache.get_base(pinned.loc))
+            && base.version == expected
+        {
+            from_base = Some(base);
             break;
         }
         let bytes = read_blob(pinned, thread, ns, channel, &expected)?;
@@ -167,8 +183,8 @@ pub(crate) fn read_chain(
         expected = base;
     }
     // Where the rebuild starts: a value the memo holds, or the whole value at the bottom.
-    let (mut value, mut type_tag, mut depth, mut chain_bytes, whole_bytes, deltas) = match from_memo {
-        Some(known) => (
+    let (mut value, mut type_tag, mut depth, mut chain_bytes, whole_bytes, deltas) = match (from_memo, from_base) {
+        (Some(known), _) => (
             known.value.clone(),
             known.type_tag.clone(),
             known.depth,
@@ -176,7 +192,10 @@ pub(crate) fn read_chain(
             known.whole_bytes,
             &records[..],
         ),
-        None => {
+        (None, Some(base)) => {
+            (base.blob.bytes.clone(), base.blob.type_tag.clone(), 0, 0, base.whole_bytes, &records[..])
+        }
+        (None, None) => {
             let Some(((bottom_pin, bottom), deltas)) = records.split_last() else {
                 return Err(Error::invariant("a value chain with no record"));
             };
@@ -191,6 +210,20 @@ pub(crate) fn read_chain(
             if !deltas.is_empty() {
                 let key: BlobKey = decode_prefix(bottom.view().body).map_err(|r| bottom_pin.corruption(r))?;
                 let (version, len) = (key.version.into_owned(), whole.len());
+                if let Some(cache) = bases {
+                    let base = Blob { type_tag: type_tag.clone(), bytes: whole.clone() };
+                    cache.insert_base(
+                        thread,
+                        CachedValue {
+                            version: version.clone(),
+                            loc: bottom_pin.loc,
+                            blob: Arc::new(base),
+                            depth: 0,
+                            chain_bytes: 0,
+                            whole_bytes,
+                        },
+                    );
+                }
                 memo.remember(
                     bottom_pin.loc,
                     || Memoized {
@@ -406,7 +439,8 @@ impl crate::engine::Engine {
             self.value_cache.count(true);
             return Ok(Some(Blob::clone(&cached.blob)));
         }
-        let decoded = read_chain(chain, thread, ns, channel, version, self.read_limit(), memo)?;
+        let decoded =
+            read_chain(chain, thread, ns, channel, version, self.read_limit(), memo, Some(&self.value_cache))?;
         if decoded.depth > 0 {
             self.value_cache.count(false);
         }
@@ -426,8 +460,16 @@ impl crate::engine::Engine {
     pub(crate) fn latest_value(&self, thread: &str, ns: &str, channel: &str) -> Option<Arc<CachedValue>> {
         let read = || -> Result<Option<Arc<CachedValue>>> {
             let Some((chain, version)) = self.pin_latest_value(thread, ns, channel)? else { return Ok(None) };
-            let decoded =
-                read_chain(&chain, thread, ns, channel, &version, self.read_limit(), &mut ChainMemo::disabled())?;
+            let decoded = read_chain(
+                &chain,
+                thread,
+                ns,
+                channel,
+                &version,
+                self.read_limit(),
+                &mut ChainMemo::disabled(),
+                Some(&self.value_cache),
+            )?;
             let entry = decoded.cached(&version, &chain);
             if let Some(entry) = &entry {
                 self.value_cache.insert(thread, ns, channel, entry.clone());
@@ -531,7 +573,8 @@ pub(crate) fn whole_record(
     let Some(top) = chain.first() else { return Ok(None) };
     let top_bytes = top.read()?;
     let key: BlobKey = decode_prefix(top_bytes.view().body).map_err(|reason| top.corruption(reason))?;
-    let decoded = read_chain(chain, thread, ns, &key.channel, &key.version, limit, &mut ChainMemo::disabled())?;
+    // Compaction reads what is on disk, not what a cache holds.
+    let decoded = read_chain(chain, thread, ns, &key.channel, &key.version, limit, &mut ChainMemo::disabled(), None)?;
     let Some(blob) = decoded.blob else { return Ok(None) };
     let packed = Packed::of(&blob.bytes, level);
     let packed =

@@ -42,8 +42,35 @@ fn metadata_run_id(json: &str) -> std::result::Result<Option<String>, String> {
     if !json.trim_start().starts_with('{') {
         return Err("it does not start with '{'".into());
     }
+    // Skipping a value does not count its nesting; reading it back as a map does, and refuses
+    // more than serde_json's 128 levels. Deeply nested text is parsed as reads will parse it,
+    // so what is stored can always be read.
+    if nests_deeper_than(json, 64) {
+        serde_json::from_str::<Metadata>(json).map_err(|e| e.to_string())?;
+    }
     let head: RunIdOnly = serde_json::from_str(json).map_err(|e| e.to_string())?;
     Ok(head.run_id.as_str().map(str::to_owned))
+}
+
+/// Whether JSON `text` opens more than `levels` arrays or objects inside one another.
+fn nests_deeper_than(text: &str, levels: usize) -> bool {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for byte in text.bytes() {
+        match (in_string, escaped, byte) {
+            (true, true, _) => escaped = false,
+            (true, false, b'\\') => escaped = true,
+            (true, false, b'"') | (false, _, b'"') => in_string = !in_string,
+            (false, _, b'{' | b'[') => {
+                depth += 1;
+                if depth > levels {
+                    return true;
+                }
+            }
+            (false, _, b'}' | b']') => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
 }
 
 /// How often a put whose assumed values vanished is encoded again before giving up (each retry
@@ -67,6 +94,11 @@ impl Engine {
         new_versions: &ChannelVersions,
     ) -> Result<Config> {
         let metadata_json = serde_json::to_string(metadata).map_err(|e| Error::invalid(format!("metadata: {e}")))?;
+        if nests_deeper_than(&metadata_json, 64) {
+            serde_json::from_str::<Metadata>(&metadata_json).map_err(|e| {
+                Error::invalid(format!("metadata of checkpoint {} cannot be read back: {e}", checkpoint.id))
+            })?;
+        }
         self.put_metadata_json(config, checkpoint, &metadata_json, run_id_of(metadata), new_versions)
     }
 
@@ -305,7 +337,15 @@ impl Engine {
 
 #[cfg(test)]
 mod tests {
-    use super::metadata_run_id;
+    use super::{metadata_run_id, nests_deeper_than};
+
+    #[test]
+    fn nesting_is_counted_outside_strings_only() {
+        assert!(!nests_deeper_than(r#"{"a":"[[[[{{{{"}"#, 2));
+        assert!(!nests_deeper_than(r#"{"a":"\\\"[[[["}"#, 2));
+        assert!(nests_deeper_than(r#"{"a":[[{}]]}"#, 3));
+        assert!(!nests_deeper_than(r#"{"a":[[]],"b":[[]]}"#, 3));
+    }
 
     #[test]
     fn run_id_is_read_from_metadata_text_like_from_the_map() {
@@ -316,5 +356,10 @@ mod tests {
         assert!(metadata_run_id(r#"["run_id"]"#).is_err());
         assert!(metadata_run_id(r#"{"run_id": "r"#).is_err());
         assert!(metadata_run_id("null").is_err());
+        // Nesting the read path refuses is refused at put, not stored unreadable.
+        let deep = format!("{{\"m\":{}{}}}", "[".repeat(200), "]".repeat(200));
+        assert!(metadata_run_id(&deep).is_err());
+        let fine = format!("{{\"m\":{}{},\"s\":\"[[[\\\"\"}}", "[".repeat(100), "]".repeat(100));
+        assert_eq!(metadata_run_id(&fine), Ok(None));
     }
 }

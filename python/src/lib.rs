@@ -314,7 +314,10 @@ fn dump(dumps: &Bound<'_, PyAny>, value: &Bound<'_, PyAny>) -> PyResult<Blob> {
     let dumped = dumped.cast::<PyTuple>()?;
     let type_tag = dumped.get_item(0)?;
     let bytes = dumped.get_item(1)?;
-    Ok(Blob { type_tag: type_tag.cast::<PyString>()?.to_str()?.to_owned(), bytes: bytes.cast::<PyBytes>()?.as_bytes().to_vec() })
+    Ok(Blob {
+        type_tag: type_tag.cast::<PyString>()?.to_str()?.to_owned(),
+        bytes: bytes.cast::<PyBytes>()?.as_bytes().to_vec(),
+    })
 }
 
 /// An item of a checkpoint dict (a `KeyError` if it is missing, as in Python).
@@ -604,7 +607,9 @@ impl Store {
             id: item(checkpoint, pyo3::intern!(py, "id"))?.extract()?,
             ts: item(checkpoint, pyo3::intern!(py, "ts"))?.extract()?,
             channel_values,
-            channel_versions: versions_from_py(item(checkpoint, pyo3::intern!(py, "channel_versions"))?.cast::<PyDict>()?)?,
+            channel_versions: versions_from_py(
+                item(checkpoint, pyo3::intern!(py, "channel_versions"))?.cast::<PyDict>()?,
+            )?,
             versions_seen: seen,
             updated_channels,
         };

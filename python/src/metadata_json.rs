@@ -32,7 +32,7 @@ impl Serialize for Json<'_, '_> {
         if self.depth > MAX_NATIVE_DEPTH {
             return Err(not_plain());
         }
-        let nested = |value| Json { value, depth: self.depth + 1 };
+        let depth = self.depth + 1;
         if value.is_none() {
             serializer.serialize_unit()
         } else if let Ok(flag) = value.cast::<PyBool>() {
@@ -51,19 +51,19 @@ impl Serialize for Json<'_, '_> {
             let mut map = serializer.serialize_map(Some(dict.len()))?;
             for (key, item) in dict.iter() {
                 let key = key.cast::<PyString>().map_err(|_| not_plain())?;
-                map.serialize_entry(key.to_str().map_err(|_| not_plain())?, &nested(&item))?;
+                map.serialize_entry(key.to_str().map_err(|_| not_plain())?, &Json { value: &item, depth })?;
             }
             map.end()
         } else if let Ok(list) = value.cast::<PyList>() {
             let mut seq = serializer.serialize_seq(Some(list.len()))?;
             for item in list.iter() {
-                seq.serialize_element(&nested(&item))?;
+                seq.serialize_element(&Json { value: &item, depth })?;
             }
             seq.end()
         } else if let Ok(tuple) = value.cast::<PyTuple>() {
             let mut seq = serializer.serialize_seq(Some(tuple.len()))?;
             for item in tuple.iter() {
-                seq.serialize_element(&nested(&item))?;
+                seq.serialize_element(&Json { value: &item, depth })?;
             }
             seq.end()
         } else {
