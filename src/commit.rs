@@ -478,6 +478,12 @@ impl<'a> Prefetched<'a> {
         let mut keys = HashMap::new();
         let mut read_refs = Vec::new();
         let mut read_keys = Vec::new();
+        // Only a special write (an error, an interrupt) reads the keys of a checkpoint's writes
+        // records: without one in the group, none are decoded.
+        let any_special = batches
+            .iter()
+            .flat_map(|batch| &batch.records)
+            .any(|(op, ..)| matches!(op, IndexOp::Writes { special: true, .. }));
         // Records of this group, by (thread, namespace, checkpoint id), as the ops before each
         // one leave them: an op may replace or delete what an earlier op of the group wrote.
         for (batch, locs) in batches.iter().zip(locs) {
@@ -501,6 +507,7 @@ impl<'a> Prefetched<'a> {
                             }
                         }
                     }
+                    IndexOp::Writes { .. } if !any_special => {}
                     IndexOp::Writes { thread, ns, checkpoint_id, special } => {
                         let body = batch.bytes.get(at + RECORD_HEADER_LEN..at + RECORD_HEADER_LEN + *len as usize);
                         if let Some(Ok(own)) = body.map(write_keys_of) {

@@ -113,6 +113,19 @@ pub(crate) fn read_blob(
 ) -> Result<RecordBytes> {
     let bytes = pinned.read()?;
     let key: BlobKey = decode_prefix(bytes.view().body).map_err(|reason| pinned.corruption(reason))?;
+    check_blob_key(pinned, &key, thread, ns, channel, version)?;
+    Ok(bytes)
+}
+
+/// That the blob record at `pinned` has the key the request names.
+pub(crate) fn check_blob_key(
+    pinned: &Pinned,
+    key: &BlobKey<'_>,
+    thread: &str,
+    ns: &str,
+    channel: &str,
+    version: &ChannelVersion,
+) -> Result<()> {
     if key.thread_id != thread
         || !same_text(&key.checkpoint_ns, ns)
         || key.channel != channel
@@ -122,7 +135,7 @@ pub(crate) fn read_blob(
             "blob index entry for channel {channel:?} version {version} of thread {thread:?} points at another blob"
         )));
     }
-    Ok(bytes)
+    Ok(())
 }
 
 impl Engine {

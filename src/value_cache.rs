@@ -68,12 +68,13 @@ struct Entry {
     used_at: u64,
 }
 
-/// Entries by the hash of (thread, namespace, channel). No names are kept or compared: an
-/// entry is only ever used for the record it names (see the module doc), so two channels whose
-/// names hash alike only take each other's place, as an eviction would. A lookup allocates
-/// nothing and calls no `memcmp`.
-#[derive(Default)]
-struct Inner {
+/// One pool of entries within its own budget, least recently used out. Entries are keyed by a
+/// 64-bit hash: of (thread, namespace, channel) for channels' last values, of the record's
+/// location for decoded records. No names are kept or compared: an entry is only ever used for
+/// the record it names (see the module doc), so two keys that hash alike only take each other's
+/// place, as an eviction would. A lookup allocates nothing and calls no `memcmp`.
+struct Pool {
+    budget: u64,
     entries: hashbrown::HashMap<u64, Entry, BuildHasherDefault<PassThroughHasher>>,
     /// Last use → key, oldest first.
     order: BTreeMap<u64, u64>,
@@ -81,12 +82,70 @@ struct Inner {
     used: u64,
 }
 
-/// The cache; shared by every caller of a store.
+impl Pool {
+    fn new(budget: u64) -> Self {
+        Pool { budget, entries: hashbrown::HashMap::default(), order: BTreeMap::new(), tick: 0, used: 0 }
+    }
+
+    fn get(&mut self, key: u64) -> Option<Arc<CachedValue>> {
+        self.tick += 1;
+        let tick = self.tick;
+        let entry = self.entries.get_mut(&key)?;
+        let (value, old) = (entry.value.clone(), std::mem::replace(&mut entry.used_at, tick));
+        self.order.remove(&old);
+        self.order.insert(tick, key);
+        Some(value)
+    }
+
+    /// Hold `value` under `key`, evicting the least recently used beyond the budget. A value
+    /// costing more than a quarter of the budget is not kept (it would empty the pool for one
+    /// value), and the entry it would have replaced is gone.
+    fn insert(&mut self, key: u64, thread: u64, cost: u64, value: CachedValue) {
+        if let Some(old) = self.entries.remove(&key) {
+            self.used -= old.cost;
+            self.order.remove(&old.used_at);
+        }
+        if cost > self.budget / 4 {
+            return;
+        }
+        self.tick += 1;
+        let tick = self.tick;
+        self.used += cost;
+        self.order.insert(tick, key);
+        self.entries.insert(key, Entry { value: Arc::new(value), thread, cost, used_at: tick });
+        while self.used > self.budget {
+            let Some((_, oldest)) = self.order.pop_first() else { break };
+            if let Some(old) = self.entries.remove(&oldest) {
+                self.used -= old.cost;
+            }
+        }
+    }
+
+    fn forget_thread(&mut self, thread: u64) {
+        let doomed: Vec<(u64, u64, u64)> = self
+            .entries
+            .iter()
+            .filter(|(_, entry)| entry.thread == thread)
+            .map(|(key, entry)| (*key, entry.used_at, entry.cost))
+            .collect();
+        for (key, at, cost) in doomed {
+            self.entries.remove(&key);
+            self.order.remove(&at);
+            self.used -= cost;
+        }
+    }
+}
+
+/// The cache; shared by every caller of a store. Two pools in one budget: the channels' last
+/// values (three quarters: what writes need as delta bases and latest reads return) and
+/// decoded records (a quarter: chain bottoms and older versions reads rebuilt), so reading a
+/// long history never pushes out what the next write needs.
 pub(crate) struct ValueCache {
     budget: u64,
     /// hashbrown's default (foldhash, seeded per process).
     hasher: hashbrown::DefaultHashBuilder,
-    inner: Mutex<Inner>,
+    latest: Mutex<Pool>,
+    records: Mutex<Pool>,
     hits: AtomicU64,
     misses: AtomicU64,
 }
@@ -94,10 +153,12 @@ pub(crate) struct ValueCache {
 impl ValueCache {
     /// A cache holding at most `budget` bytes (0: nothing is kept).
     pub fn new(budget: u64) -> Self {
+        let records = budget / 4;
         ValueCache {
             budget,
             hasher: hashbrown::DefaultHashBuilder::default(),
-            inner: Mutex::new(Inner::default()),
+            latest: Mutex::new(Pool::new(budget - records)),
+            records: Mutex::new(Pool::new(records)),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
         }
@@ -113,32 +174,21 @@ impl ValueCache {
 
     /// The entry for a channel, if one is held; the caller checks it against the index.
     pub fn get(&self, thread: &str, ns: &str, channel: &str) -> Option<Arc<CachedValue>> {
-        self.get_key(self.key(thread, ns, channel))
-    }
-
-    /// The whole value at the bottom of a delta chain, decoded from the record at `loc` (every
-    /// delta above it starts from it, and decoding it, usually a zstd frame, costs more than
-    /// applying the deltas). Keyed by the record, which never changes: an entry is never stale.
-    pub fn get_base(&self, loc: Loc) -> Option<Arc<CachedValue>> {
-        self.get_key(self.base_key(loc)).filter(|base| base.loc == loc)
-    }
-
-    fn base_key(&self, loc: Loc) -> u64 {
-        self.hasher.hash_one((loc.segment, loc.offset, "base"))
-    }
-
-    fn get_key(&self, key: u64) -> Option<Arc<CachedValue>> {
         if self.budget == 0 {
             return None;
         }
-        let mut inner = self.inner.lock();
-        inner.tick += 1;
-        let tick = inner.tick;
-        let entry = inner.entries.get_mut(&key)?;
-        let (value, old) = (entry.value.clone(), std::mem::replace(&mut entry.used_at, tick));
-        inner.order.remove(&old);
-        inner.order.insert(tick, key);
-        Some(value)
+        self.latest.lock().get(self.key(thread, ns, channel))
+    }
+
+    /// The value decoded from the record at `loc`: a delta chain's bottom (every delta above it
+    /// starts from it, and decoding it, usually a zstd frame, costs more than applying the
+    /// deltas) or an older version a read rebuilt. Keyed by the record, which never changes:
+    /// an entry is never stale.
+    pub fn get_record(&self, loc: Loc) -> Option<Arc<CachedValue>> {
+        if self.budget == 0 {
+            return None;
+        }
+        self.records.lock().get(self.hasher.hash_one(loc)).filter(|value| value.loc == loc)
     }
 
     /// Count a lookup that answered (`true`) or not.
@@ -147,67 +197,32 @@ impl ValueCache {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Hold `value` as the channel's last value, evicting the least recently used beyond the
-    /// budget. A value larger than a quarter of the budget is not kept (it would empty the cache
-    /// for one channel).
+    /// Hold `value` as the channel's last value (see [`Pool::insert`]).
     pub fn insert(&self, thread: &str, ns: &str, channel: &str, value: CachedValue) {
         let cost = value.cost(thread.len() + ns.len() + channel.len());
-        self.insert_key(self.key(thread, ns, channel), self.thread_hash(thread), cost, value);
+        self.latest.lock().insert(self.key(thread, ns, channel), self.thread_hash(thread), cost, value);
     }
 
-    /// Hold `value`, the whole value decoded from the record at `value.loc`, as a chain's base
-    /// (see [`ValueCache::get_base`]).
-    pub fn insert_base(&self, thread: &str, value: CachedValue) {
+    /// Hold `value`, decoded from the record at `value.loc` (see [`ValueCache::get_record`]).
+    pub fn insert_record(&self, thread: &str, value: CachedValue) {
         let cost = value.cost(0);
-        self.insert_key(self.base_key(value.loc), self.thread_hash(thread), cost, value);
-    }
-
-    fn insert_key(&self, key: u64, thread: u64, cost: u64, value: CachedValue) {
-        let mut inner = self.inner.lock();
-        if let Some(old) = inner.entries.remove(&key) {
-            inner.used -= old.cost;
-            inner.order.remove(&old.used_at);
-        }
-        if cost > self.budget / 4 {
-            return;
-        }
-        inner.tick += 1;
-        let tick = inner.tick;
-        inner.used += cost;
-        inner.order.insert(tick, key);
-        inner.entries.insert(key, Entry { value: Arc::new(value), thread, cost, used_at: tick });
-        while inner.used > self.budget {
-            let Some((_, oldest)) = inner.order.pop_first() else { break };
-            if let Some(old) = inner.entries.remove(&oldest) {
-                inner.used -= old.cost;
-            }
-        }
+        self.records.lock().insert(self.hasher.hash_one(value.loc), self.thread_hash(thread), cost, value);
     }
 
     /// Drop every entry of a thread (deleted: its entries could only be stale).
     pub fn forget_thread(&self, thread: &str) {
         let thread = self.thread_hash(thread);
-        let mut inner = self.inner.lock();
-        let doomed: Vec<(u64, u64, u64)> = inner
-            .entries
-            .iter()
-            .filter(|(_, entry)| entry.thread == thread)
-            .map(|(key, entry)| (*key, entry.used_at, entry.cost))
-            .collect();
-        for (key, at, cost) in doomed {
-            inner.entries.remove(&key);
-            inner.order.remove(&at);
-            inner.used -= cost;
-        }
+        self.latest.lock().forget_thread(thread);
+        self.records.lock().forget_thread(thread);
     }
 
     /// Budget, use and counters.
     pub fn stats(&self) -> ValueCacheStats {
-        let inner = self.inner.lock();
+        let (latest, records) = (self.latest.lock(), self.records.lock());
         ValueCacheStats {
             budget_bytes: self.budget,
-            used_bytes: inner.used,
-            entries: inner.entries.len() as u64,
+            used_bytes: latest.used + records.used,
+            entries: (latest.entries.len() + records.entries.len()) as u64,
             hits: self.hits.load(Ordering::Relaxed),
             misses: self.misses.load(Ordering::Relaxed),
         }
@@ -231,7 +246,8 @@ mod tests {
 
     #[test]
     fn keeps_the_last_value_within_the_budget_least_recently_used_out() {
-        let cache = ValueCache::new(10_000);
+        // Three quarters of the budget, 10,001 bytes, hold channels' last values.
+        let cache = ValueCache::new(13_334);
         cache.insert("a", "", "m", value(1, 2000));
         cache.insert("a", "", "m", value(2, 2000));
         assert_eq!(cache.get("a", "", "m").map(|v| v.version.clone()), Some(ChannelVersion::Int(2)));
@@ -243,7 +259,7 @@ mod tests {
         cache.insert("d", "", "m", value(1, 2000));
         cache.insert("e", "", "m", value(1, 2000));
         let stats = cache.stats();
-        assert!(stats.used_bytes <= 10_000, "{stats:?}");
+        assert!(stats.used_bytes <= 10_001, "{stats:?}");
         assert!(cache.get("b", "", "m").is_none());
         assert!(cache.get("a", "", "m").is_some());
         // Too large for a quarter of the budget: not kept, and the old entry is gone.
@@ -257,20 +273,28 @@ mod tests {
     }
 
     #[test]
-    fn a_base_is_found_only_by_the_record_it_was_decoded_from() {
+    fn a_record_is_found_only_by_the_location_it_was_decoded_from() {
         let cache = ValueCache::new(10_000);
         let base = value(1, 100);
         let loc = base.loc;
-        cache.insert_base("a", base);
-        assert_eq!(cache.get_base(loc).map(|b| b.version.clone()), Some(ChannelVersion::Int(1)));
+        cache.insert_record("a", base);
+        assert_eq!(cache.get_record(loc).map(|b| b.version.clone()), Some(ChannelVersion::Int(1)));
         // The same bytes moved by a compaction are another record: a miss.
-        assert!(cache.get_base(Loc { offset: loc.offset + 1, ..loc }).is_none());
-        assert!(cache.get_base(Loc { segment: loc.segment + 1, ..loc }).is_none());
+        assert!(cache.get_record(Loc { offset: loc.offset + 1, ..loc }).is_none());
+        assert!(cache.get_record(Loc { segment: loc.segment + 1, ..loc }).is_none());
         // Bases and channels' last values share the budget, and a deleted thread's go too.
         cache.insert("a", "", "m", value(2, 100));
         assert_eq!(cache.stats().entries, 2);
         cache.forget_thread("a");
-        assert!(cache.get_base(loc).is_none());
+        assert!(cache.get_record(loc).is_none());
         assert_eq!(cache.stats(), ValueCacheStats { budget_bytes: 10_000, ..ValueCacheStats::default() });
+        // Records and last values have separate pools: a long read of history keeps the last
+        // values the next writes need.
+        cache.insert("b", "", "m", value(1, 100));
+        for offset in 0..100 {
+            cache.insert_record("b", CachedValue { loc: Loc { segment: 2, offset, len: 10 }, ..value(1, 100) });
+        }
+        assert!(cache.get("b", "", "m").is_some());
+        assert!(cache.stats().used_bytes <= 10_000);
     }
 }

@@ -19,7 +19,7 @@ use crate::format::RecordKind;
 use crate::index::NamespaceIndex;
 use crate::model::{Blob, ChannelVersion};
 use crate::options::{MAX_CHAIN_LIMIT, ValueEncoding};
-use crate::reads::read_blob;
+use crate::reads::check_blob_key;
 use crate::records::{BlobKey, BlobRecord, Packed, StoredValue, ValueHead, ValueRecord, decode, decode_prefix};
 use crate::segment::{Pinned, RecordBytes, SegmentSet};
 use crate::value_cache::{CachedValue, ValueCache};
@@ -151,24 +151,32 @@ pub(crate) fn read_chain(
             from_memo = Some(known);
             break;
         }
-        // The bottom of a chain, decoded before from this very record.
-        if at > 0
-            && at + 1 == chain.len()
-            && let Some(base) = bases.and_then(|cache| cache.get_base(pinned.loc))
-            && base.version == expected
+        // Decoded before from this very record: the value itself (at 0) or a version below it.
+        if let Some(known) = bases.and_then(|cache| cache.get_record(pinned.loc))
+            && known.version == expected
         {
-            from_base = Some(base);
+            from_base = Some(known);
             break;
         }
-        let bytes = read_blob(pinned, thread, ns, channel, &expected)?;
-        let base = match bytes.view().kind {
-            RecordKind::Value => {
-                let head: ValueHead = decode_prefix(bytes.view().body).map_err(|reason| pinned.corruption(reason))?;
-                head.base.map(std::borrow::Cow::into_owned)
-            }
-            _ => None,
+        let base = {
+            let bytes = pinned.read()?;
+            let base = match bytes.view().kind {
+                // The head holds the key: one decode checks it and names the base.
+                RecordKind::Value => {
+                    let head: ValueHead =
+                        decode_prefix(bytes.view().body).map_err(|reason| pinned.corruption(reason))?;
+                    check_blob_key(pinned, &head.key, thread, ns, channel, &expected)?;
+                    head.base.map(std::borrow::Cow::into_owned)
+                }
+                _ => {
+                    let key: BlobKey = decode_prefix(bytes.view().body).map_err(|reason| pinned.corruption(reason))?;
+                    check_blob_key(pinned, &key, thread, ns, channel, &expected)?;
+                    None
+                }
+            };
+            records.push((pinned, bytes));
+            base
         };
-        records.push((pinned, bytes));
         let Some(base) = base else { break };
         if at >= MAX_CHAIN_LIMIT as usize {
             return Err(pinned.corruption(format!(
@@ -192,9 +200,14 @@ pub(crate) fn read_chain(
             known.whole_bytes,
             &records[..],
         ),
-        (None, Some(base)) => {
-            (base.blob.bytes.clone(), base.blob.type_tag.clone(), 0, 0, base.whole_bytes, &records[..])
-        }
+        (None, Some(known)) => (
+            known.blob.bytes.clone(),
+            known.blob.type_tag.clone(),
+            known.depth,
+            known.chain_bytes,
+            known.whole_bytes,
+            &records[..],
+        ),
         (None, None) => {
             let Some(((bottom_pin, bottom), deltas)) = records.split_last() else {
                 return Err(Error::invariant("a value chain with no record"));
@@ -212,7 +225,7 @@ pub(crate) fn read_chain(
                 let (version, len) = (key.version.into_owned(), whole.len());
                 if let Some(cache) = bases {
                     let base = Blob { type_tag: type_tag.clone(), bytes: whole.clone() };
-                    cache.insert_base(
+                    cache.insert_record(
                         thread,
                         CachedValue {
                             version: version.clone(),
@@ -280,14 +293,17 @@ fn read_raw_whole(
     channel: &str,
     version: &ChannelVersion,
 ) -> Result<Option<Option<Blob>>> {
-    let bytes = read_blob(pinned, thread, ns, channel, version)?;
+    // One decode of the record checks its key and yields the value.
+    let bytes = pinned.read()?;
     match bytes.view().kind {
         RecordKind::Blob => {
             let record: BlobRecord = decode(bytes.view().body).map_err(|reason| pinned.corruption(reason))?;
+            check_blob_key(pinned, &record.key, thread, ns, channel, version)?;
             Ok(Some(record.value.map(|value| value.to_blob())))
         }
         RecordKind::Value => {
             let record: ValueRecord = decode(bytes.view().body).map_err(|reason| pinned.corruption(reason))?;
+            check_blob_key(pinned, &record.head.key, thread, ns, channel, version)?;
             match record.value {
                 None if record.head.base.is_none() => Ok(Some(None)),
                 Some(value) if record.head.base.is_none() && value.packed.codec == crate::codec::Codec::Raw => {
@@ -450,6 +466,12 @@ impl crate::engine::Engine {
             && let Some(entry) = decoded.cached(version, chain)
         {
             self.value_cache.insert(thread, ns, channel, entry);
+        } else if decoded.depth > 0
+            && let Some(entry) = decoded.cached(version, chain)
+        {
+            // An older version rebuilt through its chain: the next read of it (history, time
+            // travel) starts here.
+            self.value_cache.insert_record(thread, entry);
         }
         Ok(decoded.blob)
     }
