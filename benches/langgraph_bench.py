@@ -15,6 +15,12 @@ step. Two more rows and a section:
   with a tool call, the tool's answer, the AI's reply, per turn; 20 / 60 / 200 turns. Reports
   disk bytes per checkpoint (both closed: SQLite checkpoints its WAL at close), put µs and the
   latest get_tuple µs, side by side with SqliteSaver and InMemorySaver.
+- replay: the saver calls of the agent loop (4 threads of TURNS turns) recorded once, then
+  replayed into a fresh saver of each kind, ROUNDS times, each call timed alone (no graph
+  around it: the figures the issue's targets are about, with far less noise than in-graph
+  timing). After each round's writes, per thread: the latest get_tuple, a list of 10, and a
+  get_tuple by id of each listed checkpoint. Medians per call; ratios against InMemorySaver
+  for flush, against the floor for sync.
 - async: 8 graphs at once under one event loop (`ainvoke` through `aput` / `aput_writes`),
   steps per second, and for LogSaver the callers per commit group (group commit still shared
   when the calls come from asyncio's worker threads).
@@ -23,11 +29,14 @@ Usage (from the repository root, with the test venv):
 
     .venv/bin/python benches/langgraph_bench.py            # 10 and 100 turns, 4 threads
     .venv/bin/python benches/langgraph_bench.py --quick    # a short smoke pass (CI)
+    .venv/bin/python benches/langgraph_bench.py --sections replay --rounds 40
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
+import gc
 import json
 import operator
 import os
@@ -322,9 +331,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=4)
     parser.add_argument("--quick", action="store_true", help="a short smoke pass")
     parser.add_argument("--json", help="also write the results to this file")
-    parser.add_argument("--sections", default="agent,chat,async", help="which sections to run")
+    parser.add_argument("--sections", default="agent,chat,replay,async", help="which sections to run")
     parser.add_argument("--chat-turns", default="20,60,200", help="comma-separated turn counts of the chat section")
     parser.add_argument("--option", action="append", default=[], help="a LogSaver option name=value (repeatable)")
+    parser.add_argument("--rounds", type=int, default=30, help="replay section: replays per saver")
     args = parser.parse_args()
     for option in args.option:
         name, _, value = option.partition("=")
@@ -337,6 +347,8 @@ def main() -> None:
         results = run_agent_section(turns, threads)
     if "chat" in sections:
         results.extend(run_chat_section([3] if args.quick else [int(t) for t in args.chat_turns.split(",")]))
+    if "replay" in sections:
+        results.extend(run_replay_section(turns, threads, 2 if args.quick else args.rounds))
     if "async" in sections:
         results.extend(run_async_section(turns, args.quick))
     if args.json:
@@ -414,6 +426,84 @@ def run_chat_section(chat_turns: list[int]) -> list[dict[str, Any]]:
         growth = by[("logsaver-flush", last)]["bytes_per_checkpoint"] / by[("logsaver-flush", first)]["bytes_per_checkpoint"]
         print(f"  bytes per checkpoint at {last} turns vs {first} turns{'':<14}{growth:>8.2f}  [<= 1.5] {'met' if growth <= 1.5 else 'MISSED'}")
     return chat
+
+
+class Recorder(InMemorySaver):
+    """InMemorySaver that keeps a deep copy of every write call's arguments."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[tuple[str, tuple]] = []
+
+    def put(self, config, checkpoint, metadata, new_versions):
+        self.calls.append(("put", copy.deepcopy((config, checkpoint, metadata, new_versions))))
+        return super().put(config, checkpoint, metadata, new_versions)
+
+    def put_writes(self, config, writes, task_id, task_path=""):
+        self.calls.append(("put_writes", copy.deepcopy((config, writes, task_id, task_path))))
+        return super().put_writes(config, writes, task_id, task_path)
+
+
+REPLAY_COLUMNS = ["put", "put_writes", "get_latest", "get_by_id", "list10"]
+
+
+def replay_once(saver, calls: list[tuple[str, tuple]], threads: list[str], times: dict[str, list[float]]) -> None:
+    clock = time.perf_counter
+    for kind, args in calls:
+        call = getattr(saver, kind)
+        started = clock()
+        call(*args)
+        times[kind].append(clock() - started)
+    for thread in threads:
+        config = {"configurable": {"thread_id": thread, "checkpoint_ns": ""}}
+        started = clock()
+        saver.get_tuple(config)
+        times["get_latest"].append(clock() - started)
+        started = clock()
+        listed = [*saver.list(config, limit=10)]
+        times["list10"].append(clock() - started)
+        for item in listed:
+            started = clock()
+            saver.get_tuple(item.config)
+            times["get_by_id"].append(clock() - started)
+
+
+def run_replay_section(turns: list[int], threads: int, rounds: int) -> list[dict[str, Any]]:
+    kinds = ["logsaver-flush", "logsaver-sync", "floor-sync", "inmemory"]
+    results = []
+    for t in turns:
+        recorder = Recorder()
+        graph = agent_graph(recorder, t)
+        names = [f"t{i}" for i in range(threads)]
+        for name in names:
+            graph.invoke({"messages": [{"role": "user", "content": "hello"}], "turn": 0}, {"configurable": {"thread_id": name}})
+        calls = recorder.calls
+        print(f"\nreplay: {len(calls)} recorded write calls ({threads} threads, {t} turns), {rounds} rounds; µs per call, median")
+        print(f"{'saver':<16}" + "".join(f"{c:>12}" for c in REPLAY_COLUMNS))
+        by_kind = {}
+        for kind in kinds:
+            times: dict[str, list[float]] = defaultdict(list)
+            # Durable rounds cost an fdatasync per call: fewer of them.
+            for _ in range(rounds if kind in ("logsaver-flush", "inmemory") else max(2, rounds // 5)):
+                workdir = tempfile.mkdtemp(prefix="lgbench-replay-")
+                try:
+                    saver, _ = make_saver(kind, workdir)
+                    gc.collect()
+                    replay_once(saver, calls, names, times)
+                    if hasattr(saver, "close"):
+                        saver.close()
+                finally:
+                    shutil.rmtree(workdir, ignore_errors=True)
+            row = {"section": "replay", "saver": kind, "turns": t, **{f"{c}_us": us(times[c]) for c in REPLAY_COLUMNS}}
+            by_kind[kind] = row
+            results.append(row)
+            print(f"{kind:<16}" + "".join(f"{row[c + '_us']:>12.1f}" for c in REPLAY_COLUMNS))
+        flush, mem, sync, floor = by_kind["logsaver-flush"], by_kind["inmemory"], by_kind["logsaver-sync"], by_kind["floor-sync"]
+        print("  flush vs InMemorySaver (ratio, target <= 1.0): " + "  ".join(
+            f"{c} {flush[c + '_us'] / mem[c + '_us']:.2f}" for c in REPLAY_COLUMNS))
+        durable = (sync["put_us"] + sync["put_writes_us"]) / (floor["put_us"] + floor["put_writes_us"])
+        print(f"  sync writes vs the fdatasync floor (ratio, target <= 1.2): {durable:.2f}")
+    return results
 
 
 def run_async_section(turns: list[int], quick: bool) -> list[dict[str, Any]]:
