@@ -633,8 +633,22 @@ impl Store {
         let config = config_from_py(py, config)?;
         let mut blobs = Vec::new();
         for write in writes.try_iter()? {
-            let (channel, value): (String, Bound<'_, PyAny>) = write?.extract()?;
-            blobs.push((channel, dump(dumps, &value)?));
+            // A `(channel, value)` pair, as a tuple (LangGraph's) or any two-item iterable.
+            let write = write?;
+            let (channel, value) = match write.cast::<PyTuple>() {
+                Ok(pair) if pair.len() == 2 => (pair.get_item(0)?, pair.get_item(1)?),
+                _ => {
+                    let items: Vec<Bound<'_, PyAny>> = write.try_iter()?.collect::<PyResult<_>>()?;
+                    let [channel, value]: [Bound<'_, PyAny>; 2] = items.try_into().map_err(|items: Vec<_>| {
+                        pyo3::exceptions::PyValueError::new_err(format!(
+                            "a write is a (channel, value) pair, not {} items",
+                            items.len()
+                        ))
+                    })?;
+                    (channel, value)
+                }
+            };
+            blobs.push((channel.extract::<String>()?, dump(dumps, &value)?));
         }
         self.write(py, || self.inner.put_writes(&config, &blobs, task_id, task_path)).map_err(|e| to_py_err(py, &e))
     }

@@ -117,6 +117,18 @@ def test_config_without_thread_id_is_a_clear_error(saver):
         saver.get_tuple({})
     with pytest.raises(InvalidArgumentError, match="checkpoint_id"):
         saver.put_writes({"configurable": {"thread_id": "t"}}, [("a", 1)], "task")
+    with pytest.raises(InvalidArgumentError, match="configurable"):
+        saver.get_tuple(None)
+    with pytest.raises(InvalidArgumentError, match="configurable"):
+        saver.put({"configurable": "t"}, checkpoint, {}, {})
+    # The checks and conversions moved into the binding: a non-str thread id is str()'d, and a
+    # write may be any (channel, value) pair.
+    stored = saver.put({"configurable": {"thread_id": 7, "checkpoint_ns": None}}, checkpoint, {}, {})
+    assert stored == {"configurable": {"thread_id": "7", "checkpoint_ns": "", "checkpoint_id": "1"}}
+    saver.put_writes(stored, [["a", 1], ("b", 2)], "task")
+    assert [(c, v) for _, c, v in saver.get_tuple(stored).pending_writes] == [("a", 1), ("b", 2)]
+    with pytest.raises(ValueError, match="pair"):
+        saver.put_writes(stored, [("a", 1, 2)], "task2")
 
 
 def test_bad_options_and_arguments(tmp_path, saver):
