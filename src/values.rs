@@ -151,8 +151,11 @@ pub(crate) fn read_chain(
             from_memo = Some(known);
             break;
         }
-        // Decoded before from this very record: the value itself (at 0) or a version below it.
-        if let Some(known) = bases.and_then(|cache| cache.get_record(pinned.loc))
+        // Decoded before from this very record: the value itself, or the chain's bottom. (Not
+        // every record in between: a lookup takes the pool's lock, and a cold read of a long
+        // chain would pay one per record for nothing.)
+        if (at == 0 || at + 1 == chain.len())
+            && let Some(known) = bases.and_then(|cache| cache.get_record(pinned.loc))
             && known.version == expected
         {
             from_base = Some(known);
