@@ -48,6 +48,10 @@ pub(crate) struct Engine {
     pub(crate) close_outcome: parking_lot::Mutex<Option<CloseOutcome>>,
     /// The directory lock; dropped (unlocking the directory) by `close` or drop.
     pub(crate) lock: parking_lot::Mutex<Option<LockGuard>>,
+    /// The process that opened the store. A child made by `fork` (Python's multiprocessing
+    /// does it) inherits a copy of this handle: it must neither flush, trim nor snapshot the
+    /// parent's store, nor release its lock, when it closes or drops the copy.
+    pub(crate) owner_pid: u32,
     pub(crate) layout: Arc<Layout>,
     /// Call counts and latencies (see `metrics.rs`).
     pub(crate) metrics: crate::metrics::Metrics,
@@ -156,6 +160,7 @@ impl Engine {
             gate: RwLock::new(()),
             degraded,
             lock: parking_lot::Mutex::new(lock),
+            owner_pid: std::process::id(),
             follower,
             metrics: crate::metrics::Metrics::default(),
             layout,
@@ -205,6 +210,7 @@ impl Engine {
     /// with [`Error::Closed`]. Nothing touches the directory after it returns. A second or
     /// concurrent `close` waits for the first and returns its outcome (a failure as `Poisoned`).
     pub(crate) fn close(&self) -> Result<()> {
+        self.check_owner()?;
         self.begin_close();
         let mut outcome = self.close_outcome.lock();
         if let Some(done) = &*outcome {
@@ -220,6 +226,19 @@ impl Engine {
         self.lock.lock().take();
         *outcome = Some(flushed.as_ref().copied().map_err(|e| (e.to_string(), e.io_kind())));
         flushed
+    }
+
+    /// An error unless this is the process that opened the store (see `owner_pid`).
+    pub(crate) fn check_owner(&self) -> Result<()> {
+        let pid = std::process::id();
+        if pid == self.owner_pid {
+            return Ok(());
+        }
+        Err(Error::invalid(format!(
+            "the store at {} was opened by process {}; this process ({pid}) is a fork of it and must open the store itself, not close the parent's handle",
+            self.dir.display(),
+            self.owner_pid
+        )))
     }
 
     /// Tags of the committed batches in commit order (tests only).
@@ -342,6 +361,11 @@ impl Engine {
 
 impl Drop for Engine {
     fn drop(&mut self) {
+        if self.check_owner().is_err() {
+            // A forked child's copy: the parent still owns the store (and the lock guard
+            // leaves the lock alone in a child).
+            return;
+        }
         let closed = self.close_outcome.lock().is_some();
         if !closed && let Err(error) = self.close() {
             tracing::warn!(%error, dir = %self.dir.display(), "flush at drop failed");

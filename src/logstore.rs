@@ -101,6 +101,9 @@ impl LogStore {
     /// Stop the background worker, flush, write the index snapshot and release the directory.
     /// Later calls fail with [`crate::Error::Closed`]; closing twice is harmless.
     pub fn close(&self) -> Result<()> {
+        // A forked child's copy: the worker thread does not exist here, and the store is the
+        // parent's.
+        self.engine.check_owner()?;
         // New calls fail and the worker's compaction or retention stops at its next step, so
         // stopping the worker does not wait for a whole pass.
         self.engine.begin_close();
@@ -259,6 +262,17 @@ impl LogStore {
 
 impl Drop for LogStore {
     fn drop(&mut self) {
+        if self.engine.check_owner().is_err() {
+            // A forked child's copy (see `Engine::owner_pid`): nothing here may run. The worker
+            // and the writer's preparing thread are threads of the parent, which a join would
+            // wait for forever, and closing would write into the parent's store. The copy is
+            // left as it is; the child's memory goes with the child.
+            if let Some(worker) = self.worker.lock().take() {
+                std::mem::forget(worker);
+            }
+            std::mem::forget(Arc::clone(&self.engine));
+            return;
+        }
         if let Err(error) = self.close() {
             tracing::warn!(%error, dir = %self.engine.dir().display(), "close at drop failed");
         }

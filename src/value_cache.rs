@@ -60,10 +60,12 @@ pub struct ValueCacheStats {
     pub misses: u64,
 }
 
-/// An entry: the value, its thread's hash (for `forget_thread`), its cost and its last use.
+/// An entry: the value, its thread's hash (for `forget_thread`), the hash of its (thread,
+/// namespace, channel), its cost and its last use.
 struct Entry {
     value: Arc<CachedValue>,
     thread: u64,
+    name: u64,
     cost: u64,
     used_at: u64,
 }
@@ -87,10 +89,11 @@ impl Pool {
         Pool { budget, entries: hashbrown::HashMap::default(), order: BTreeMap::new(), tick: 0, used: 0 }
     }
 
-    fn get(&mut self, key: u64) -> Option<Arc<CachedValue>> {
+    /// The entry under `key` if it is of `name` (see [`Entry`]).
+    fn get(&mut self, key: u64, name: u64) -> Option<Arc<CachedValue>> {
         self.tick += 1;
         let tick = self.tick;
-        let entry = self.entries.get_mut(&key)?;
+        let entry = self.entries.get_mut(&key).filter(|entry| entry.name == name)?;
         let (value, old) = (entry.value.clone(), std::mem::replace(&mut entry.used_at, tick));
         self.order.remove(&old);
         self.order.insert(tick, key);
@@ -100,7 +103,7 @@ impl Pool {
     /// Hold `value` under `key`, evicting the least recently used beyond the budget. A value
     /// costing more than a quarter of the budget is not kept (it would empty the pool for one
     /// value), and the entry it would have replaced is gone.
-    fn insert(&mut self, key: u64, thread: u64, cost: u64, value: CachedValue) {
+    fn insert(&mut self, key: u64, thread: u64, name: u64, cost: u64, value: CachedValue) {
         if let Some(old) = self.entries.remove(&key) {
             self.used -= old.cost;
             self.order.remove(&old.used_at);
@@ -112,7 +115,7 @@ impl Pool {
         let tick = self.tick;
         self.used += cost;
         self.order.insert(tick, key);
-        self.entries.insert(key, Entry { value: Arc::new(value), thread, cost, used_at: tick });
+        self.entries.insert(key, Entry { value: Arc::new(value), thread, name, cost, used_at: tick });
         while self.used > self.budget {
             let Some((_, oldest)) = self.order.pop_first() else { break };
             if let Some(old) = self.entries.remove(&oldest) {
@@ -164,6 +167,11 @@ impl ValueCache {
         }
     }
 
+    /// Whether the cache has any budget (with none, callers need not prepare entries).
+    pub fn keeps_anything(&self) -> bool {
+        self.budget > 0
+    }
+
     fn thread_hash(&self, thread: &str) -> u64 {
         self.hasher.hash_one(thread)
     }
@@ -177,18 +185,22 @@ impl ValueCache {
         if self.budget == 0 {
             return None;
         }
-        self.latest.lock().get(self.key(thread, ns, channel))
+        let key = self.key(thread, ns, channel);
+        self.latest.lock().get(key, key)
     }
 
-    /// The value decoded from the record at `loc`: a delta chain's bottom (every delta above it
-    /// starts from it, and decoding it, usually a zstd frame, costs more than applying the
-    /// deltas) or an older version a read rebuilt. Keyed by the record, which never changes:
-    /// an entry is never stale.
-    pub fn get_record(&self, loc: Loc) -> Option<Arc<CachedValue>> {
+    /// The value of (thread, ns, channel) decoded from the record at `loc`: a delta chain's
+    /// bottom (every delta above it starts from it, and decoding it, usually a zstd frame,
+    /// costs more than applying the deltas) or an older version a read rebuilt. Keyed by the
+    /// record, which never changes in place. The names are checked too: a read-only store
+    /// following a writer that restarted can see a segment number come back, with other
+    /// records at the same offsets (the caller checks the version as well).
+    pub fn get_record(&self, loc: Loc, thread: &str, ns: &str, channel: &str) -> Option<Arc<CachedValue>> {
         if self.budget == 0 {
             return None;
         }
-        self.records.lock().get(self.hasher.hash_one(loc)).filter(|value| value.loc == loc)
+        let name = self.key(thread, ns, channel);
+        self.records.lock().get(self.hasher.hash_one(loc), name).filter(|value| value.loc == loc)
     }
 
     /// Count a lookup that answered (`true`) or not.
@@ -200,13 +212,16 @@ impl ValueCache {
     /// Hold `value` as the channel's last value (see [`Pool::insert`]).
     pub fn insert(&self, thread: &str, ns: &str, channel: &str, value: CachedValue) {
         let cost = value.cost(thread.len() + ns.len() + channel.len());
-        self.latest.lock().insert(self.key(thread, ns, channel), self.thread_hash(thread), cost, value);
+        let key = self.key(thread, ns, channel);
+        self.latest.lock().insert(key, self.thread_hash(thread), key, cost, value);
     }
 
-    /// Hold `value`, decoded from the record at `value.loc` (see [`ValueCache::get_record`]).
-    pub fn insert_record(&self, thread: &str, value: CachedValue) {
+    /// Hold `value` of (thread, ns, channel), decoded from the record at `value.loc` (see
+    /// [`ValueCache::get_record`]).
+    pub fn insert_record(&self, thread: &str, ns: &str, channel: &str, value: CachedValue) {
         let cost = value.cost(0);
-        self.records.lock().insert(self.hasher.hash_one(value.loc), self.thread_hash(thread), cost, value);
+        let (key, name) = (self.hasher.hash_one(value.loc), self.key(thread, ns, channel));
+        self.records.lock().insert(key, self.thread_hash(thread), name, cost, value);
     }
 
     /// Drop every entry of a thread (deleted: its entries could only be stale).
@@ -277,22 +292,31 @@ mod tests {
         let cache = ValueCache::new(10_000);
         let base = value(1, 100);
         let loc = base.loc;
-        cache.insert_record("a", base);
-        assert_eq!(cache.get_record(loc).map(|b| b.version.clone()), Some(ChannelVersion::Int(1)));
+        cache.insert_record("a", "", "m", base);
+        assert_eq!(cache.get_record(loc, "a", "", "m").map(|b| b.version.clone()), Some(ChannelVersion::Int(1)));
         // The same bytes moved by a compaction are another record: a miss.
-        assert!(cache.get_record(Loc { offset: loc.offset + 1, ..loc }).is_none());
-        assert!(cache.get_record(Loc { segment: loc.segment + 1, ..loc }).is_none());
+        assert!(cache.get_record(Loc { offset: loc.offset + 1, ..loc }, "a", "", "m").is_none());
+        assert!(cache.get_record(Loc { segment: loc.segment + 1, ..loc }, "a", "", "m").is_none());
+        // Another channel's record at a location seen before (a follower whose writer
+        // restarted and reused a segment number): a miss.
+        assert!(cache.get_record(loc, "a", "", "other").is_none());
+        assert!(cache.get_record(loc, "b", "", "m").is_none());
         // Bases and channels' last values share the budget, and a deleted thread's go too.
         cache.insert("a", "", "m", value(2, 100));
         assert_eq!(cache.stats().entries, 2);
         cache.forget_thread("a");
-        assert!(cache.get_record(loc).is_none());
+        assert!(cache.get_record(loc, "a", "", "m").is_none());
         assert_eq!(cache.stats(), ValueCacheStats { budget_bytes: 10_000, ..ValueCacheStats::default() });
         // Records and last values have separate pools: a long read of history keeps the last
         // values the next writes need.
         cache.insert("b", "", "m", value(1, 100));
         for offset in 0..100 {
-            cache.insert_record("b", CachedValue { loc: Loc { segment: 2, offset, len: 10 }, ..value(1, 100) });
+            cache.insert_record(
+                "b",
+                "",
+                "m",
+                CachedValue { loc: Loc { segment: 2, offset, len: 10 }, ..value(1, 100) },
+            );
         }
         assert!(cache.get("b", "", "m").is_some());
         assert!(cache.stats().used_bytes <= 10_000);

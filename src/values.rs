@@ -62,6 +62,9 @@ pub(crate) struct DecodedValue {
     /// Bytes of the whole value the chain starts from (uncompressed: what the chain's deltas are
     /// weighed against).
     pub whole_bytes: u64,
+    /// Taken as it is from the value cache's decoded records (its own record's entry): no
+    /// delta was applied.
+    pub from_cache: bool,
 }
 
 impl DecodedValue {
@@ -155,7 +158,7 @@ pub(crate) fn read_chain(
         // every record in between: a lookup takes the pool's lock, and a cold read of a long
         // chain would pay one per record for nothing.)
         if (at == 0 || at + 1 == chain.len())
-            && let Some(known) = bases.and_then(|cache| cache.get_record(pinned.loc))
+            && let Some(known) = bases.and_then(|cache| cache.get_record(pinned.loc, thread, ns, channel))
             && known.version == expected
         {
             from_base = Some(known);
@@ -193,6 +196,8 @@ pub(crate) fn read_chain(
         }
         expected = base;
     }
+    // The value's own record was found decoded: nothing to rebuild.
+    let from_cache = records.is_empty() && from_base.is_some();
     // Where the rebuild starts: a value the memo holds, or the whole value at the bottom.
     let (mut value, mut type_tag, mut depth, mut chain_bytes, whole_bytes, deltas) = match (from_memo, from_base) {
         (Some(known), _) => (
@@ -219,17 +224,25 @@ pub(crate) fn read_chain(
                 match whole_value(bottom, limit).map_err(|r| bottom_pin.corruption(r))? {
                     Some(value) => value,
                     None if deltas.is_empty() => {
-                        return Ok(DecodedValue { blob: None, depth: 0, chain_bytes: 0, whole_bytes: 0 });
+                        return Ok(DecodedValue {
+                            blob: None,
+                            depth: 0,
+                            chain_bytes: 0,
+                            whole_bytes: 0,
+                            from_cache: false,
+                        });
                     }
                     None => return Err(bottom_pin.corruption("the base of a delta is the empty value")),
                 };
             if !deltas.is_empty() {
                 let key: BlobKey = decode_prefix(bottom.view().body).map_err(|r| bottom_pin.corruption(r))?;
                 let (version, len) = (key.version.into_owned(), whole.len());
-                if let Some(cache) = bases {
+                if let Some(cache) = bases.filter(|cache| cache.keeps_anything()) {
                     let base = Blob { type_tag: type_tag.clone(), bytes: whole.clone() };
                     cache.insert_record(
                         thread,
+                        ns,
+                        channel,
                         CachedValue {
                             version: version.clone(),
                             loc: bottom_pin.loc,
@@ -284,7 +297,7 @@ pub(crate) fn read_chain(
             );
         }
     }
-    Ok(DecodedValue { blob: Some(Blob { type_tag, bytes: value }), depth, chain_bytes, whole_bytes })
+    Ok(DecodedValue { blob: Some(Blob { type_tag, bytes: value }), depth, chain_bytes, whole_bytes, from_cache })
 }
 
 /// The value of a record that holds it whole and uncompressed (`Some(None)`: the empty sentinel);
@@ -461,7 +474,7 @@ impl crate::engine::Engine {
         let decoded =
             read_chain(chain, thread, ns, channel, version, self.read_limit(), memo, Some(&self.value_cache))?;
         if decoded.depth > 0 {
-            self.value_cache.count(false);
+            self.value_cache.count(decoded.from_cache);
         }
         // A read fills the cache only where it holds nothing for the channel, or the same version
         // from a record since moved: reading an old checkpoint must not push out the latest value.
@@ -470,11 +483,14 @@ impl crate::engine::Engine {
         {
             self.value_cache.insert(thread, ns, channel, entry);
         } else if decoded.depth > 0
+            && !memo.enabled
+            && !decoded.from_cache
             && let Some(entry) = decoded.cached(version, chain)
         {
-            // An older version rebuilt through its chain: the next read of it (history, time
-            // travel) starts here.
-            self.value_cache.insert_record(thread, entry);
+            // An older version a single read rebuilt through its chain (time travel): reading it
+            // again starts here. (A `list` rebuilds its run of versions through its memo; keeping
+            // each one too would cost a copy per value on every cold listing.)
+            self.value_cache.insert_record(thread, ns, channel, entry);
         }
         Ok(decoded.blob)
     }

@@ -260,12 +260,18 @@ impl Vfs for RealFs {
 /// duplicates every descriptor until its child execs. Between the fork and the exec the child
 /// would hold the store locked after `close` returned, and a reopen in this process failed
 /// with `Locked`. An explicit unlock releases the description's lock whoever shares it.
-struct FileLock(File);
+/// A child made by `fork` without `exec` shares the description too: its copy of the guard
+/// must not unlock it (that would release the parent's lock), so only the process that took
+/// the lock unlocks it.
+struct FileLock {
+    file: File,
+    owner_pid: u32,
+}
 
 impl FileLock {
     fn try_acquire(file: File) -> io::Result<Option<LockGuard>> {
         match file.try_lock() {
-            Ok(()) => Ok(Some(Box::new(FileLock(file)))),
+            Ok(()) => Ok(Some(Box::new(FileLock { file, owner_pid: std::process::id() }))),
             Err(fs::TryLockError::WouldBlock) => Ok(None),
             Err(fs::TryLockError::Error(e)) => Err(e),
         }
@@ -276,7 +282,9 @@ impl Drop for FileLock {
     fn drop(&mut self) {
         // Nothing to do on failure: the descriptor closes right after, which releases the lock
         // unless a forked child shares it, and then only until that child execs or exits.
-        let _ = self.0.unlock();
+        if std::process::id() == self.owner_pid {
+            let _ = self.file.unlock();
+        }
     }
 }
 

@@ -30,26 +30,108 @@ pub(crate) fn push_checkpoint(batch: &mut Batch, record: &CheckpointRecord<'_>, 
     }
 }
 
-/// The `run_id` of metadata given as JSON text (a string value, as `run_id_of` reads it), checking
-/// on the way that the text is one JSON object; the other values are skipped, not built.
+/// The `run_id` of metadata given as JSON text (a string value, as `run_id_of` reads it),
+/// checking that the text is one JSON object that reads will parse back. It is walked exactly as
+/// reads parse it (numbers parsed, strings unescaped, serde_json's 128-level nesting limit), so
+/// a number out of range or a lone surrogate escape is refused here instead of stored
+/// unreadable, but nothing is built.
 fn metadata_run_id(json: &str) -> std::result::Result<Option<String>, String> {
-    #[derive(serde::Deserialize)]
-    struct RunIdOnly {
-        #[serde(default)]
-        run_id: serde_json::Value,
+    let mut deserializer = serde_json::Deserializer::from_str(json);
+    let run_id = serde::Deserializer::deserialize_map(&mut deserializer, MetadataCheck).map_err(|e| e.to_string())?;
+    deserializer.end().map_err(|e| e.to_string())?;
+    Ok(run_id)
+}
+
+/// Walks metadata's top-level object for [`metadata_run_id`]: yields its `run_id` string.
+struct MetadataCheck;
+
+impl<'de> serde::de::Visitor<'de> for MetadataCheck {
+    type Value = Option<String>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON object")
     }
-    // A struct also deserializes from a JSON array; metadata must be an object.
-    if !json.trim_start().starts_with('{') {
-        return Err("it does not start with '{'".into());
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> std::result::Result<Self::Value, A::Error> {
+        let mut run_id = None;
+        while let Some(IsRunId(is_run_id)) = map.next_key::<IsRunId>()? {
+            let JsonValue(text) = map.next_value_seed(JsonSeed(is_run_id))?;
+            if is_run_id {
+                run_id = text;
+            }
+        }
+        Ok(run_id)
     }
-    // Skipping a value does not count its nesting; reading it back as a map does, and refuses
-    // more than serde_json's 128 levels. Deeply nested text is parsed as reads will parse it,
-    // so what is stored can always be read.
-    if nests_deeper_than(json, 64) {
-        serde_json::from_str::<Metadata>(json).map_err(|e| e.to_string())?;
+}
+
+/// A key, checked and compared with `"run_id"` without being kept.
+struct IsRunId(bool);
+
+impl<'de> serde::Deserialize<'de> for IsRunId {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl serde::de::Visitor<'_> for KeyVisitor {
+            type Value = IsRunId;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string key")
+            }
+            fn visit_str<E>(self, key: &str) -> std::result::Result<IsRunId, E> {
+                Ok(IsRunId(key == "run_id"))
+            }
+        }
+        deserializer.deserialize_str(KeyVisitor)
     }
-    let head: RunIdOnly = serde_json::from_str(json).map_err(|e| e.to_string())?;
-    Ok(head.run_id.as_str().map(str::to_owned))
+}
+
+/// Any JSON value, checked exactly as `serde_json::Value` would be parsed and then dropped; a
+/// top-level string is kept when asked (the run id). Nothing else is allocated.
+struct JsonValue(Option<String>);
+
+/// [`JsonValue`] as a seed: whether to keep a string.
+struct JsonSeed(bool);
+
+impl<'de> serde::de::DeserializeSeed<'de> for JsonSeed {
+    type Value = JsonValue;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> std::result::Result<JsonValue, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for JsonSeed {
+    type Value = JsonValue;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E>(self, _: bool) -> std::result::Result<JsonValue, E> {
+        Ok(JsonValue(None))
+    }
+    fn visit_i64<E>(self, _: i64) -> std::result::Result<JsonValue, E> {
+        Ok(JsonValue(None))
+    }
+    fn visit_u64<E>(self, _: u64) -> std::result::Result<JsonValue, E> {
+        Ok(JsonValue(None))
+    }
+    fn visit_f64<E>(self, _: f64) -> std::result::Result<JsonValue, E> {
+        Ok(JsonValue(None))
+    }
+    fn visit_str<E>(self, text: &str) -> std::result::Result<JsonValue, E> {
+        Ok(JsonValue(self.0.then(|| text.to_owned())))
+    }
+    fn visit_unit<E>(self) -> std::result::Result<JsonValue, E> {
+        Ok(JsonValue(None))
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> std::result::Result<JsonValue, A::Error> {
+        while seq.next_element_seed(JsonSeed(false))?.is_some() {}
+        Ok(JsonValue(None))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> std::result::Result<JsonValue, A::Error> {
+        while map.next_key::<IsRunId>()?.is_some() {
+            map.next_value_seed(JsonSeed(false))?;
+        }
+        Ok(JsonValue(None))
+    }
 }
 
 /// Whether JSON `text` opens more than `levels` arrays or objects inside one another.
@@ -102,8 +184,8 @@ impl Engine {
         self.put_metadata_json(config, checkpoint, &metadata_json, run_id_of(metadata), new_versions)
     }
 
-    /// `put` with the metadata as the JSON object text to store (checked to be one), without
-    /// building a map of it: for a caller that already holds the text
+    /// `put` with the metadata as the JSON object text to store, checked to be one that reads
+    /// parse back, and stored as given: for a caller that already holds the text
     /// (`LogStore::put_with_metadata_json`).
     pub(crate) fn put_json(
         &self,
@@ -356,6 +438,9 @@ mod tests {
         assert!(metadata_run_id(r#"["run_id"]"#).is_err());
         assert!(metadata_run_id(r#"{"run_id": "r"#).is_err());
         assert!(metadata_run_id("null").is_err());
+        // Text a skimming check let through and reads then refused (found by review).
+        assert!(metadata_run_id(&format!("{{\"n\": 1{}}}", "0".repeat(400))).is_err());
+        assert!(metadata_run_id(r#"{"s": "\ud800"}"#).is_err());
         // Nesting the read path refuses is refused at put, not stored unreadable.
         let deep = format!("{{\"m\":{}{}}}", "[".repeat(200), "]".repeat(200));
         assert!(metadata_run_id(&deep).is_err());

@@ -1,10 +1,12 @@
 """Type stubs of ``logsaver._native``, the Rust store behind :class:`logsaver.LogSaver`.
 
-Values cross the boundary serialized: a blob is ``(type_tag, bytes)`` as LangGraph's serializer
-produced it, or ``None`` for the ``empty`` sentinel. Metadata crosses as JSON text.
+``put``, ``put_writes`` and ``read_tuple`` take LangGraph's own arguments and the serializer's
+``dumps_typed``/``loads_typed``. Elsewhere values cross the boundary serialized: a blob is
+``(type_tag, bytes)`` as LangGraph's serializer produced it, or ``None`` for the ``empty``
+sentinel; ``StoredCheckpoint`` carries metadata as JSON text.
 """
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from os import PathLike
 from typing import Any, final
 
@@ -75,26 +77,21 @@ class Store:
     ) -> list[StoredCheckpoint]: ...
     def put(
         self,
-        thread_id: str,
-        checkpoint_ns: str,
-        parent_id: str | None,
-        checkpoint_id: str,
-        v: int,
-        ts: str,
-        channel_versions: dict[str, Version],
-        versions_seen: dict[str, dict[str, Version]],
-        updated_channels: Sequence[str] | None,
+        config: dict[str, Any],
+        checkpoint: dict[str, Any],
         metadata: dict[str, Any],
-        blobs: list[tuple[str, Version, Blob | None]],
-    ) -> None: ...
+        new_versions: dict[str, Version],
+        dumps: Callable[[Any], tuple[str, bytes]],
+    ) -> dict[str, Any]:
+        """LangGraph's put in one call: config checked, metadata merged by
+        get_checkpoint_metadata, new values serialized with ``dumps``; returns the new config."""
     def put_writes(
         self,
-        thread_id: str,
-        checkpoint_ns: str,
-        checkpoint_id: str | None,
+        config: dict[str, Any],
+        writes: Sequence[tuple[str, Any]],
         task_id: str,
         task_path: str,
-        writes: list[tuple[str, str, bytes]],
+        dumps: Callable[[Any], tuple[str, bytes]],
     ) -> None: ...
     def delete_thread(self, thread_id: str) -> None: ...
     def delete_for_runs(self, run_ids: list[str]) -> None: ...
@@ -110,9 +107,8 @@ class Store:
     def space(self) -> dict[str, Any]: ...
     def value_space(self) -> dict[str, Any]: ...
     def stats(self) -> dict[str, int]: ...
-    def read_tuple(
-        self, thread_id: str, checkpoint_ns: str, checkpoint_id: str | None, loads: Any
-    ) -> Any: ...
+    def read_tuple(self, config: dict[str, Any], loads: Callable[[tuple[str, bytes]], Any]) -> Any:
+        """LangGraph's get_tuple in one call: a CheckpointTuple or None."""
     def read_list(
         self,
         thread_id: str | None,

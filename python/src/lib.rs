@@ -1,10 +1,11 @@
 //! `logsaver._native`: the Rust store as a Python class.
 //!
-//! This layer converts: plain Python values in (strings, ints, bytes, small dicts of versions,
-//! the metadata dict), LangGraph's `CheckpointTuple`s out (`read_tuple`, `read_list`: values
-//! deserialized with the `loads` the saver passes), or the raw `StoredCheckpoint`s (`get_tuple`,
-//! `list`). Serialization on writes, config handling and the `BaseCheckpointSaver` surface live
-//! in `logsaver/saver.py`. Reads, maintenance and `sync`
+//! This layer converts. `put`, `put_writes` and `read_tuple` take LangGraph's own arguments
+//! (the config dict, the checkpoint dict, the metadata, the serializer's `dumps`/`loads`) in
+//! one call: the config is checked here, values serialized, metadata written to JSON text, and
+//! `read_tuple`/`read_list` build LangGraph's `CheckpointTuple`s. `get_tuple` and `list` return
+//! the raw `StoredCheckpoint`s (values still serialized) for tools. The rest of the
+//! `BaseCheckpointSaver` surface lives in `logsaver/saver.py`. Reads, maintenance and `sync`
 //! writes run with the GIL released (`Python::detach`), so LangGraph's thread pool and asyncio's
 //! worker threads run meanwhile and concurrent `sync` writes share an fdatasync (group commit).
 //! `flush`/`none` writes keep the GIL: they only copy into the page cache or a buffer, and
@@ -282,7 +283,9 @@ fn config_from_py(py: Python<'_>, config: &Bound<'_, PyAny>) -> PyResult<Config>
     };
     let thread_id = match configurable.get_item(pyo3::intern!(py, "thread_id"))? {
         Some(id) if !id.is_none() && !id.cast::<PyString>().is_ok_and(|s| s.is_empty().unwrap_or(false)) => {
-            match id.cast::<PyString>() {
+            // Exactly `str(thread_id)`, as the saver always took it: a str subclass (an enum
+            // member, say) may print differently from its data.
+            match id.cast_exact::<PyString>() {
                 Ok(text) => text.to_str()?.to_owned(),
                 Err(_) => id.str()?.to_str()?.to_owned(),
             }
@@ -311,13 +314,18 @@ fn config_from_py(py: Python<'_>, config: &Bound<'_, PyAny>) -> PyResult<Config>
 /// One value serialized by `dumps` (the saver's `serde.dumps_typed`): `(type_tag, bytes)`.
 fn dump(dumps: &Bound<'_, PyAny>, value: &Bound<'_, PyAny>) -> PyResult<Blob> {
     let dumped = dumps.call1((value,))?;
-    let dumped = dumped.cast::<PyTuple>()?;
-    let type_tag = dumped.get_item(0)?;
-    let bytes = dumped.get_item(1)?;
-    Ok(Blob {
-        type_tag: type_tag.cast::<PyString>()?.to_str()?.to_owned(),
-        bytes: bytes.cast::<PyBytes>()?.as_bytes().to_vec(),
-    })
+    if let Ok(pair) = dumped.cast::<PyTuple>()
+        && pair.len() == 2
+        && let (Ok(type_tag), Ok(bytes)) = (pair.get_item(0)?.cast::<PyString>(), pair.get_item(1)?.cast::<PyBytes>())
+    {
+        return Ok(Blob { type_tag: type_tag.to_str()?.to_owned(), bytes: bytes.as_bytes().to_vec() });
+    }
+    // Another serializer's pair: any two items, the second bytes-like.
+    let items: Vec<Bound<'_, PyAny>> = dumped.try_iter()?.collect::<PyResult<_>>()?;
+    let [type_tag, bytes]: [Bound<'_, PyAny>; 2] = items.try_into().map_err(|items: Vec<_>| {
+        PyTypeError::new_err(format!("dumps_typed must return (type_tag, bytes), not {} items", items.len()))
+    })?;
+    Ok(Blob { type_tag: type_tag.extract()?, bytes: bytes.extract()? })
 }
 
 /// An item of a checkpoint dict (a `KeyError` if it is missing, as in Python).

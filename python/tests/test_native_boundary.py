@@ -63,8 +63,27 @@ def test_the_package_ships_type_information() -> None:
     package = pathlib.Path(logsaver.__file__).parent
     assert (package / "py.typed").exists()
     stub = (package / "_native.pyi").read_text()
-    for name in ("class StoredCheckpoint", "class Store", "def get_tuple", "def put_writes", "__version__"):
+    for name in ("class StoredCheckpoint", "class Store", "__version__"):
         assert name in stub
+    # Every method of the native Store is declared, with the parameters it really takes (the
+    # stub went stale once when put changed its arguments).
+    import ast
+    import inspect
+
+    from logsaver import _native
+
+    tree = ast.parse(stub)
+    store = next(node for node in tree.body if isinstance(node, ast.ClassDef) and node.name == "Store")
+    declared = {
+        f.name: [a.arg for a in f.args.args + f.args.kwonlyargs][1:]
+        for f in store.body
+        if isinstance(f, ast.FunctionDef) and f.name != "__init__"
+    }
+    methods = [name for name in dir(_native.Store) if not name.startswith("_")]
+    assert sorted(declared) == sorted(methods)
+    for name in methods:
+        real = [p for p in inspect.signature(getattr(_native.Store, name)).parameters if p != "self"]
+        assert declared[name] == real, name
 
 
 def test_a_poisoned_store_error_carries_the_io_kind() -> None:
@@ -124,6 +143,9 @@ def test_cyclic_or_deep_metadata_is_refused_at_put_and_breaks_nothing(saver):
     with _pytest.raises(Exception) as refused:  # parsed back: more than 128 levels
         saver.put(config, empty_checkpoint(), {"m": deep}, {})
     assert "metadata" in str(refused.value) or "recursion" in str(refused.value).lower()
+    # json.dumps writes a 401-digit integer exactly; reads could not parse it back.
+    with _pytest.raises(Exception, match="metadata"):
+        saver.put(config, empty_checkpoint(), {"n": 10**400}, {})
     # Nothing was stored: list still works for every query.
     assert list(saver.list(None)) == []
     ok = saver.put(config, empty_checkpoint(), {"fine": {"a": [1, 2]}}, {})
@@ -158,3 +180,28 @@ def test_list_deserializes_a_tuple_only_when_the_caller_reaches_it(saver):
         assert [t.metadata["step"] for t in saver.list({"configurable": {"thread_id": "lazy"}})] == [4, 3, 2, 1, 0]
     finally:
         saver.serde = real
+
+
+def test_a_serializer_may_return_any_pair_of_tag_and_bytes_like(tmp_path):
+    """The binding serializes values itself now; a serializer returning a list or a bytearray
+    (as the Python unpacking it replaced accepted) still works."""
+    from langgraph.checkpoint.base import empty_checkpoint
+    from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
+
+    class Loose(JsonPlusSerializer):
+        def dumps_typed(self, obj):
+            type_tag, data = super().dumps_typed(obj)
+            return [type_tag, bytearray(data)]
+
+    from logsaver import LogSaver
+
+    with LogSaver(str(tmp_path / "s"), durability="flush", serde=Loose()) as saver:
+        checkpoint = empty_checkpoint()
+        checkpoint["channel_values"] = {"x": {"a": 1}}
+        checkpoint["channel_versions"] = {"x": 1}
+        config = saver.put({"configurable": {"thread_id": "t", "checkpoint_ns": ""}}, checkpoint, {}, {"x": 1})
+        saver.put_writes(config, [("y", [1, 2])], "task")
+        stored = saver.get_tuple(config)
+        assert stored.checkpoint["channel_values"] == {"x": {"a": 1}}
+        assert [(c, v) for _, c, v in stored.pending_writes] == [("y", [1, 2])]
+

@@ -129,6 +129,15 @@ def test_config_without_thread_id_is_a_clear_error(saver):
     assert [(c, v) for _, c, v in saver.get_tuple(stored).pending_writes] == [("a", 1), ("b", 2)]
     with pytest.raises(ValueError, match="pair"):
         saver.put_writes(stored, [("a", 1, 2)], "task2")
+    # A str subclass is taken as str() gives it (found by review: the binding took its data).
+    import enum
+
+    class Tid(str, enum.Enum):
+        A = "a"
+
+    by_enum = saver.put({"configurable": {"thread_id": Tid.A, "checkpoint_ns": ""}}, checkpoint, {}, {})
+    assert by_enum["configurable"]["thread_id"] == str(Tid.A)
+    assert [t.config for t in saver.list({"configurable": {"thread_id": Tid.A}})] == [by_enum]
 
 
 def test_bad_options_and_arguments(tmp_path, saver):
@@ -213,3 +222,53 @@ def test_compact_and_retention_from_python(tmp_path):
         assert len(list(saver.list({"configurable": {"thread_id": "t7"}}))) == 2
     with LogSaver(tmp_path / "c") as saver:
         assert counter_graph(saver, steps=20).get_state({"configurable": {"thread_id": "t6"}}).values["count"] == 20
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_neither_closes_nor_unlocks_the_parents_store(tmp_path):
+    """multiprocessing's fork start method hands every child a copy of the parent's saver. The
+    child's close must refuse and its drop do nothing: no join of the parent's threads (they do
+    not exist in the child: it would hang), no write into the parent's store, no unlock."""
+    import gc
+    import time
+
+    from langgraph.checkpoint.base import empty_checkpoint
+
+    path = str(tmp_path / "store")
+    saver = LogSaver(path, durability="flush")
+    config = saver.put({"configurable": {"thread_id": "t", "checkpoint_ns": ""}}, empty_checkpoint(), {}, {})
+    # What a close would change: it trims the active segment and writes the INDEX snapshot.
+    active = sorted(name for name in os.listdir(path) if name.endswith(".seg"))[-1]
+    size_before = os.path.getsize(os.path.join(path, active))
+    assert "INDEX" not in os.listdir(path)
+    pid = os.fork()
+    if pid == 0:
+        code = 0
+        try:
+            try:
+                saver.close()
+                code = 1
+            except LogSaverError as refused:
+                code = 0 if "fork" in str(refused) else 3
+            del saver
+            gc.collect()
+        except BaseException:
+            code = 2
+        os._exit(code)
+    deadline = time.monotonic() + 30
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        if time.monotonic() > deadline:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            pytest.fail("the forked child hung dropping its copy of the saver")
+        time.sleep(0.02)
+    assert os.waitstatus_to_exitcode(status) == 0
+    with pytest.raises(StoreLockedError):
+        LogSaver(path)
+    assert os.path.getsize(os.path.join(path, active)) == size_before, "the child trimmed the parent's segment"
+    assert "INDEX" not in os.listdir(path), "the child wrote a snapshot into the parent's store"
+    assert saver.get_tuple(config) is not None
+    saver.close()
