@@ -197,11 +197,11 @@ static CHECKPOINT_TUPLE: pyo3::sync::PyOnceLock<Py<PyAny>> = pyo3::sync::PyOnceL
 
 fn config_to_py<'py>(py: Python<'py>, thread_id: &str, ns: &str, checkpoint_id: &str) -> PyResult<Bound<'py, PyDict>> {
     let configurable = PyDict::new(py);
-    configurable.set_item("thread_id", thread_id)?;
-    configurable.set_item("checkpoint_ns", ns)?;
-    configurable.set_item("checkpoint_id", checkpoint_id)?;
+    configurable.set_item(pyo3::intern!(py, "thread_id"), thread_id)?;
+    configurable.set_item(pyo3::intern!(py, "checkpoint_ns"), ns)?;
+    configurable.set_item(pyo3::intern!(py, "checkpoint_id"), checkpoint_id)?;
     let config = PyDict::new(py);
-    config.set_item("configurable", configurable)?;
+    config.set_item(pyo3::intern!(py, "configurable"), configurable)?;
     Ok(config)
 }
 
@@ -228,13 +228,13 @@ fn tuple_to_langgraph<'py>(
         seen.set_item(node, versions_to_py(py, versions)?)?;
     }
     let body = PyDict::new(py);
-    body.set_item("v", checkpoint.v)?;
-    body.set_item("id", &checkpoint.id)?;
-    body.set_item("ts", &checkpoint.ts)?;
-    body.set_item("channel_values", values)?;
-    body.set_item("channel_versions", versions_to_py(py, &checkpoint.channel_versions)?)?;
-    body.set_item("versions_seen", seen)?;
-    body.set_item("updated_channels", checkpoint.updated_channels.clone())?;
+    body.set_item(pyo3::intern!(py, "v"), checkpoint.v)?;
+    body.set_item(pyo3::intern!(py, "id"), &checkpoint.id)?;
+    body.set_item(pyo3::intern!(py, "ts"), &checkpoint.ts)?;
+    body.set_item(pyo3::intern!(py, "channel_values"), values)?;
+    body.set_item(pyo3::intern!(py, "channel_versions"), versions_to_py(py, &checkpoint.channel_versions)?)?;
+    body.set_item(pyo3::intern!(py, "versions_seen"), seen)?;
+    body.set_item(pyo3::intern!(py, "updated_channels"), checkpoint.updated_channels.clone())?;
     let parent = match tuple.parent_config.as_ref().and_then(|p| p.checkpoint_id.as_deref()) {
         Some(parent_id) => config_to_py(py, thread_id, ns, parent_id)?.into_any(),
         None => py.None().into_bound(py),
