@@ -50,26 +50,6 @@ _OPTIONS = (
 _STRATEGIES = ("keep_latest", "delete", "delete_all")
 
 
-def _configurable(config: RunnableConfig) -> dict[str, Any]:
-    configurable = config.get("configurable") if config else None
-    if not isinstance(configurable, dict):
-        raise InvalidArgumentError(
-            "config must have a 'configurable' dict with a 'thread_id', e.g. "
-            "{'configurable': {'thread_id': '1'}}"
-        )
-    return configurable
-
-
-def _thread_id(configurable: dict[str, Any]) -> str:
-    thread_id = configurable.get("thread_id")
-    if thread_id is None or thread_id == "":
-        raise InvalidArgumentError(
-            "config['configurable'] has no 'thread_id': pass "
-            "{'configurable': {'thread_id': ...}} when invoking a graph with a checkpointer"
-        )
-    return str(thread_id)
-
-
 class LogSaver(BaseCheckpointSaver[str]):
     """A LangGraph checkpointer backed by logsaver's embedded log-structured store.
 
@@ -262,13 +242,7 @@ class LogSaver(BaseCheckpointSaver[str]):
         """The parent-chain walk of BaseCheckpointSaver, done inside the store in one call."""
         if not channels:
             return {}
-        configurable = _configurable(config)
-        raw = self._store.get_delta_channel_history(
-            _thread_id(configurable),
-            configurable.get("checkpoint_ns", "") or "",
-            get_checkpoint_id(config),
-            list(channels),
-        )
+        raw = self._store.get_delta_channel_history(config, list(channels))
         loads = self.serde.loads_typed
         result: dict[str, DeltaChannelHistory] = {}
         for channel in channels:

@@ -272,13 +272,10 @@ static GET_CHECKPOINT_METADATA: pyo3::sync::PyOnceLock<Py<PyAny>> = pyo3::sync::
 /// says what to pass; a non-str thread id is taken as `str(thread_id)`).
 fn config_from_py(py: Python<'_>, config: &Bound<'_, PyAny>) -> PyResult<Config> {
     let configurable = if config.is_truthy()? { config.get_item(pyo3::intern!(py, "configurable")).ok() } else { None };
+    let invalid = |message: &str| to_py_err(py, &Error::InvalidArgument(message.into()));
     let Some(configurable) = configurable.as_ref().and_then(|c| c.cast::<PyDict>().ok()) else {
-        return Err(to_py_err(
-            py,
-            &Error::InvalidArgument(
-                "config must have a 'configurable' dict with a 'thread_id', e.g. {'configurable': {'thread_id': '1'}}"
-                    .into(),
-            ),
+        return Err(invalid(
+            "config must have a 'configurable' dict with a 'thread_id', e.g. {'configurable': {'thread_id': '1'}}",
         ));
     };
     let thread_id = match configurable.get_item(pyo3::intern!(py, "thread_id"))? {
@@ -291,12 +288,8 @@ fn config_from_py(py: Python<'_>, config: &Bound<'_, PyAny>) -> PyResult<Config>
             }
         }
         _ => {
-            return Err(to_py_err(
-                py,
-                &Error::InvalidArgument(
-                    "config['configurable'] has no 'thread_id': pass {'configurable': {'thread_id': ...}} when invoking a graph with a checkpointer"
-                        .into(),
-                ),
+            return Err(invalid(
+                "config['configurable'] has no 'thread_id': pass {'configurable': {'thread_id': ...}} when invoking a graph with a checkpointer",
             ));
         }
     };
@@ -682,12 +675,10 @@ impl Store {
     fn get_delta_channel_history<'py>(
         &self,
         py: Python<'py>,
-        thread_id: String,
-        checkpoint_ns: String,
-        checkpoint_id: Option<String>,
+        config: &Bound<'py, PyAny>,
         channels: Vec<String>,
     ) -> PyResult<Bound<'py, PyDict>> {
-        let config = Config { thread_id, checkpoint_ns, checkpoint_id };
+        let config = config_from_py(py, config)?;
         let history =
             py.detach(|| self.inner.get_delta_channel_history(&config, &channels)).map_err(|e| to_py_err(py, &e))?;
         let out = PyDict::new(py);
