@@ -97,6 +97,11 @@ class LogSaver(BaseCheckpointSaver[str]):
         self.durability = durability
         self.read_only = read_only
         self._store = _native.Store(self.path, durability, read_only=read_only, **options)
+        # "flush" and "none" writes only copy into the page cache or a buffer, holding the GIL
+        # throughout (see the binding): a worker thread would only add its hand-off, so their
+        # async twins run them on the event loop, as InMemorySaver does. "sync" writes wait for
+        # an fdatasync and go to a worker thread, where concurrent writers share one.
+        self._writes_inline = durability != "sync"
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -265,7 +270,8 @@ class LogSaver(BaseCheckpointSaver[str]):
             current_v = int(str(current).split(".")[0])
         return f"{current_v + 1:032}.{random.random():016}"
 
-    # -- async twins: the same calls on a worker thread, so an fsync never blocks the loop -----
+    # -- async twins: the same calls on a worker thread, so an fsync or a read from disk never
+    # blocks the loop; "flush"/"none" writes, which wait for neither, run on the loop. ---------
 
     async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
         return await asyncio.to_thread(self.get_tuple, config)
@@ -297,6 +303,8 @@ class LogSaver(BaseCheckpointSaver[str]):
         metadata: CheckpointMetadata,
         new_versions: ChannelVersions,
     ) -> RunnableConfig:
+        if self._writes_inline:
+            return self.put(config, checkpoint, metadata, new_versions)
         return await asyncio.to_thread(self.put, config, checkpoint, metadata, new_versions)
 
     async def aput_writes(
@@ -306,6 +314,9 @@ class LogSaver(BaseCheckpointSaver[str]):
         task_id: str,
         task_path: str = "",
     ) -> None:
+        if self._writes_inline:
+            self.put_writes(config, writes, task_id, task_path)
+            return
         await asyncio.to_thread(self.put_writes, config, writes, task_id, task_path)
 
     async def adelete_thread(self, thread_id: str) -> None:

@@ -4,11 +4,13 @@ async graphs, encryption."""
 from __future__ import annotations
 
 import operator
+import threading
 from typing import Annotated, TypedDict
 
 import pytest
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from langgraph.graph import END, START, StateGraph
 from langgraph.types import Command, interrupt
 
@@ -210,6 +212,42 @@ async def test_async_node_calling_a_subgraph_synchronously(saver):
     result = await graph.ainvoke({"log": [], "count": 0}, config("mix"))
     assert result == {"log": ["inner ran"], "count": 1}
     assert (await graph.aget_state(config("mix"))).values == result
+
+
+class ThreadNoting(JsonPlusSerializer):
+    """LangGraph's serializer, noting which thread each call runs on."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dumps_threads: list[int] = []
+        self.loads_threads: list[int] = []
+
+    def dumps_typed(self, obj):
+        self.dumps_threads.append(threading.get_ident())
+        return super().dumps_typed(obj)
+
+    def loads_typed(self, data):
+        self.loads_threads.append(threading.get_ident())
+        return super().loads_typed(data)
+
+
+@pytest.mark.parametrize("durability", ["sync", "flush", "none"])
+async def test_async_writes_run_on_the_loop_unless_they_wait_for_a_sync(tmp_path, durability):
+    # "flush"/"none" writes only copy into memory: aput/aput_writes run them on the event loop,
+    # as InMemorySaver does (a worker thread's hand-off cost more than the write). "sync" writes
+    # wait for an fdatasync and go to a worker thread; reads always do (they may read the disk).
+    serde = ThreadNoting()
+    loop_thread = threading.get_ident()
+    with LogSaver(tmp_path / "s", durability=durability, serde=serde) as saver:
+        graph = counter_graph(saver)
+        assert (await graph.ainvoke({"log": [], "count": 0}, config("t")))["count"] == 3
+        await saver.aget_tuple(config("t"))
+        assert serde.dumps_threads and serde.loads_threads
+        on_loop = {thread == loop_thread for thread in serde.dumps_threads}
+        assert on_loop == ({False} if durability == "sync" else {True})
+        assert loop_thread not in serde.loads_threads
+    with LogSaver(tmp_path / "s") as reopened:
+        assert counter_graph(reopened).get_state(config("t")).values["count"] == 3
 
 
 def test_encrypted_serializer(tmp_path):
