@@ -1,8 +1,10 @@
 //! Segment files: creation (preallocated, atomically named), reading, sealing.
 //!
-//! Only the active segment is written, through positioned writes. Sealed segments are immutable
-//! and read through a memory map; the active one is read with positioned reads, because
-//! mapping a file that is still being written or truncated risks SIGBUS.
+//! Only the active segment is written. Sealed segments are immutable and read through a memory
+//! map. The writer reads its active segment through a read-only window onto the file, lending
+//! records it published (and never rewrites) without a copy; it never trims the file below them,
+//! so no lent page can raise SIGBUS. Another process's active segment (a read-only follower's)
+//! is read with positioned reads: its writer trims it on its own schedule.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -107,8 +109,8 @@ pub struct BufferedTail {
 
 enum Storage {
     /// The segment being written: positioned reads and writes, plus the in-memory tail. The
-    /// writer's own reads copy written records out of `window` (no system call) when the file
-    /// system offers one.
+    /// writer's own reads borrow written records from `window` (no system call, no copy) when
+    /// the file system offers one.
     Active { file: Arc<dyn VfsFile>, tail: Mutex<BufferedTail>, window: Option<WrittenWindow> },
     /// An immutable segment, mapped.
     Sealed { map: Mapping },
@@ -236,18 +238,13 @@ impl Segment {
         }
     }
 
-    /// `len` bytes at `offset`: borrowed from the map when sealed, read (from the file or the
-    /// buffered tail) when active.
+    /// `len` bytes at `offset`: borrowed from the map when sealed, and from the written window
+    /// when active (unless still in the buffered tail, or the file system has no window: then
+    /// copied from the tail or read from the file).
     pub fn read(&self, offset: u64, len: usize) -> Result<Cow<'_, [u8]>> {
         let corrupt = |reason: &str| Error::corruption(&self.path, offset, reason);
         match &self.storage {
-            Storage::Sealed { map } => {
-                let start = usize::try_from(offset).map_err(|_| corrupt("offset out of range"))?;
-                let end = start.checked_add(len).ok_or_else(|| corrupt("length out of range"))?;
-                map.get(start..end).map(Cow::Borrowed).ok_or_else(|| corrupt("record runs past the end of the segment"))
-            }
-            Storage::Active { file, tail, window } => {
-                let mut buf = vec![0u8; len];
+            Storage::Active { file, tail, .. } => {
                 let end = offset + len as u64;
                 let tail = tail.lock();
                 if !tail.bytes.is_empty() && end > tail.start {
@@ -259,17 +256,35 @@ impl Segment {
                         .ok()
                         .and_then(|from| tail.bytes.get(from..from + len))
                         .ok_or_else(|| corrupt("record past the buffered tail"))?;
-                    buf.copy_from_slice(slice);
-                } else {
-                    drop(tail);
-                    // Records are read only once published by the index, after their frame
-                    // was written, and are never rewritten: what the window requires.
-                    if !window.as_ref().is_some_and(|w| w.copy_written(&mut buf, offset)) {
-                        file.read_exact_at(&mut buf, offset).map_err(|e| Error::io("read", &self.path, e))?;
-                    }
+                    return Ok(Cow::Owned(slice.to_vec()));
                 }
+                drop(tail);
+                // Records are read only once published by the index, after their frame was
+                // written, and are never rewritten: what the window requires.
+                if let Some(bytes) = self.written(offset, len) {
+                    return Ok(Cow::Borrowed(bytes));
+                }
+                let mut buf = vec![0u8; len];
+                file.read_exact_at(&mut buf, offset).map_err(|e| Error::io("read", &self.path, e))?;
                 Ok(Cow::Owned(buf))
             }
+            Storage::Sealed { .. } => self
+                .written(offset, len)
+                .map(Cow::Borrowed)
+                .ok_or_else(|| corrupt("record runs past the end of the segment")),
+        }
+    }
+
+    /// `len` bytes at `offset` borrowed without a copy: from the map when sealed, from the
+    /// written window when active (bytes the writer published and never writes again). `None`
+    /// when out of range, or the active segment has no window.
+    fn written(&self, offset: u64, len: usize) -> Option<&[u8]> {
+        match &self.storage {
+            Storage::Sealed { map } => {
+                let start = usize::try_from(offset).ok()?;
+                map.get(start..start.checked_add(len)?)
+            }
+            Storage::Active { window, .. } => window.as_ref()?.written(offset, len),
         }
     }
 }
@@ -278,29 +293,28 @@ impl Segment {
 pub struct RecordBytes {
     storage: RecordStorage,
     kind: RecordKind,
-    /// Where the body starts in `storage`'s bytes.
-    body_start: usize,
     /// Where it was read from, for error messages.
     pub loc: Loc,
 }
 
 enum RecordStorage {
+    /// Borrowed, header included, from the segment's map or written window at `loc`.
     Mapped(Arc<Segment>),
+    /// A copy of the record, header included.
     Owned(Vec<u8>),
 }
 
 impl RecordBytes {
     /// The checked record.
     pub fn view(&self) -> RecordView<'_> {
-        let bytes: &[u8] = match &self.storage {
-            RecordStorage::Mapped(segment) => match &segment.storage {
-                Storage::Sealed { map } => map,
-                Storage::Active { .. } => &[],
-            },
+        let record: &[u8] = match &self.storage {
+            // Lent again from where `Pinned::read` borrowed and checked it.
+            RecordStorage::Mapped(segment) => segment
+                .written(u64::from(self.loc.offset), RECORD_HEADER_LEN + self.loc.len as usize)
+                .unwrap_or_default(),
             RecordStorage::Owned(bytes) => bytes,
         };
-        let body = bytes.get(self.body_start..self.body_start + self.loc.len as usize).unwrap_or_default();
-        RecordView { kind: self.kind, body }
+        RecordView { kind: self.kind, body: record.get(RECORD_HEADER_LEN..).unwrap_or_default() }
     }
 }
 
@@ -336,11 +350,11 @@ impl Pinned {
             ));
         }
         let kind = view.kind;
-        let (storage, body_start) = match bytes {
-            Cow::Borrowed(_) => (RecordStorage::Mapped(segment.clone()), loc.offset as usize + RECORD_HEADER_LEN),
-            Cow::Owned(vec) => (RecordStorage::Owned(vec), RECORD_HEADER_LEN),
+        let storage = match bytes {
+            Cow::Borrowed(_) => RecordStorage::Mapped(segment.clone()),
+            Cow::Owned(vec) => RecordStorage::Owned(vec),
         };
-        Ok(RecordBytes { storage, kind, body_start, loc })
+        Ok(RecordBytes { storage, kind, loc })
     }
 
     /// A corruption error at this record (it passed its CRC but does not decode, or holds
@@ -390,5 +404,30 @@ impl SegmentSet {
             Error::corruption(format!("segment {}", loc.segment), u64::from(loc.offset), "segment is not open")
         })?;
         Ok(Pinned { segment, loc, bytes_read: self.bytes_read.clone() })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vfs::RealFs;
+
+    #[test]
+    fn the_active_segment_lends_published_bytes_and_they_outlive_a_trim() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let vfs = RealFs::shared();
+        let segment = Segment::create(&*vfs, dir.path(), 1, 64 * 1024, true).expect("create");
+        let file = segment.active_file().expect("active").clone();
+        let at = SEGMENT_HEADER_LEN as u64;
+        // Written after the window was mapped, as the writer does: the window sees the pwrite.
+        file.write_all_at(b"a published record", at).expect("write");
+        let lent = segment.read(at, 18).expect("read");
+        assert!(matches!(lent, Cow::Borrowed(_)), "lent from the window, not copied");
+        // Sealing trims the file to the end of its data, never below a published record: the
+        // lent pages stay backed (touching a page past the end would raise SIGBUS).
+        file.set_len(at + 18).expect("trim");
+        assert_eq!(&*lent, b"a published record");
+        // Past the window's range (or with no window) the bytes come from the file.
+        assert!(segment.read(64 * 1024, 1).is_err(), "nothing past the end");
     }
 }

@@ -152,32 +152,32 @@ impl WritingWindow {
 
 /// A read-only shared mapping of a file that its owner keeps writing (with positioned writes,
 /// which the page cache makes visible through the mapping) and may shorten (trim) but never
-/// below what it has written. [`WrittenWindow::copy_written`] reads bytes the owner wrote
-/// before and never writes again: the records of the active segment. Bytes of those ranges are
-/// never written concurrently, and a trim never cuts into them, so the copy neither races a
-/// write nor touches a page past the end of the file.
+/// below what it has written. [`WrittenWindow::written`] lends bytes the owner wrote before and
+/// never writes again: the records of the active segment. Bytes of those ranges are never
+/// written while lent, and a trim never cuts into them, so a loan neither races a write nor
+/// touches a page past the end of the file.
 pub struct WrittenWindow {
     map: memmap2::MmapRaw,
 }
 
 impl WrittenWindow {
-    /// Copy `buf.len()` bytes at `offset` into `buf`. The caller promises that they were written
-    /// (and published to it through a lock) before, and are never written again; `false` if
-    /// the range is outside the window (then it reads from the file instead).
-    pub fn copy_written(&self, buf: &mut [u8], offset: u64) -> bool {
-        let Ok(start) = usize::try_from(offset) else { return false };
-        if start.checked_add(buf.len()).is_none_or(|end| end > self.map.len()) {
-            return false;
+    /// The `len` bytes at `offset`, borrowed from the mapping (no copy). The caller promises
+    /// that they were written (and published to it through a lock) before, and are never
+    /// written again; `None` if the range is outside the window (then it reads from the file).
+    pub fn written(&self, offset: u64, len: usize) -> Option<&[u8]> {
+        let start = usize::try_from(offset).ok()?;
+        if start.checked_add(len).is_none_or(|end| end > self.map.len()) {
+            return None;
         }
-        // SAFETY: the range lies inside the mapping (checked above). By the caller's promise the
-        // bytes were written before this read was published to it and are never written again
-        // while the window lives, so no write races this copy; the file is never trimmed below
-        // them, so their pages stay backed by the file (no SIGBUS).
+        // SAFETY: the range lies inside the mapping (checked above), which lives as long as
+        // `self`. By the caller's promise its bytes were written before this read was published
+        // to it and are never written again while the window lives, so nothing mutates them for
+        // the borrow's lifetime (the writer only writes past them, through its own mapping or
+        // pwrite); the file is never trimmed below them, so their pages stay backed (no SIGBUS).
         #[expect(unsafe_code, reason = "reading written bytes of the active segment through its mapping; see SAFETY")]
         unsafe {
-            std::ptr::copy_nonoverlapping(self.map.as_ptr().add(start), buf.as_mut_ptr(), buf.len());
+            Some(std::slice::from_raw_parts(self.map.as_ptr().add(start), len))
         }
-        true
     }
 }
 
