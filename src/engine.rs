@@ -235,7 +235,7 @@ impl Engine {
             return Ok(());
         }
         Err(Error::invalid(format!(
-            "the store at {} was opened by process {}; this process ({pid}) is a fork of it and must open the store itself, not close the parent's handle",
+            "the store at {} was opened by process {}; this process ({pid}) is a fork of it and must open the store itself (read_only beside the writer), not use the parent's handle",
             self.dir.display(),
             self.owner_pid
         )))
@@ -318,6 +318,11 @@ impl Engine {
         if self.closing() {
             return Err(Error::Closed);
         }
+        // A forked child holds a copy of the parent's writer (its offsets, its mapping of the
+        // active segment, the file descriptors): a write from it would land on bytes the parent
+        // has published or will write, and its index is the parent's at the fork. Every call is
+        // refused there (one getpid, ~130 ns).
+        self.check_owner()?;
         // Recursive: a call may run inside another (the background worker's retention) while
         // `close` waits for the exclusive side; the flag is checked again once inside.
         let guard = self.gate.read_recursive();

@@ -309,9 +309,13 @@ impl RecordBytes {
     pub fn view(&self) -> RecordView<'_> {
         let record: &[u8] = match &self.storage {
             // Lent again from where `Pinned::read` borrowed and checked it.
+            #[expect(
+                clippy::expect_used,
+                reason = "the same range of the same segment lent to Pinned::read: a segment's map or window never changes, so it is lent again (an empty body here would be silent corruption)"
+            )]
             RecordStorage::Mapped(segment) => segment
                 .written(u64::from(self.loc.offset), RECORD_HEADER_LEN + self.loc.len as usize)
-                .unwrap_or_default(),
+                .expect("a record lent once is lent again"),
             RecordStorage::Owned(bytes) => bytes,
         };
         RecordView { kind: self.kind, body: record.get(RECORD_HEADER_LEN..).unwrap_or_default() }

@@ -132,7 +132,7 @@ impl WritingWindow {
     /// Copy `bytes` to `offset`; `false` if the range is outside the window (then the caller
     /// writes with `pwrite`). The caller is the file's only writer and promises that nothing
     /// in this process reads the range until the write is published to it through a lock.
-    pub fn write(&self, bytes: &[u8], offset: u64) -> bool {
+    pub(crate) fn write(&self, bytes: &[u8], offset: u64) -> bool {
         let Ok(start) = usize::try_from(offset) else { return false };
         if start.checked_add(bytes.len()).is_none_or(|end| end > self.map.len()) {
             return false;
@@ -164,7 +164,7 @@ impl WrittenWindow {
     /// The `len` bytes at `offset`, borrowed from the mapping (no copy). The caller promises
     /// that they were written (and published to it through a lock) before, and are never
     /// written again; `None` if the range is outside the window (then it reads from the file).
-    pub fn written(&self, offset: u64, len: usize) -> Option<&[u8]> {
+    pub(crate) fn written(&self, offset: u64, len: usize) -> Option<&[u8]> {
         let start = usize::try_from(offset).ok()?;
         if start.checked_add(len).is_none_or(|end| end > self.map.len()) {
             return None;

@@ -225,10 +225,12 @@ def test_compact_and_retention_from_python(tmp_path):
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
-def test_a_forked_child_neither_closes_nor_unlocks_the_parents_store(tmp_path):
+def test_a_forked_child_neither_uses_closes_nor_unlocks_the_parents_store(tmp_path):
     """multiprocessing's fork start method hands every child a copy of the parent's saver. The
-    child's close must refuse and its drop do nothing: no join of the parent's threads (they do
-    not exist in the child: it would hang), no write into the parent's store, no unlock."""
+    child's calls must refuse (a put would write at the parent's offsets through the shared
+    mapping and descriptors: over records the parent publishes meanwhile), its close too, and
+    its drop do nothing: no join of the parent's threads (they do not exist in the child: it
+    would hang), no write into the parent's store, no unlock."""
     import gc
     import time
 
@@ -245,11 +247,20 @@ def test_a_forked_child_neither_closes_nor_unlocks_the_parents_store(tmp_path):
     if pid == 0:
         code = 0
         try:
-            try:
-                saver.close()
-                code = 1
-            except LogSaverError as refused:
-                code = 0 if "fork" in str(refused) else 3
+            child_config = {"configurable": {"thread_id": "child", "checkpoint_ns": ""}}
+            for call in (
+                lambda: saver.put(child_config, empty_checkpoint(), {}, {}),
+                lambda: saver.put_writes(config, [("x", 1)], "task"),
+                lambda: saver.get_tuple(config),
+                lambda: saver.close(),
+            ):
+                try:
+                    call()
+                    code = 1
+                except LogSaverError as refused:
+                    code = 0 if "fork" in str(refused) else 3
+                if code:
+                    break
             del saver
             gc.collect()
         except BaseException:
@@ -271,4 +282,6 @@ def test_a_forked_child_neither_closes_nor_unlocks_the_parents_store(tmp_path):
     assert os.path.getsize(os.path.join(path, active)) == size_before, "the child trimmed the parent's segment"
     assert "INDEX" not in os.listdir(path), "the child wrote a snapshot into the parent's store"
     assert saver.get_tuple(config) is not None
+    assert [t.config["configurable"]["thread_id"] for t in saver.list(None)] == ["t"], "the child wrote"
+    assert saver.get_tuple(config).pending_writes == []
     saver.close()
