@@ -12,6 +12,10 @@ from typing import Any, final
 
 __version__: str
 
+def checkpoint_metadata(config: Any, metadata: Any) -> dict[str, Any] | None:
+    """LangGraph's ``get_checkpoint_metadata(config, metadata)`` as ``Store.put`` computes it
+    natively, or None for a shape ``put`` leaves to LangGraph's own function."""
+
 Version = str | int | float
 Blob = tuple[str, bytes]
 # (task_id, channel, (type_tag, bytes), task_path)

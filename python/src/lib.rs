@@ -27,6 +27,7 @@ use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::types::{IntoPyDict, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
 
+mod checkpoint_metadata;
 mod metadata_json;
 
 /// Raise `err` as the matching class of `logsaver.errors`.
@@ -575,13 +576,18 @@ impl Store {
         dumps: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyDict>> {
         let parent = config_from_py(py, config)?;
-        let merge = GET_CHECKPOINT_METADATA.get_or_try_init(py, || -> PyResult<Py<PyAny>> {
-            Ok(py.import("langgraph.checkpoint.base")?.getattr("get_checkpoint_metadata")?.unbind())
-        })?;
-        let merged = merge.bind(py).call1((config, metadata))?;
-        let merged = match merged.cast::<PyDict>() {
-            Ok(dict) => dict.clone(),
-            Err(_) => PyDict::from_sequence(&merged.call_method0(pyo3::intern!(py, "items"))?)?,
+        let merged = match checkpoint_metadata::merged(py, config, metadata)? {
+            Some(merged) => merged,
+            None => {
+                let merge = GET_CHECKPOINT_METADATA.get_or_try_init(py, || -> PyResult<Py<PyAny>> {
+                    Ok(py.import("langgraph.checkpoint.base")?.getattr("get_checkpoint_metadata")?.unbind())
+                })?;
+                let merged = merge.bind(py).call1((config, metadata))?;
+                match merged.cast::<PyDict>() {
+                    Ok(dict) => dict.clone(),
+                    Err(_) => PyDict::from_sequence(&merged.call_method0(pyo3::intern!(py, "items"))?)?,
+                }
+            }
         };
         let metadata_json = metadata_text(py, &merged)?;
         let values = item(checkpoint, pyo3::intern!(py, "channel_values"))?;
@@ -812,9 +818,21 @@ impl Store {
     }
 }
 
+/// LangGraph's `get_checkpoint_metadata(config, metadata)` as `put` computes it natively, or
+/// `None` for a shape `put` leaves to LangGraph's own function (the test compares the two).
+#[pyfunction(name = "checkpoint_metadata")]
+fn native_checkpoint_metadata<'py>(
+    py: Python<'py>,
+    config: &Bound<'py, PyAny>,
+    metadata: &Bound<'py, PyAny>,
+) -> PyResult<Option<Bound<'py, PyDict>>> {
+    checkpoint_metadata::merged(py, config, metadata)
+}
+
 /// The native half of `logsaver`: the Rust store behind `logsaver.LogSaver`.
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(native_checkpoint_metadata, m)?)?;
     m.add_class::<Store>()?;
     m.add_class::<StoredCheckpoint>()?;
     m.add_class::<TupleIter>()?;

@@ -5,6 +5,8 @@ from __future__ import annotations
 import pathlib
 import re
 
+import pytest
+
 import logsaver
 from logsaver import LogSaver, StorePoisonedError, _native
 
@@ -205,3 +207,76 @@ def test_a_serializer_may_return_any_pair_of_tag_and_bytes_like(tmp_path):
         assert stored.checkpoint["channel_values"] == {"x": {"a": 1}}
         assert [(c, v) for _, c, v in stored.pending_writes] == [("y", [1, 2])]
 
+
+
+def test_put_merges_metadata_exactly_as_langgraph_does(tmp_path: pathlib.Path) -> None:
+    """`put` merges the config into the metadata natively for the shapes LangGraph's loop
+    passes (dict metadata; config `metadata` a dict or a ChainMap of dicts; str keys) and hands
+    any other shape to LangGraph's `get_checkpoint_metadata`: same dict, same key order, same
+    value objects, same error."""
+    import collections
+    import random
+
+    from langgraph.checkpoint.base import EXCLUDED_METADATA_KEYS, get_checkpoint_metadata
+
+    class Text(str):
+        pass
+
+    rng = random.Random(14)
+    keys = ["source", "step", "run_id", "user", "__pregel_x", "_private", "thread_id", "checkpoint_ns", "a", "b", "c"]
+    keys += sorted(EXCLUDED_METADATA_KEYS)
+    values = ["loop", "nul\x00inside", "\x00", Text("sub"), Text("sub\x00nul"), "", 0, 7, -3, True, False, 1.5,
+              float("inf"), None, [1], {"k": 1}, ("t",), b"bytes", "\udc80 lone surrogate", "ü"]
+
+    def mapping() -> dict:
+        return {rng.choice(keys): rng.choice(values) for _ in range(rng.randrange(0, 6))}
+
+    def source():
+        shape = rng.randrange(5)
+        if shape == 0:
+            return mapping()
+        if shape == 1:
+            return collections.ChainMap(*(mapping() for _ in range(rng.randrange(0, 4))))
+        if shape == 2:
+            return None
+        if shape == 3:
+            return {}
+        return collections.ChainMap()
+
+    native_shapes = 0
+    for _ in range(3000):
+        config = {"tags": [], "recursion_limit": 25}
+        for name in ("metadata", "configurable"):
+            if rng.random() < 0.9:
+                config[name] = source()
+        metadata = mapping()
+        ours = _native.checkpoint_metadata(config, metadata)
+        theirs = get_checkpoint_metadata(config, metadata)
+        if ours is None:
+            continue
+        native_shapes += 1
+        assert list(ours.items()) == list(theirs.items()), (config, metadata)
+        assert [type(v) for v in ours.values()] == [type(v) for v in theirs.values()]
+        assert all(a is b for a, b in zip(ours, theirs, strict=True)), "the same key objects"
+    assert native_shapes > 2500
+    # Shapes left to LangGraph: its result (or its error) is what put stores.
+    for config, metadata in [
+        ({"metadata": {1: "int key"}}, {}),  # LangGraph calls 1.startswith: AttributeError
+        ({"configurable": {Text("k"): 1}}, {}),
+        ({"metadata": collections.ChainMap({"a": 1}, collections.ChainMap({"b": 2}))}, {}),
+        ({"metadata": collections.OrderedDict(a=1)}, {}),
+        ({"metadata": {"a": 1}}, collections.OrderedDict(b=2)),
+        (collections.OrderedDict(metadata={"a": 1}), {}),
+    ]:
+        assert _native.checkpoint_metadata(config, metadata) is None, (config, metadata)
+    from langgraph.checkpoint.base import empty_checkpoint
+
+    with LogSaver(tmp_path / "store", durability="flush") as saver:
+        base = {"thread_id": "t", "checkpoint_ns": ""}
+        with pytest.raises(AttributeError):  # as LangGraph's function (and InMemorySaver) raise
+            saver.put({"configurable": base, "metadata": {1: "int key"}}, empty_checkpoint(), {}, {})
+        nested = collections.ChainMap({"a": "x\x00y"}, collections.ChainMap({"b": 2, "a": 0}))
+        for config in ({"configurable": base, "metadata": nested}, {"configurable": {**base, "user": "u\x00"}}):
+            saved = saver.put(config, empty_checkpoint(), {"source": "loop", "step": 1}, {})
+            expected = get_checkpoint_metadata(config, {"source": "loop", "step": 1})
+            assert saver.get_tuple(saved).metadata == expected
