@@ -97,10 +97,12 @@ class LogSaver(BaseCheckpointSaver[str]):
         self.durability = durability
         self.read_only = read_only
         self._store = _native.Store(self.path, durability, read_only=read_only, **options)
-        # "flush" and "none" writes only copy into the page cache or a buffer, holding the GIL
-        # throughout (see the binding): a worker thread would only add its hand-off, so their
-        # async twins run them on the event loop, as InMemorySaver does. "sync" writes wait for
-        # an fdatasync and go to a worker thread, where concurrent writers share one.
+        # "flush" and "none" writes copy into the page cache or a buffer holding the GIL
+        # throughout (see the binding; a rare fdatasync, at a segment's seal or a maintenance
+        # pause, stalls every thread either way): a worker thread would only add its hand-off,
+        # so their async twins run them on the event loop, serializer included, as
+        # InMemorySaver does. "sync" writes wait for an fdatasync and go to a worker thread,
+        # where concurrent writers share one.
         self._writes_inline = durability != "sync"
 
     # -- lifecycle ---------------------------------------------------------------------------
