@@ -114,8 +114,10 @@ impl Engine {
     }
 }
 
-/// Read back every record `index` names (checking its CRC and decoding it) and every blob
-/// reference of every checkpoint. `progress` is called with (done, total) records.
+/// Read back every record `index` names (checking its CRC and decoding it), every blob
+/// reference of every checkpoint, and every value a checkpoint names, rebuilt through its delta
+/// chain as a read would (each once, with the chain's decoded bases shared). `progress` is
+/// called with (done, total) records.
 pub(crate) fn check_records(index: &Index, segments: &SegmentSet, progress: &mut dyn FnMut(u64, u64)) -> VerifyReport {
     let mut report = VerifyReport::default();
     let total = index.counts();
@@ -127,6 +129,10 @@ pub(crate) fn check_records(index: &Index, segments: &SegmentSet, progress: &mut
     };
     for (thread, thread_index) in index.threads() {
         for (ns_name, ns) in &thread_index.namespaces {
+            // Every value a checkpoint names is rebuilt through its chain, as a read would, each
+            // once: oldest checkpoints first, so the memo hands each delta its decoded base.
+            let mut memo = crate::values::ChainMemo::new();
+            let mut rebuilt = std::collections::HashSet::new();
             for slot in ns.blobs.values().filter(|slot| slot.is_stored()) {
                 if let Err(e) = check_value(ns, slot, segments) {
                     problem(&mut report, slot.loc, format!("value of thread {thread:?} (ns {ns_name:?}): {e}"));
@@ -187,45 +193,38 @@ pub(crate) fn check_records(index: &Index, segments: &SegmentSet, progress: &mut
                                 "blob index entry for channel {channel:?} version {version} points at another record"
                             ),
                         );
+                        continue;
                     }
-                }
-            }
-        }
-    }
-    // What a resumed thread reads first: each namespace's latest values, rebuilt through their
-    // chains (every other delta is checked on its own, and its link to its base).
-    for (thread, thread_index) in index.threads() {
-        for (ns_name, ns) in &thread_index.namespaces {
-            let Some((_, slot)) = ns.checkpoints.last_key_value() else { continue };
-            let versions = segments.read_record(slot.loc).and_then(|b| {
-                checkpoint_of(&b.view(), crate::codec::DECODE_LIMIT)
-                    .map(|r| r.body.channel_versions.into_owned())
-                    .map_err(|r| record_error(segments, b.loc, r))
-            });
-            let Ok(versions) = versions else { continue }; // reported above
-            for (channel, version) in &versions {
-                let rebuilt = crate::values::pin_chain(segments, ns, blob_hash(channel, version)).and_then(|chain| {
-                    chain.map_or(Ok(()), |chain| {
-                        crate::values::read_chain(
-                            &chain,
-                            thread,
-                            ns_name,
-                            channel,
-                            version,
-                            crate::codec::DECODE_LIMIT,
-                            &mut crate::values::ChainMemo::disabled(),
-                            // verify checks the bytes on disk, never a cached copy.
-                            None,
-                        )
-                        .map(|_| ())
-                    })
-                });
-                if let Err(e) = rebuilt {
-                    problem(
-                        &mut report,
-                        slot.loc,
-                        format!("latest value of channel {channel:?} of thread {thread:?}: {e}"),
-                    );
+                    let hash = blob_hash(channel, version);
+                    if !rebuilt.insert(hash) {
+                        continue;
+                    }
+                    let read = crate::values::pin_chain(segments, ns, hash).and_then(|chain| {
+                        chain.map_or(Ok(()), |chain| {
+                            crate::values::read_chain(
+                                &chain,
+                                thread,
+                                ns_name,
+                                channel,
+                                version,
+                                crate::codec::DECODE_LIMIT,
+                                &mut memo,
+                                // verify checks the bytes on disk, never a cached copy.
+                                None,
+                            )
+                            .map(|_| ())
+                        })
+                    });
+                    if let Err(e) = read {
+                        problem(
+                            &mut report,
+                            slot.loc,
+                            format!(
+                                "value of channel {channel:?} version {version} of thread {thread:?} (ns {ns_name:?}), named by checkpoint {}: {e}",
+                                key.as_str()
+                            ),
+                        );
+                    }
                 }
             }
         }
@@ -281,5 +280,76 @@ impl Engine {
         let mut batch = Batch::new();
         encode_slotted_writes(&mut batch, config, task_id, task_path, &slotted)?;
         self.commit_batch(batch)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::borrow::Cow;
+
+    use crate::commit::Batch;
+    use crate::engine::Engine;
+    use crate::id::CheckpointIdGenerator;
+    use crate::model::{Blob, ChannelVersion, Checkpoint, Config};
+    use crate::options::{Durability, Options};
+    use crate::records::{BlobKey, Packed, StoredValue, ValueHead, ValueRecord};
+    use crate::vfs::RealFs;
+
+    fn messages(n: usize) -> Vec<u8> {
+        (0..n).flat_map(|i| format!("message {i}: lorem ipsum dolor sit amet, ").into_bytes()).collect()
+    }
+
+    #[test]
+    fn verify_rebuilds_older_values_not_only_the_latest() {
+        // Step 2's value is a delta on step 1's; step 3 starts a new chain, so the latest
+        // checkpoint reads nothing of the first. Step 2's record is then replaced by a delta
+        // whose every record-level check passes (CRC, decode, lengths, base link) but whose ops
+        // do not rebuild the value from its base: only rebuilding step 2's value finds it.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let engine =
+            Engine::open_with(RealFs::shared(), dir.path(), Options::with_durability(Durability::Flush)).expect("open");
+        let ids = CheckpointIdGenerator::new(None);
+        let version = |step: i64| ChannelVersion::Int(step);
+        let mut config = Config::thread("t");
+        let values = [messages(60), messages(61), b"a new conversation".repeat(80)];
+        for (step, value) in values.iter().enumerate() {
+            let step = step as i64 + 1;
+            let mut checkpoint = Checkpoint::empty(ids.next_id());
+            checkpoint.channel_values.insert("messages".into(), Blob::new("json", value.clone()));
+            checkpoint.channel_versions.insert("messages".into(), version(step));
+            let new_versions = [("messages".to_string(), version(step))].into();
+            config = engine.put(&config, &checkpoint, &Default::default(), &new_versions).expect("put");
+        }
+        assert!(engine.verify(&mut |_, _| {}).problems.is_empty(), "a sound store");
+
+        // Made against a longer base: it copies bytes past the end of the real one.
+        let longer_base = [values[1].clone(), b"padding".repeat(500)].concat();
+        let ops = crate::delta::encode(&longer_base, &values[1]);
+        let mut batch = Batch::new();
+        batch
+            .push(&ValueRecord {
+                head: ValueHead {
+                    key: BlobKey {
+                        thread_id: Cow::Borrowed("t"),
+                        checkpoint_ns: Cow::Borrowed(""),
+                        channel: Cow::Borrowed("messages"),
+                        version: Cow::Owned(version(2)),
+                    },
+                    base: Some(Cow::Owned(version(1))),
+                    depth: 1,
+                },
+                value: Some(StoredValue {
+                    type_tag: Cow::Borrowed("json"),
+                    len: values[1].len() as u64,
+                    packed: Packed::of(&ops, None),
+                }),
+            })
+            .expect("encode");
+        engine.commit_batch(batch).expect("commit");
+        let report = engine.verify(&mut |_, _| {});
+        assert_eq!(report.problems.len(), 1, "{:?}", report.problems);
+        let what = &report.problems[0].what;
+        assert!(what.contains("channel \"messages\" version 2 of thread \"t\""), "{what}");
+        engine.close().expect("close");
     }
 }
