@@ -37,24 +37,59 @@ pub enum Codec {
     Zstd,
 }
 
+/// What a payload holds, which decides how it is compressed. Both make standard zstd frames:
+/// reading needs to know neither.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Content {
+    /// Channel values: text and serialized objects, where coding the literals pays.
+    Values,
+    /// A checkpoint's body: names and versions repeated node after node. Long matches are the
+    /// gain; coding the literals as well halves the speed for ~15% of the bytes (a 1 KiB body:
+    /// 3.4 µs to 207 bytes with literals coded, 1.6 µs to 245 without).
+    Identifiers,
+}
+
+type CachedCompressor = RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>>;
+
 thread_local! {
-    /// One compression context per thread and level: creating one allocates its tables, which
-    /// costs more than compressing a small value.
-    static COMPRESSOR: RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> = const { RefCell::new(None) };
+    /// One compression context per thread, content and level: creating one allocates its
+    /// tables, which costs more than compressing a small value.
+    static VALUE_COMPRESSOR: CachedCompressor = const { RefCell::new(None) };
+    static IDENTIFIER_COMPRESSOR: CachedCompressor = const { RefCell::new(None) };
     static DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { RefCell::new(None) };
 }
 
-/// `bytes` compressed at `level` when that pays (see the module doc), else as they are.
-/// `level: None` stores everything raw.
+/// A compression context for `content` at `level`.
+fn compressor(content: Content, level: i32) -> Option<zstd::bulk::Compressor<'static>> {
+    let mut compressor = zstd::bulk::Compressor::new(level).ok()?;
+    if content == Content::Identifiers {
+        use zstd::stream::raw::CParameter;
+        use zstd::zstd_safe::ParamSwitch;
+        compressor.set_parameter(CParameter::LiteralCompressionMode(ParamSwitch::Disable)).ok()?;
+    }
+    Some(compressor)
+}
+
+/// `bytes` (channel values) compressed at `level` when that pays (see the module doc), else as
+/// they are. `level: None` stores everything raw.
 pub fn pack(bytes: &[u8], level: Option<i32>) -> (Codec, Cow<'_, [u8]>) {
+    pack_content(bytes, level, Content::Values)
+}
+
+/// [`pack`] for a payload holding `content`.
+pub fn pack_content(bytes: &[u8], level: Option<i32>, content: Content) -> (Codec, Cow<'_, [u8]>) {
     let Some(level) = level else { return (Codec::Raw, Cow::Borrowed(bytes)) };
     if bytes.len() < MIN_COMPRESS {
         return (Codec::Raw, Cow::Borrowed(bytes));
     }
-    let compressed = COMPRESSOR.with(|cell| {
+    let cached = match content {
+        Content::Values => &VALUE_COMPRESSOR,
+        Content::Identifiers => &IDENTIFIER_COMPRESSOR,
+    };
+    let compressed = cached.with(|cell| {
         let mut cell = cell.borrow_mut();
         if cell.as_ref().is_none_or(|(at, _)| *at != level) {
-            *cell = zstd::bulk::Compressor::new(level).ok().map(|c| (level, c));
+            *cell = compressor(content, level).map(|c| (level, c));
         }
         cell.as_mut().and_then(|(_, compressor)| compressor.compress(bytes).ok())
     });
@@ -104,6 +139,24 @@ pub fn unpack<'a>(codec: Codec, payload: &'a [u8], len: u64, limit: u64) -> Resu
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn identifiers_make_standard_frames_that_read_back() {
+        // A checkpoint body's shape: versions repeated node after node.
+        let body: Vec<u8> = (0..16)
+            .flat_map(|node| (0..8).map(move |c| format!("node{node}channel_{c}{:032}.{:016}", 90 + c % 3, c * 7919)))
+            .collect::<String>()
+            .into_bytes();
+        let (codec, packed) = pack_content(&body, Some(1), Content::Identifiers);
+        assert_eq!(codec, Codec::Zstd);
+        assert!(packed.len() < body.len() / 4, "{} of {}", packed.len(), body.len());
+        let len = body.len() as u64;
+        assert_eq!(unpack(codec, &packed, len, 1 << 20).expect("decodes").as_ref(), &body[..]);
+        // Both contents share the decoder, and a context of each kind lives per thread.
+        let (codec, values) = pack(&body, Some(1));
+        assert_eq!(unpack(codec, &values, len, 1 << 20).expect("decodes").as_ref(), &body[..]);
+        assert_eq!(pack_content(&body[..100], Some(1), Content::Identifiers).0, Codec::Raw, "below MIN_COMPRESS");
+    }
 
     #[test]
     #[expect(clippy::cast_possible_truncation, reason = "noise bytes: the high byte of a xorshift state")]

@@ -256,7 +256,8 @@ impl PackedCheckpointRecord<'static> {
             updated_channels: record.body.updated_channels.as_deref().map(Cow::Borrowed),
         };
         let plain = postcard::to_allocvec(&rest).ok()?;
-        let packed = Packed::of(&plain, level);
+        let (codec, payload) = codec::pack_content(&plain, level, codec::Content::Identifiers);
+        let packed = Packed { codec, len: plain.len() as u64, payload };
         if packed.codec == Codec::Raw {
             return None;
         }
