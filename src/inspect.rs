@@ -108,129 +108,195 @@ impl Engine {
         out
     }
 
-    /// Read back every indexed record of the open store (see [`check_records`]).
+    /// Read back every indexed record of the open store (see [`check_records`]), taking the
+    /// index lock one namespace (and one value's chain) at a time.
     pub(crate) fn verify(&self, progress: &mut dyn FnMut(u64, u64)) -> VerifyReport {
-        check_records(&self.index.read(), &self.segments, progress)
+        check_records(&self.index, &self.segments, progress)
     }
 }
 
-/// Read back every record `index` names (checking its CRC and decoding it), every blob
+/// How [`check_records`] reaches an index: a private one (a read-only recovery's) directly, an
+/// open store's through its read lock, taken for one step at a time, so that a writer waits for
+/// at most one namespace's record checks and never for a value being rebuilt.
+pub(crate) trait IndexAccess {
+    /// `f` with the index.
+    fn with<T>(&self, f: impl FnOnce(&Index) -> T) -> T;
+}
+
+impl IndexAccess for Index {
+    fn with<T>(&self, f: impl FnOnce(&Index) -> T) -> T {
+        f(self)
+    }
+}
+
+impl IndexAccess for parking_lot::RwLock<Index> {
+    fn with<T>(&self, f: impl FnOnce(&Index) -> T) -> T {
+        f(&self.read())
+    }
+}
+
+/// A value a checkpoint names, to rebuild once the namespace's records are checked.
+struct NamedValue {
+    channel: String,
+    version: crate::model::ChannelVersion,
+    /// The first (oldest) checkpoint naming it, and that checkpoint's record.
+    checkpoint: String,
+    loc: Loc,
+}
+
+/// Read back every record the index names (checking its CRC and decoding it), every blob
 /// reference of every checkpoint, and every value a checkpoint names, rebuilt through its delta
-/// chain as a read would (each once, with the chain's decoded bases shared). `progress` is
-/// called with (done, total) records.
-pub(crate) fn check_records(index: &Index, segments: &SegmentSet, progress: &mut dyn FnMut(u64, u64)) -> VerifyReport {
+/// chain as a read would (each once, oldest checkpoints first, the chain's decoded bases shared
+/// through a per-namespace memo). `progress` is called with (done, total) records.
+pub(crate) fn check_records(
+    index: &impl IndexAccess,
+    segments: &SegmentSet,
+    progress: &mut dyn FnMut(u64, u64),
+) -> VerifyReport {
     let mut report = VerifyReport::default();
-    let total = index.counts();
-    let total = total.checkpoints + total.blobs + total.write_records;
-    let file_of =
-        |seq: u32| segments.get(seq).map(|s| s.path.clone()).unwrap_or_else(|| PathBuf::from(format!("segment {seq}")));
-    let problem = |report: &mut VerifyReport, loc: Loc, what: String| {
-        report.problems.push(Problem { file: file_of(loc.segment), offset: u64::from(loc.offset), what });
-    };
-    for (thread, thread_index) in index.threads() {
-        for (ns_name, ns) in &thread_index.namespaces {
-            // Every value a checkpoint names is rebuilt through its chain, as a read would, each
-            // once: oldest checkpoints first, so the memo hands each delta its decoded base.
-            let mut memo = crate::values::ChainMemo::new();
-            let mut rebuilt = std::collections::HashSet::new();
-            for slot in ns.blobs.values().filter(|slot| slot.is_stored()) {
-                if let Err(e) = check_value(ns, slot, segments) {
-                    problem(&mut report, slot.loc, format!("value of thread {thread:?} (ns {ns_name:?}): {e}"));
-                }
-                report.records_checked += 1;
-            }
-            for &loc in ns.writes.values().flatten() {
-                if let Err(e) = segments.read_record(loc).and_then(|b| {
-                    decode::<WritesRecord>(b.view().body).map(|_| ()).map_err(|r| record_error(segments, b.loc, r))
-                }) {
-                    problem(&mut report, loc, format!("pending writes of thread {thread:?}: {e}"));
-                }
-                report.records_checked += 1;
-            }
-            for (key, slot) in &ns.checkpoints {
-                report.records_checked += 1;
-                progress(report.records_checked, total);
-                let bytes = match segments.read_record(slot.loc) {
-                    Ok(bytes) => bytes,
-                    Err(e) => {
-                        problem(
-                            &mut report,
-                            slot.loc,
-                            format!("checkpoint {} of thread {thread:?}: {e}", key.as_str()),
-                        );
-                        continue;
-                    }
-                };
-                let record = match checkpoint_of(&bytes.view(), crate::codec::DECODE_LIMIT) {
-                    Ok(record) => record,
-                    Err(e) => {
-                        problem(&mut report, slot.loc, format!("checkpoint {}: {e}", key.as_str()));
-                        continue;
-                    }
-                };
-                for (channel, version) in record.body.channel_versions.iter() {
-                    report.references_checked += 1;
-                    let Some(blob) = ns.stored_blob(blob_hash(channel, version)) else {
-                        problem(
-                            &mut report,
-                            slot.loc,
-                            format!(
-                                "checkpoint {} of thread {thread:?} (ns {ns_name:?}) names channel {channel:?} version {version}, which has no stored value",
-                                key.as_str()
-                            ),
-                        );
-                        continue;
-                    };
-                    let matches = segments.read_record(blob.loc).ok().and_then(|b| {
-                        let k: BlobKey = decode_prefix(b.view().body).ok()?;
-                        Some(k.channel == channel.as_str() && *k.version == *version && k.thread_id == thread)
-                    });
-                    if matches != Some(true) {
-                        problem(
-                            &mut report,
-                            blob.loc,
-                            format!(
-                                "blob index entry for channel {channel:?} version {version} points at another record"
-                            ),
-                        );
-                        continue;
-                    }
-                    let hash = blob_hash(channel, version);
-                    if !rebuilt.insert(hash) {
-                        continue;
-                    }
-                    let read = crate::values::pin_chain(segments, ns, hash).and_then(|chain| {
-                        chain.map_or(Ok(()), |chain| {
-                            crate::values::read_chain(
-                                &chain,
-                                thread,
-                                ns_name,
-                                channel,
-                                version,
-                                crate::codec::DECODE_LIMIT,
-                                &mut memo,
-                                // verify checks the bytes on disk, never a cached copy.
-                                None,
-                            )
-                            .map(|_| ())
-                        })
-                    });
-                    if let Err(e) = read {
-                        problem(
-                            &mut report,
-                            slot.loc,
-                            format!(
-                                "value of channel {channel:?} version {version} of thread {thread:?} (ns {ns_name:?}), named by checkpoint {}: {e}",
-                                key.as_str()
-                            ),
-                        );
-                    }
-                }
+    let (total, namespaces) = index.with(|index| {
+        let counts = index.counts();
+        let namespaces: Vec<(String, String)> = index
+            .threads()
+            .flat_map(|(thread, t)| t.namespaces.keys().map(move |ns| (thread.to_owned(), ns.to_string())))
+            .collect();
+        (counts.checkpoints + counts.blobs + counts.write_records, namespaces)
+    });
+    for (thread, ns_name) in &namespaces {
+        // A namespace deleted since it was listed has nothing left to check.
+        let named = index.with(|index| {
+            index
+                .namespace(thread, ns_name)
+                .map(|ns| check_namespace(thread, ns_name, ns, segments, &mut report, total, progress))
+                .unwrap_or_default()
+        });
+        let mut memo = crate::values::ChainMemo::new();
+        for value in named {
+            let hash = blob_hash(&value.channel, &value.version);
+            // Pinned under the lock, read without it (records never change in place).
+            let chain = index.with(|index| {
+                index.namespace(thread, ns_name).map(|ns| crate::values::pin_chain(segments, ns, hash)).transpose()
+            });
+            let read = chain.map(Option::flatten).and_then(|chain| {
+                chain.map_or(Ok(()), |chain| {
+                    crate::values::read_chain(
+                        &chain,
+                        thread,
+                        ns_name,
+                        &value.channel,
+                        &value.version,
+                        crate::codec::DECODE_LIMIT,
+                        &mut memo,
+                        // verify checks the bytes on disk, never a cached copy.
+                        None,
+                    )
+                    .map(|_| ())
+                })
+            });
+            if let Err(e) = read {
+                report.problems.push(Problem {
+                    file: file_of(segments, value.loc.segment),
+                    offset: u64::from(value.loc.offset),
+                    what: format!(
+                        "value of channel {:?} version {} of thread {thread:?} (ns {ns_name:?}), named by checkpoint {}: {e}",
+                        value.channel, value.version, value.checkpoint
+                    ),
+                });
             }
         }
     }
     progress(total, total);
     report
+}
+
+/// The path of segment `seq`, for a problem's report.
+fn file_of(segments: &SegmentSet, seq: u32) -> PathBuf {
+    segments.get(seq).map(|s| s.path.clone()).unwrap_or_else(|| PathBuf::from(format!("segment {seq}")))
+}
+
+/// Check one namespace's records and references (see [`check_records`]); returns the values its
+/// checkpoints name, each once, oldest checkpoint first.
+fn check_namespace(
+    thread: &str,
+    ns_name: &str,
+    ns: &crate::index::NamespaceIndex,
+    segments: &SegmentSet,
+    report: &mut VerifyReport,
+    total: u64,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Vec<NamedValue> {
+    let problem = |report: &mut VerifyReport, loc: Loc, what: String| {
+        report.problems.push(Problem { file: file_of(segments, loc.segment), offset: u64::from(loc.offset), what });
+    };
+    let mut named = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for slot in ns.blobs.values().filter(|slot| slot.is_stored()) {
+        if let Err(e) = check_value(ns, slot, segments) {
+            problem(report, slot.loc, format!("value of thread {thread:?} (ns {ns_name:?}): {e}"));
+        }
+        report.records_checked += 1;
+    }
+    for &loc in ns.writes.values().flatten() {
+        if let Err(e) = segments.read_record(loc).and_then(|b| {
+            decode::<WritesRecord>(b.view().body).map(|_| ()).map_err(|r| record_error(segments, b.loc, r))
+        }) {
+            problem(report, loc, format!("pending writes of thread {thread:?}: {e}"));
+        }
+        report.records_checked += 1;
+    }
+    for (key, slot) in &ns.checkpoints {
+        report.records_checked += 1;
+        progress(report.records_checked, total);
+        let bytes = match segments.read_record(slot.loc) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                problem(report, slot.loc, format!("checkpoint {} of thread {thread:?}: {e}", key.as_str()));
+                continue;
+            }
+        };
+        let record = match checkpoint_of(&bytes.view(), crate::codec::DECODE_LIMIT) {
+            Ok(record) => record,
+            Err(e) => {
+                problem(report, slot.loc, format!("checkpoint {}: {e}", key.as_str()));
+                continue;
+            }
+        };
+        for (channel, version) in record.body.channel_versions.iter() {
+            report.references_checked += 1;
+            let Some(blob) = ns.stored_blob(blob_hash(channel, version)) else {
+                problem(
+                    report,
+                    slot.loc,
+                    format!(
+                        "checkpoint {} of thread {thread:?} (ns {ns_name:?}) names channel {channel:?} version {version}, which has no stored value",
+                        key.as_str()
+                    ),
+                );
+                continue;
+            };
+            let matches = segments.read_record(blob.loc).ok().and_then(|b| {
+                let k: BlobKey = decode_prefix(b.view().body).ok()?;
+                Some(k.channel == channel.as_str() && *k.version == *version && k.thread_id == thread)
+            });
+            if matches != Some(true) {
+                problem(
+                    report,
+                    blob.loc,
+                    format!("blob index entry for channel {channel:?} version {version} points at another record"),
+                );
+                continue;
+            }
+            if seen.insert(blob_hash(channel, version)) {
+                named.push(NamedValue {
+                    channel: channel.clone(),
+                    version: version.clone(),
+                    checkpoint: key.as_str().into_owned(),
+                    loc: slot.loc,
+                });
+            }
+        }
+    }
+    named
 }
 
 /// One stored value: its record decodes, its payload decodes to the length it states, and a
@@ -350,6 +416,90 @@ mod tests {
         assert_eq!(report.problems.len(), 1, "{:?}", report.problems);
         let what = &report.problems[0].what;
         assert!(what.contains("channel \"messages\" version 2 of thread \"t\""), "{what}");
+        assert!(what.contains("delta copies"), "found by rebuilding the value: {what}");
+        engine.close().expect("close");
+    }
+
+    #[test]
+    fn a_memo_never_hides_a_chain_longer_than_a_read_accepts() {
+        // A chain of MAX_CHAIN_LIMIT + 1 deltas (only a writer bug makes one): a cold read
+        // refuses its top value. verify rebuilds an older value of the same chain first, and its
+        // memo then holds a value deep in the chain: the top must still be refused, not rebuilt
+        // from the memo's value in a few steps.
+        use crate::options::MAX_CHAIN_LIMIT;
+        use crate::records::{CheckpointBody, CheckpointHead, CheckpointRecord};
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let engine =
+            Engine::open_with(RealFs::shared(), dir.path(), Options::with_durability(Durability::Flush)).expect("open");
+        let ids = CheckpointIdGenerator::new(None);
+        let value = b"the same 64 bytes at every version of this channel, padded out..".to_vec();
+        let mut checkpoint = Checkpoint::empty(ids.next_id());
+        checkpoint.channel_values.insert("m".into(), Blob::new("json", value.clone()));
+        checkpoint.channel_versions.insert("m".into(), ChannelVersion::Int(0));
+        let new_versions = checkpoint.channel_versions.clone();
+        engine.put(&Config::thread("t"), &checkpoint, &Default::default(), &new_versions).expect("put");
+        let top = i64::from(MAX_CHAIN_LIMIT) + 1;
+        let ops = crate::delta::encode(&value, &value);
+        let mut batch = Batch::new();
+        for version in 1..=top {
+            batch
+                .push(&ValueRecord {
+                    head: ValueHead {
+                        key: BlobKey {
+                            thread_id: Cow::Borrowed("t"),
+                            checkpoint_ns: Cow::Borrowed(""),
+                            channel: Cow::Borrowed("m"),
+                            version: Cow::Owned(ChannelVersion::Int(version)),
+                        },
+                        base: Some(Cow::Owned(ChannelVersion::Int(version - 1))),
+                        depth: u32::try_from(version).expect("small"),
+                    },
+                    value: Some(StoredValue {
+                        type_tag: Cow::Borrowed("json"),
+                        len: value.len() as u64,
+                        packed: Packed::of(&ops, None),
+                    }),
+                })
+                .expect("encode");
+        }
+        // Two checkpoints: the older names a version 100 deltas below the top.
+        for version in [top - 100, top] {
+            let versions: crate::model::ChannelVersions = [("m".to_string(), ChannelVersion::Int(version))].into();
+            let id = ids.next_id();
+            batch
+                .push(&CheckpointRecord {
+                    head: CheckpointHead {
+                        thread_id: Cow::Borrowed("t"),
+                        checkpoint_ns: Cow::Borrowed(""),
+                        checkpoint_id: Cow::Borrowed(&id),
+                        parent_id: None,
+                        run_id: None,
+                        metadata_json: Cow::Borrowed("{}"),
+                    },
+                    body: CheckpointBody {
+                        v: 4,
+                        ts: Cow::Borrowed("2026-11-23T00:00:00+00:00"),
+                        channel_versions: Cow::Owned(versions),
+                        versions_seen: Cow::Owned(Default::default()),
+                        updated_channels: None,
+                    },
+                })
+                .expect("encode");
+        }
+        engine.commit_batch(batch).expect("commit");
+        let report = engine.verify(&mut |_, _| {});
+        let longer = format!("longer than {MAX_CHAIN_LIMIT}");
+        assert!(
+            report.problems.iter().any(|p| p.what.contains(&format!("version {top} ")) && p.what.contains(&longer)),
+            "{:?}",
+            report.problems
+        );
+        assert!(
+            !report.problems.iter().any(|p| p.what.contains(&format!("version {} ", top - 100))),
+            "the older value's chain is within the limit: {:?}",
+            report.problems
+        );
         engine.close().expect("close");
     }
 }

@@ -256,7 +256,13 @@ impl PackedCheckpointRecord<'static> {
             updated_channels: record.body.updated_channels.as_deref().map(Cow::Borrowed),
         };
         let plain = postcard::to_allocvec(&rest).ok()?;
-        let (codec, payload) = codec::pack_content(&plain, level, codec::Content::Identifiers);
+        // Mostly names and versions, unless the metadata (free text) is most of it.
+        let content = if record.head.metadata_json.len() * 2 > estimate {
+            codec::Content::Values
+        } else {
+            codec::Content::Identifiers
+        };
+        let (codec, payload) = codec::pack_content(&plain, level, content);
         let packed = Packed { codec, len: plain.len() as u64, payload };
         if packed.codec == Codec::Raw {
             return None;

@@ -151,6 +151,13 @@ pub(crate) fn read_chain(
             && known.channel == channel
             && known.version == expected
         {
+            // The chain is as long as a cold read would find it: the memo must not hide a
+            // chain that read refuses.
+            if at as u64 + u64::from(known.depth) > u64::from(MAX_CHAIN_LIMIT) {
+                return Err(pinned.corruption(format!(
+                    "the value of channel {channel:?} version {version} of thread {thread:?} has a delta chain longer than {MAX_CHAIN_LIMIT}"
+                )));
+            }
             from_memo = Some(known);
             break;
         }

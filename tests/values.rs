@@ -298,13 +298,32 @@ fn writers_maintenance_and_readers_at_once_keep_every_value_whole() {
                 })
             })
             .collect();
+        // verify beside them: it takes the index lock one namespace (and one value's chain) at
+        // a time and rebuilds values without it, so each step must hold whatever ran between.
+        let verifier = {
+            let (store, done) = (store.clone(), done.clone());
+            scope.spawn(move || {
+                // Passes over a store holding something (the first ones may find it empty).
+                let mut passes = 0usize;
+                while !done.load(Ordering::Relaxed) {
+                    let report = store.verify(&mut |_, _| {});
+                    assert!(report.problems.is_empty(), "verify beside writers: {:?}", report.problems);
+                    passes += usize::from(report.records_checked > 100);
+                }
+                passes
+            })
+        };
         for writer in writers {
             writer.join().expect("writer");
         }
         done.store(true, Ordering::Relaxed);
         let (rounds, stored_whole) = maintenance.join().expect("maintenance");
         let reads: usize = readers.into_iter().map(|r| r.join().expect("reader")).sum();
-        println!("{rounds} maintenance rounds ({stored_whole} deltas stored whole), {reads} values read and checked");
+        let passes = verifier.join().expect("verifier");
+        println!(
+            "{rounds} maintenance rounds ({stored_whole} deltas stored whole), {reads} values read and checked, {passes} verify passes over 100+ records"
+        );
+        assert!(passes > 0, "verify ran beside the writers over a populated store");
         assert!(rounds > 10 && reads > 100, "{rounds} rounds, {reads} reads");
         assert!(stored_whole > 0, "compactions stored deltas whole while writers wrote on them");
     });
