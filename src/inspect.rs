@@ -365,6 +365,34 @@ mod tests {
         (0..n).flat_map(|i| format!("message {i}: lorem ipsum dolor sit amet, ").into_bytes()).collect()
     }
 
+    fn open(dir: &std::path::Path) -> Engine {
+        Engine::open_with(RealFs::shared(), dir, Options::with_durability(Durability::Flush)).expect("open")
+    }
+
+    /// A delta record of `channel` of thread "t", written past the write path's checks: version
+    /// `version` on base `version - 1`, `ops` rebuilding `len` bytes.
+    fn push_delta(batch: &mut Batch, channel: &str, version: i64, ops: &[u8], len: usize) {
+        batch
+            .push(&ValueRecord {
+                head: ValueHead {
+                    key: BlobKey {
+                        thread_id: Cow::Borrowed("t"),
+                        checkpoint_ns: Cow::Borrowed(""),
+                        channel: Cow::Borrowed(channel),
+                        version: Cow::Owned(ChannelVersion::Int(version)),
+                    },
+                    base: Some(Cow::Owned(ChannelVersion::Int(version - 1))),
+                    depth: u32::try_from(version).expect("small"),
+                },
+                value: Some(StoredValue {
+                    type_tag: Cow::Borrowed("json"),
+                    len: len as u64,
+                    packed: Packed::of(ops, None),
+                }),
+            })
+            .expect("encode");
+    }
+
     #[test]
     fn verify_rebuilds_older_values_not_only_the_latest() {
         // Step 2's value is a delta on step 1's; step 3 starts a new chain, so the latest
@@ -372,8 +400,7 @@ mod tests {
         // whose every record-level check passes (CRC, decode, lengths, base link) but whose ops
         // do not rebuild the value from its base: only rebuilding step 2's value finds it.
         let dir = tempfile::tempdir().expect("tempdir");
-        let engine =
-            Engine::open_with(RealFs::shared(), dir.path(), Options::with_durability(Durability::Flush)).expect("open");
+        let engine = open(dir.path());
         let ids = CheckpointIdGenerator::new(None);
         let version = |step: i64| ChannelVersion::Int(step);
         let mut config = Config::thread("t");
@@ -392,25 +419,7 @@ mod tests {
         let longer_base = [values[1].clone(), b"padding".repeat(500)].concat();
         let ops = crate::delta::encode(&longer_base, &values[1]);
         let mut batch = Batch::new();
-        batch
-            .push(&ValueRecord {
-                head: ValueHead {
-                    key: BlobKey {
-                        thread_id: Cow::Borrowed("t"),
-                        checkpoint_ns: Cow::Borrowed(""),
-                        channel: Cow::Borrowed("messages"),
-                        version: Cow::Owned(version(2)),
-                    },
-                    base: Some(Cow::Owned(version(1))),
-                    depth: 1,
-                },
-                value: Some(StoredValue {
-                    type_tag: Cow::Borrowed("json"),
-                    len: values[1].len() as u64,
-                    packed: Packed::of(&ops, None),
-                }),
-            })
-            .expect("encode");
+        push_delta(&mut batch, "messages", 2, &ops, values[1].len());
         engine.commit_batch(batch).expect("commit");
         let report = engine.verify(&mut |_, _| {});
         assert_eq!(report.problems.len(), 1, "{:?}", report.problems);
@@ -430,8 +439,7 @@ mod tests {
         use crate::records::{CheckpointBody, CheckpointHead, CheckpointRecord};
 
         let dir = tempfile::tempdir().expect("tempdir");
-        let engine =
-            Engine::open_with(RealFs::shared(), dir.path(), Options::with_durability(Durability::Flush)).expect("open");
+        let engine = open(dir.path());
         let ids = CheckpointIdGenerator::new(None);
         let value = b"the same 64 bytes at every version of this channel, padded out..".to_vec();
         let mut checkpoint = Checkpoint::empty(ids.next_id());
@@ -443,25 +451,7 @@ mod tests {
         let ops = crate::delta::encode(&value, &value);
         let mut batch = Batch::new();
         for version in 1..=top {
-            batch
-                .push(&ValueRecord {
-                    head: ValueHead {
-                        key: BlobKey {
-                            thread_id: Cow::Borrowed("t"),
-                            checkpoint_ns: Cow::Borrowed(""),
-                            channel: Cow::Borrowed("m"),
-                            version: Cow::Owned(ChannelVersion::Int(version)),
-                        },
-                        base: Some(Cow::Owned(ChannelVersion::Int(version - 1))),
-                        depth: u32::try_from(version).expect("small"),
-                    },
-                    value: Some(StoredValue {
-                        type_tag: Cow::Borrowed("json"),
-                        len: value.len() as u64,
-                        packed: Packed::of(&ops, None),
-                    }),
-                })
-                .expect("encode");
+            push_delta(&mut batch, "m", version, &ops, value.len());
         }
         // Two checkpoints: the older names a version 100 deltas below the top.
         for version in [top - 100, top] {
