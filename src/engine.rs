@@ -49,8 +49,9 @@ pub(crate) struct Engine {
     /// The directory lock; dropped (unlocking the directory) by `close` or drop.
     pub(crate) lock: parking_lot::Mutex<Option<LockGuard>>,
     /// The process that opened the store. A child made by `fork` (Python's multiprocessing
-    /// does it) inherits a copy of this handle: it must neither flush, trim nor snapshot the
-    /// parent's store, nor release its lock, when it closes or drops the copy.
+    /// does it) inherits a copy of this handle: every call of it is refused (`enter`), and it
+    /// neither flushes, trims nor snapshots the parent's store, nor releases its lock, when it
+    /// closes or drops the copy.
     pub(crate) owner_pid: u32,
     pub(crate) layout: Arc<Layout>,
     /// Call counts and latencies (see `metrics.rs`).

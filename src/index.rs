@@ -332,8 +332,8 @@ pub struct ThreadIndex {
 
 impl ThreadIndex {
     /// The index of namespace `ns`. The root graph's `""`, on nearly every call, sorts first and
-    /// is found without comparing names: a string comparison is a libc `memcmp` call, and on
-    /// some virtual machines (AVX-512 `memcmp` on AMD EPYC guests) each one costs ~60 ns.
+    /// is found without comparing names: comparing with `""` is a zero-length libc `memcmp`,
+    /// which costs ~150 ns on some virtual machines (see `text.rs`, where it was measured).
     pub fn namespace(&self, ns: &str) -> Option<&NamespaceIndex> {
         if ns.is_empty() {
             return self.namespaces.first_key_value().filter(|(name, _)| name.is_empty()).map(|(_, index)| index);

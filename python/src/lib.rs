@@ -259,11 +259,13 @@ fn metadata_text(py: Python<'_>, metadata: &Bound<'_, PyDict>) -> PyResult<Strin
     if let Some(text) = metadata_json::metadata_json(metadata) {
         return Ok(text);
     }
-    py.import("json")?
-        .getattr("dumps")?
-        .call((metadata,), Some(&[("ensure_ascii", false)].into_py_dict(py)?))?
-        .extract()
+    let dumps = JSON_DUMPS
+        .get_or_try_init(py, || -> PyResult<Py<PyAny>> { Ok(py.import("json")?.getattr("dumps")?.unbind()) })?;
+    dumps.bind(py).call((metadata,), Some(&[("ensure_ascii", false)].into_py_dict(py)?))?.extract()
 }
+
+/// Python's `json.dumps`, imported once.
+static JSON_DUMPS: pyo3::sync::PyOnceLock<Py<PyAny>> = pyo3::sync::PyOnceLock::new();
 
 /// LangGraph's `get_checkpoint_metadata` (the config's metadata merged in), imported once.
 static GET_CHECKPOINT_METADATA: pyo3::sync::PyOnceLock<Py<PyAny>> = pyo3::sync::PyOnceLock::new();
@@ -305,20 +307,29 @@ fn config_from_py(py: Python<'_>, config: &Bound<'_, PyAny>) -> PyResult<Config>
     Ok(Config { thread_id, checkpoint_ns, checkpoint_id })
 }
 
-/// One value serialized by `dumps` (the saver's `serde.dumps_typed`): `(type_tag, bytes)`.
+/// The two items of a pair: a 2-tuple's directly, any other iterable's by iterating it;
+/// `Err(n)` when it holds `n` items instead.
+type Pair<'py> = (Bound<'py, PyAny>, Bound<'py, PyAny>);
+fn two_items<'py>(pair: &Bound<'py, PyAny>) -> PyResult<Result<Pair<'py>, usize>> {
+    if let Ok(tuple) = pair.cast::<PyTuple>()
+        && tuple.len() == 2
+    {
+        return Ok(Ok((tuple.get_item(0)?, tuple.get_item(1)?)));
+    }
+    let items: Vec<Bound<'py, PyAny>> = pair.try_iter()?.collect::<PyResult<_>>()?;
+    Ok(<[Bound<'py, PyAny>; 2]>::try_from(items).map(|[a, b]| (a, b)).map_err(|items| items.len()))
+}
+
+/// One value serialized by `dumps` (the saver's `serde.dumps_typed`): `(type_tag, bytes)`, or
+/// another serializer's pair (any two items, the second bytes-like).
 fn dump(dumps: &Bound<'_, PyAny>, value: &Bound<'_, PyAny>) -> PyResult<Blob> {
     let dumped = dumps.call1((value,))?;
-    if let Ok(pair) = dumped.cast::<PyTuple>()
-        && pair.len() == 2
-        && let (Ok(type_tag), Ok(bytes)) = (pair.get_item(0)?.cast::<PyString>(), pair.get_item(1)?.cast::<PyBytes>())
-    {
+    let (type_tag, bytes) = two_items(&dumped)?.map_err(|count| {
+        PyTypeError::new_err(format!("dumps_typed must return (type_tag, bytes), not {count} items"))
+    })?;
+    if let (Ok(type_tag), Ok(bytes)) = (type_tag.cast::<PyString>(), bytes.cast::<PyBytes>()) {
         return Ok(Blob { type_tag: type_tag.to_str()?.to_owned(), bytes: bytes.as_bytes().to_vec() });
     }
-    // Another serializer's pair: any two items, the second bytes-like.
-    let items: Vec<Bound<'_, PyAny>> = dumped.try_iter()?.collect::<PyResult<_>>()?;
-    let [type_tag, bytes]: [Bound<'_, PyAny>; 2] = items.try_into().map_err(|items: Vec<_>| {
-        PyTypeError::new_err(format!("dumps_typed must return (type_tag, bytes), not {} items", items.len()))
-    })?;
     Ok(Blob { type_tag: type_tag.extract()?, bytes: bytes.extract()? })
 }
 
@@ -379,15 +390,8 @@ struct Store {
 
 impl Store {
     /// The checkpoint `get_tuple` and `read_tuple` return (read with the GIL released).
-    fn fetch(
-        &self,
-        py: Python<'_>,
-        thread_id: String,
-        checkpoint_ns: String,
-        checkpoint_id: Option<String>,
-    ) -> PyResult<Option<CheckpointTuple>> {
-        let config = Config { thread_id, checkpoint_ns, checkpoint_id };
-        py.detach(|| self.inner.get_tuple(&config)).map_err(|e| to_py_err(py, &e))
+    fn fetch(&self, py: Python<'_>, config: &Config) -> PyResult<Option<CheckpointTuple>> {
+        py.detach(|| self.inner.get_tuple(config)).map_err(|e| to_py_err(py, &e))
     }
 
     /// The checkpoints `list` and `read_list` return (read with the GIL released).
@@ -509,7 +513,7 @@ impl Store {
         checkpoint_ns: String,
         checkpoint_id: Option<String>,
     ) -> PyResult<Option<StoredCheckpoint>> {
-        let found = self.fetch(py, thread_id, checkpoint_ns, checkpoint_id)?;
+        let found = self.fetch(py, &Config { thread_id, checkpoint_ns, checkpoint_id })?;
         found.map(|tuple| tuple_to_py(py, &tuple)).transpose()
     }
 
@@ -521,8 +525,7 @@ impl Store {
         config: &Bound<'py, PyAny>,
         loads: &Bound<'py, PyAny>,
     ) -> PyResult<Option<Bound<'py, PyAny>>> {
-        let config = config_from_py(py, config)?;
-        let found = py.detach(|| self.inner.get_tuple(&config)).map_err(|e| to_py_err(py, &e))?;
+        let found = self.fetch(py, &config_from_py(py, config)?)?;
         found.map(|tuple| tuple_to_langgraph(py, &tuple, loads)).transpose()
     }
 
@@ -641,20 +644,11 @@ impl Store {
         let mut blobs = Vec::new();
         for write in writes.try_iter()? {
             // A `(channel, value)` pair, as a tuple (LangGraph's) or any two-item iterable.
-            let write = write?;
-            let (channel, value) = match write.cast::<PyTuple>() {
-                Ok(pair) if pair.len() == 2 => (pair.get_item(0)?, pair.get_item(1)?),
-                _ => {
-                    let items: Vec<Bound<'_, PyAny>> = write.try_iter()?.collect::<PyResult<_>>()?;
-                    let [channel, value]: [Bound<'_, PyAny>; 2] = items.try_into().map_err(|items: Vec<_>| {
-                        pyo3::exceptions::PyValueError::new_err(format!(
-                            "a write is a (channel, value) pair, not {} items",
-                            items.len()
-                        ))
-                    })?;
-                    (channel, value)
-                }
-            };
+            let (channel, value) = two_items(&write?)?.map_err(|count| {
+                pyo3::exceptions::PyValueError::new_err(format!(
+                    "a write is a (channel, value) pair, not {count} items"
+                ))
+            })?;
             blobs.push((channel.extract::<String>()?, dump(dumps, &value)?));
         }
         self.write(py, || self.inner.put_writes(&config, &blobs, task_id, task_path)).map_err(|e| to_py_err(py, &e))
